@@ -1,0 +1,52 @@
+"""Lazy access to the compiled extension ``rstg_fast._C``.
+
+Importing ``rstg_fast`` never loads the extension nor initialises CUDA; the first kernel
+call does. ``build_info()`` reports what the installed build contains.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Any
+
+
+@functools.lru_cache(maxsize=None)
+def extension() -> ModuleType | None:
+    """The compiled module, or None when this install has no compiled kernels."""
+    try:
+        from rstg_fast import _C
+    except ImportError:
+        return None
+    return _C
+
+
+def require_extension() -> ModuleType:
+    ext = extension()
+    if ext is None:
+        raise RuntimeError(
+            "rstg_fast was imported without its compiled extension rstg_fast._C; "
+            "install the package with `pip install .` (a source tree on sys.path has no kernels)."
+        )
+    return ext
+
+
+def build_info() -> dict[str, Any]:
+    """What this build of rstg_fast contains.
+
+    Returns a dict with ``cpu`` (the C++ CPU kernels are built), ``cuda`` (the CUDA
+    kernels are built), ``cuda_archs`` (SM versions compiled, e.g. ``[80, 90]``),
+    ``openmp`` (CPU kernels are multi-threaded), ``cpu_isa`` (the instruction-set target of
+    the CPU kernels) and ``triton`` (the Triton package is importable).
+    """
+    import importlib.util
+
+    ext = extension()
+    return {
+        "cpu": ext is not None,
+        "cuda": bool(ext is not None and ext.with_cuda),
+        "cuda_archs": list(ext.cuda_archs) if ext is not None else [],
+        "openmp": bool(ext is not None and ext.with_openmp),
+        "cpu_isa": str(ext.cpu_isa) if ext is not None else None,
+        "triton": importlib.util.find_spec("triton") is not None,
+    }

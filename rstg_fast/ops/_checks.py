@@ -1,0 +1,151 @@
+"""Input validation of ``message_attention``: every check lives here, and runs before any
+kernel. Messages name the argument and say what was received."""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+from rstg_fast.ops import backends
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
+    """Validate shapes, dtypes, devices and options. Returns ``(scale, backend_name)``.
+
+    The CSR *contents* (monotone indptr, indices in range) are checked by
+    :func:`check_csr_contents`, called by the op itself on real tensors, cached per graph.
+    """
+    for name, t in (("S", S), ("R", R), ("Q", Q), ("K", K), ("indptr", indptr), ("indices", indices)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if S.dim() != 3:
+        raise ValueError(f"S must have shape (G, N, Hd), got {_shape(S)}")
+    if R.shape != S.shape:
+        raise ValueError(f"R must have shape (G, N, Hd) matching S, got {_shape(S)} and {_shape(R)}")
+    G, N, Hd = S.shape
+    if Q.dim() != 3 or Q.shape[:2] != S.shape[:2]:
+        raise ValueError(f"Q must have shape (G, N, A) with (G, N) = {(G, N)} of S, got {_shape(Q)}")
+    if K.shape != Q.shape:
+        raise ValueError(f"K must have shape (G, N, A) matching Q, got {_shape(Q)} and {_shape(K)}")
+    A = Q.shape[2]
+    if A == 0:
+        raise ValueError(f"Q and K must have a non-empty attention dimension A, got {_shape(Q)}")
+    if W2 is None:
+        if b2 is not None:
+            raise ValueError("b2 must be None when W2 is None (one send layer)")
+        D = Hd
+    else:
+        if not isinstance(W2, torch.Tensor) or W2.dim() != 2 or W2.shape[1] != Hd:
+            raise ValueError(f"W2 must have shape (D, Hd) with Hd = {Hd}, got {_shape(W2) if isinstance(W2, torch.Tensor) else W2!r}")
+        D = W2.shape[0]
+        if not isinstance(b2, torch.Tensor) or b2.shape != (D,):
+            raise ValueError(f"b2 must have shape (D,) = ({D},) when W2 is given, got {_shape(b2) if isinstance(b2, torch.Tensor) else b2!r}")
+
+    floats = [("S", S), ("R", R), ("Q", Q), ("K", K)] + ([("W2", W2), ("b2", b2)] if W2 is not None else [])
+    if S.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"S must be float16, bfloat16, float32 or float64, got {S.dtype}")
+    for name, t in floats[1:]:
+        if t.dtype != S.dtype:
+            raise ValueError(f"{name} must have the dtype of S ({S.dtype}), got {t.dtype}")
+        if t.device != S.device:
+            raise ValueError(f"{name} must be on the device of S ({S.device}), got {t.device}")
+
+    for name, t in (("indptr", indptr), ("indices", indices)):
+        if t.dim() != 1 or t.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"{name} must be a 1-D int64 (or int32) tensor, got shape {_shape(t)} and {t.dtype}")
+        if t.device != S.device:
+            raise ValueError(f"{name} must be on the device of S ({S.device}), got {t.device}")
+    if indptr.numel() != N + 1:
+        raise ValueError(f"indptr must have shape (N + 1,) = ({N + 1},), got {_shape(indptr)}")
+
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise ValueError(f"heads must be a positive int, got {heads!r}")
+    if A % heads or D % heads:
+        raise ValueError(f"heads must divide the attention width A = {A} and the message width D = {D}, got heads={heads}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(A // heads)
+    else:
+        try:
+            scale = float(scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"scale must be a float or None, got {scale!r}") from None
+        if not math.isfinite(scale):
+            raise ValueError(f"scale must be finite, got {scale}")
+
+    if not isinstance(backend, str):
+        raise ValueError(f"backend must be a string, got {backend!r}")
+    if backend == "auto":
+        backend = backends.auto_backend(S.device, S.dtype)
+    spec = backends.BACKENDS.get(backend)
+    if spec is None:
+        raise ValueError(f"backend must be 'auto' or one of {sorted(backends.BACKENDS)}, got {backend!r}")
+    if S.device.type not in spec.devices:
+        raise ValueError(f"backend {backend!r} runs on {spec.devices} tensors, got tensors on {S.device}")
+    if S.dtype not in spec.dtypes:
+        raise ValueError(f"backend {backend!r} supports {[str(d) for d in spec.dtypes]}, got {S.dtype}")
+    why = spec.unavailable()
+    if why is not None:
+        raise ValueError(f"backend {backend!r} is not available: {why}")
+    return scale, backend
+
+
+# Checked graphs: indices tensor -> (versions, indptr) it was validated with. Weak keys, so a
+# graph that is freed leaves the cache; the version counters catch in-place edits.
+_validated = WeakIdKeyDictionary()
+
+_CSR_MESSAGES = {
+    0: "indptr must start at 0, got indptr[0] = {v}",
+    1: "indptr must end at E = len(indices) = {e}, got indptr[-1] = {v}",
+    2: "indptr must be non-decreasing, but indptr[{w} + 1] < indptr[{w}]",
+    3: "indices must lie in [0, N) = [0, {n}), got indices[{w}] = {v}",
+}
+
+
+def check_csr_contents(indptr: torch.Tensor, indices: torch.Tensor) -> None:
+    """Check CSR contents once per graph (cached); int64 contiguous tensors expected.
+
+    Runs the C++ (or CUDA) checker of ``rstg_fast._C`` when built, else the same checks
+    in PyTorch. Raises ValueError naming the argument and the first bad position.
+    """
+    key = _validated.get(indices)
+    if key is not None and key[0] == indices._version and key[1]() is indptr and key[2] == indptr._version:
+        return
+    n, e = indptr.numel() - 1, indices.numel()
+    from rstg_fast._ext import extension
+
+    ext = extension()
+    if ext is not None and indptr.device.type == "cpu":
+        code, where = ext.check_csr_cpu(indptr.data_ptr(), indices.data_ptr(), n, e)
+    elif ext is not None and indptr.device.type == "cuda" and ext.with_cuda:
+        stream = torch.cuda.current_stream(indptr.device).cuda_stream
+        code, where = ext.check_csr_cuda(indptr.data_ptr(), indices.data_ptr(), n, e, stream)
+    else:
+        code, where = _check_csr_torch(indptr, indices)
+    if code >= 0:
+        value = {0: lambda: indptr[0], 1: lambda: indptr[-1], 2: lambda: 0, 3: lambda: indices[where]}[code]()
+        raise ValueError(_CSR_MESSAGES[code].format(v=int(value), e=e, w=where, n=n))
+    _validated[indices] = (indices._version, weakref.ref(indptr), indptr._version)
+
+
+def _check_csr_torch(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[int, int]:
+    n, e = indptr.numel() - 1, indices.numel()
+    if int(indptr[0]) != 0:
+        return 0, 0
+    if int(indptr[-1]) != e:
+        return 1, n
+    bad = (indptr[1:] < indptr[:-1]).nonzero()
+    if bad.numel():
+        return 2, int(bad[0])
+    bad = ((indices < 0) | (indices >= n)).nonzero()
+    if bad.numel():
+        return 3, int(bad[0])
+    return -1, 0

@@ -1,0 +1,92 @@
+"""Registration of the ``rstg_fast::message_attention`` torch ops.
+
+Two ops, forward and backward, each with a real kernel for CPU and CUDA tensors (which
+hands over to the chosen backend), a fake kernel for ``torch.compile``/meta tensors, and
+autograd tying them together. ``torch.library.define``/``impl`` is used rather than the
+``custom_op`` decorator: same semantics, a few microseconds less per call.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rstg_fast.ops import backends
+from rstg_fast.ops._checks import check_csr_contents
+
+_lib = torch.library.Library("rstg_fast", "DEF")  # noqa: TOR901 - we own this namespace
+_lib.define(
+    "message_attention(Tensor S, Tensor R, Tensor Q, Tensor K, Tensor? W2, Tensor? b2, "
+    "Tensor indptr, Tensor indices, int heads, float scale, str backend) -> (Tensor, Tensor)"
+)
+_lib.define(
+    "message_attention_backward(Tensor dO, Tensor S, Tensor R, Tensor Q, Tensor K, Tensor? W2, "
+    "Tensor? b2, Tensor indptr, Tensor indices, Tensor O, Tensor lse, int heads, float scale, "
+    "str backend) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+)
+
+
+def lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _contiguous(*ts):
+    return tuple(t.contiguous() if t is not None else None for t in ts)
+
+
+def _forward_impl(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
+    S, R, Q, K, W2, b2, indptr, indices = _contiguous(S, R, Q, K, W2, b2, indptr, indices)
+    check_csr_contents(indptr, indices)
+    return backends.module(backend).forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale)
+
+
+def _backward_impl(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale, backend):
+    # Incoming gradients may be expanded views with stride 0: kernels see contiguous memory.
+    dO, S, R, Q, K, W2, b2, O, lse = _contiguous(dO, S, R, Q, K, W2, b2, O, lse)
+    dS, dR, dQ, dK, dW2, db2 = backends.module(backend).backward(
+        dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale
+    )
+    if W2 is None:  # the schema returns Tensors: empty stand-ins for absent W2/b2
+        dW2 = dW2 if dW2 is not None else S.new_empty(0)
+        db2 = db2 if db2 is not None else S.new_empty(0)
+    return dS, dR, dQ, dK, dW2, db2
+
+
+for _key in ("CPU", "CUDA"):
+    _lib.impl("message_attention", _forward_impl, _key)
+    _lib.impl("message_attention_backward", _backward_impl, _key)
+
+
+@torch.library.register_fake("rstg_fast::message_attention")
+def _forward_fake(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
+    G, N, Hd = S.shape
+    D = W2.shape[0] if W2 is not None else Hd
+    return S.new_empty((G, N, D)), S.new_empty((G, N, heads), dtype=lse_dtype(S.dtype))
+
+
+@torch.library.register_fake("rstg_fast::message_attention_backward")
+def _backward_fake(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale, backend):
+    dW2 = torch.empty_like(W2) if W2 is not None else S.new_empty(0)
+    db2 = torch.empty_like(b2) if b2 is not None else S.new_empty(0)
+    return torch.empty_like(S), torch.empty_like(R), torch.empty_like(Q), torch.empty_like(K), dW2, db2
+
+
+def _setup_context(ctx, inputs, output):
+    S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend = inputs
+    O, lse = output
+    ctx.save_for_backward(S, R, Q, K, W2, b2, indptr, indices, O, lse)
+    ctx.heads, ctx.scale, ctx.backend = heads, scale, backend
+    ctx.has_w2 = W2 is not None
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, dO, _dlse):
+    S, R, Q, K, W2, b2, indptr, indices, O, lse = ctx.saved_tensors
+    dS, dR, dQ, dK, dW2, db2 = torch.ops.rstg_fast.message_attention_backward(
+        dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, ctx.heads, ctx.scale, ctx.backend
+    )
+    if not ctx.has_w2:
+        dW2 = db2 = None
+    return dS, dR, dQ, dK, dW2, db2, None, None, None, None, None
+
+
+torch.library.register_autograd("rstg_fast::message_attention", _backward, setup_context=_setup_context)

@@ -1,0 +1,74 @@
+"""Backends of ``message_attention``: one contract, several implementations.
+
+A backend module exposes
+
+    forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale) -> (O, lse)
+    backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale)
+        -> (dS, dR, dQ, dK, dW2 | None, db2 | None)
+
+and receives contiguous, validated tensors on one device (indptr/indices int64), a concrete
+``heads`` and ``scale``. ``O`` has the input dtype; ``lse`` is float32 (float64 for float64
+inputs). Backends are imported lazily, so ``import rstg_fast`` stays cheap and never
+compiles Triton or touches CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
+
+import torch
+
+_F16 = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    module: str  # import path of the module with forward/backward
+    devices: tuple[str, ...]  # torch device types it runs on
+    dtypes: tuple[torch.dtype, ...]
+    unavailable: Callable[[], str | None]  # None when usable, else why not
+
+
+def _always() -> str | None:
+    return None
+
+
+BACKENDS: dict[str, BackendSpec] = {
+    "reference": BackendSpec("reference", "rstg_fast.ops.backends.reference", ("cpu", "cuda"), _F16, _always),
+}
+
+
+def register(spec: BackendSpec) -> None:
+    """Add (or replace) a backend; kernel backends call this from ``rstg_fast.ops.backends``."""
+    BACKENDS[spec.name] = spec
+
+
+_modules: dict[str, ModuleType] = {}
+
+
+def module(name: str) -> ModuleType:
+    mod = _modules.get(name)
+    if mod is None:
+        mod = _modules[name] = importlib.import_module(BACKENDS[name].module)
+    return mod
+
+
+def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """The backend ``backend="auto"`` resolves to for tensors on ``device`` of ``dtype``.
+
+    Rule: the fastest usable fused backend for the device (see docs/backends.md), falling
+    back to ``reference`` when no fused backend supports the device and dtype.
+    """
+    for name in AUTO_ORDER.get(device.type, ()):
+        spec = BACKENDS.get(name)
+        if spec is not None and dtype in spec.dtypes and spec.unavailable() is None:
+            return name
+    return "reference"
+
+
+# Preference per device type, fastest first; filled in as fused backends land.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": (), "cuda": ()}
