@@ -92,7 +92,7 @@ def check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
         raise ValueError(f"backend {backend!r} runs on {spec.devices} tensors, got tensors on {S.device}")
     if S.dtype not in spec.dtypes:
         raise ValueError(f"backend {backend!r} supports {[str(d) for d in spec.dtypes]}, got {S.dtype}")
-    why = spec.unavailable()
+    why = spec.unavailable(S.device)
     if why is not None:
         raise ValueError(f"backend {backend!r} is not available: {why}")
     return scale, backend

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-_F16 = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_ALL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,10 @@ class BackendSpec:
     module: str  # import path of the module with forward/backward
     devices: tuple[str, ...]  # torch device types it runs on
     dtypes: tuple[torch.dtype, ...]
-    unavailable: Callable[[], str | None]  # None when usable, else why not
+    unavailable: Callable[[torch.device], str | None]  # None when usable on that device, else why not
 
 
-def _always() -> str | None:
+def _always(device: torch.device) -> str | None:
     return None
 
 
@@ -65,7 +65,7 @@ def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
     """
     for name in AUTO_ORDER.get(device.type, ()):
         spec = BACKENDS.get(name)
-        if spec is not None and dtype in spec.dtypes and spec.unavailable() is None:
+        if spec is not None and dtype in spec.dtypes and spec.unavailable(device) is None:
             return name
     return "reference"
 
