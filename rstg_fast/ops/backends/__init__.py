@@ -38,7 +38,7 @@ def _always(device: torch.device) -> str | None:
 
 
 BACKENDS: dict[str, BackendSpec] = {
-    "reference": BackendSpec("reference", "rstg_fast.ops.backends.reference", ("cpu", "cuda"), _F16, _always),
+    "reference": BackendSpec("reference", "rstg_fast.ops.backends.reference", ("cpu", "cuda"), _ALL_FLOATS, _always),
 }
 
 
