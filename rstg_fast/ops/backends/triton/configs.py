@@ -1,0 +1,52 @@
+"""Tile sizes and autotuning configurations of the Triton kernels.
+
+On a GPU each kernel is autotuned over a small set (first call of a new shape key costs a
+few benchmark runs, not a sweep). Under ``TRITON_INTERPRET=1`` (CPU tests) autotuning
+with more than one config cannot run (no driver for ``do_bench``), and the interpreter is
+slow, so a single tiny config is used there.
+
+Tile names: ``BG`` graphs x ``BE`` edges form the ``M = BG * BE`` rows of a GEMM tile that
+share one destination row and one index list; ``BD`` output columns (within one head);
+``BK`` the slice of ``Hd`` streamed per ``tl.dot`` in the forward.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (read when kernels are defined)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _configs(options: list[dict], warps_stages: list[tuple[int, int]]) -> list[triton.Config]:
+    return [triton.Config(dict(o), num_warps=w, num_stages=s) for o, (w, s) in zip(options, warps_stages)]
+
+
+if interpreting():
+    FORWARD = [triton.Config({"BG": 2, "BE": 4, "BD": 8, "BK": 8})]
+    BACKWARD = [triton.Config({"BG": 2, "BE": 4, "BD": 8})]
+    WEIGHT_GRAD = [triton.Config({"BG": 2, "BE": 4, "BD": 8})]
+else:
+    # M = BG * BE rows per tl.dot: 64 or 128; tl.dot needs every dimension >= 16.
+    FORWARD = _configs(
+        [
+            {"BG": 4, "BE": 16, "BD": 64, "BK": 64},
+            {"BG": 8, "BE": 8, "BD": 64, "BK": 64},
+            {"BG": 8, "BE": 16, "BD": 128, "BK": 32},
+            {"BG": 16, "BE": 8, "BD": 128, "BK": 64},
+        ],
+        [(4, 3), (4, 3), (8, 3), (8, 2)],
+    )
+    # The backward keeps an (M, Hd) gradient tile in registers: smaller M, more warps.
+    BACKWARD = _configs(
+        [{"BG": 2, "BE": 16, "BD": 32}, {"BG": 4, "BE": 8, "BD": 32}, {"BG": 4, "BE": 16, "BD": 32}],
+        [(4, 2), (4, 2), (8, 2)],
+    )
+    WEIGHT_GRAD = _configs(
+        [{"BG": 2, "BE": 16, "BD": 32}, {"BG": 4, "BE": 16, "BD": 32}, {"BG": 4, "BE": 16, "BD": 64}],
+        [(4, 2), (8, 2), (8, 2)],
+    )
