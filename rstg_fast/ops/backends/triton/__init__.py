@@ -6,7 +6,7 @@ and autotuning), ``forward_kernel.py`` / ``launch_forward.py``, ``backward_kerne
 Triton's interpreter (``TRITON_INTERPRET=1``, for tests).
 """
 
-# from rstg_fast.ops.backends.triton.launch_backward import backward
+from rstg_fast.ops.backends.triton.launch_backward import backward
 from rstg_fast.ops.backends.triton.launch_forward import forward
 
 __all__ = ["forward", "backward"]

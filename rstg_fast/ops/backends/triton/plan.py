@@ -104,3 +104,27 @@ def get_plan(indptr: torch.Tensor, indices: torch.Tensor, chunk: int | None = No
         del per_graph[old]  # plans of an older version of this graph are stale
     per_graph[key] = (weakref.ref(indptr), plan)
     return plan
+
+
+def transpose_csr(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR by source, ``(indptr_t, indices_t)``: the destinations of each source (duplicates kept)."""
+    n = indptr.numel() - 1
+    dst = torch.repeat_interleave(torch.arange(n, device=indptr.device), indptr[1:] - indptr[:-1], output_size=indices.numel())
+    order = torch.sort(indices, stable=True).indices
+    indptr_t = torch.zeros(n + 1, dtype=torch.int64, device=indptr.device)
+    indptr_t[1:] = torch.cumsum(torch.bincount(indices, minlength=n), 0)
+    return indptr_t, dst[order].contiguous()
+
+
+_transposed = WeakIdKeyDictionary()  # indices -> (versions, indptr weakref, (indptr_t, indices_t))
+
+
+def get_transposed(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached :func:`transpose_csr`; the returned tensors stay alive as long as ``indices``."""
+    hit = _transposed.get(indices)
+    versions = (indices._version, indptr._version)
+    if hit is not None and hit[0] == versions and hit[1]() is indptr:
+        return hit[2]
+    result = transpose_csr(indptr, indices)
+    _transposed[indices] = (versions, weakref.ref(indptr), result)
+    return result
