@@ -30,7 +30,7 @@ from rstg_fast.ops.backends.triton import configs
 @triton.autotune(
     configs=configs.BACKWARD,
     key=["Hd", "D", "A", "HEADS", "HAS_W2", "TRANSPOSED"],
-    reset_to_zero=["D_OWN_H", "D_OWN_A", "D_OTHER_H", "D_OTHER_A"],  # autotuning must not double-count
+    reset_to_zero=["D_OWN_H", "D_OWN_A", "D_OTHER_H", "D_OTHER_A"],  # benchmark runs must not add up
 )
 @triton.jit
 def _backward_kernel(
@@ -56,13 +56,16 @@ def _backward_kernel(
     TRANSPOSED: tl.constexpr,
     SCATTER: tl.constexpr,
     BH: tl.constexpr,  # power of two >= Hd (>= 16)
-    BAF: tl.constexpr,  # power of two >= A
+    BA: tl.constexpr,  # power of two >= A // HEADS
     ACC: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BG: tl.constexpr,
     BE: tl.constexpr,
     BD: tl.constexpr,
 ):
+    # Register budget: the full-width tiles are (M, Hd) (h and dh) and (BD, Hd) (W2 rows);
+    # queries and keys are handled one head at a time, and the owned dQ/dK rows are added
+    # to memory per edge block (this program alone writes them, so the order is fixed).
     M: tl.constexpr = BG * BE
     item = tl.program_id(0)
     own = tl.load(ITEMS + item * 4).to(tl.int64)
@@ -80,12 +83,10 @@ def _backward_kernel(
     e_r = r % BE
     hk = tl.arange(0, BH)  # [BH]
     hk_ok = hk < Hd
-    ak = tl.arange(0, BAF)  # [BAF]
-    ak_ok = ak < A
-    a_head = ak // Ah  # [BAF] head of each attention column
+    ak = tl.arange(0, BA)  # [BA] attention column within a head
+    ak_ok = ak < Ah
 
     d_own_h = tl.zeros([BG, BH], ACC)
-    d_own_a = tl.zeros([BG, BAF], ACC)
     for e0 in range(start, end, BE):
         e = e0 + e_r
         ok = (e < end) & g_r_ok  # [M]
@@ -100,19 +101,16 @@ def _backward_kernel(
         oka = ok[:, None] & ak_ok[None, :]
         hs = tl.load(S + src[:, None] * Hd + hk[None, :], mask=okh, other=0.0)
         hr = tl.load(R + dst[:, None] * Hd + hk[None, :], mask=okh, other=0.0)
-        h = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0)  # [M, BH]
-        q = tl.load(Q + dst[:, None] * A + ak[None, :], mask=oka, other=0.0).to(ACC)  # [M, BAF]
-        k = tl.load(K + src[:, None] * A + ak[None, :], mask=oka, other=0.0).to(ACC)  # [M, BAF]
-        ds_cols = tl.zeros([M, BAF], ACC)  # ds of each edge, spread over its head's columns
         if HAS_W2:
-            hd = h.to(S.dtype.element_ty)  # tl.dot operand
-            dh = tl.zeros([M, BH], ACC)
+            hd = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0).to(S.dtype.element_ty)  # [M, BH] tl.dot operand
         else:
+            h = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0)  # [M, BH] = the message (D = Hd)
             do_full = tl.load(DO + dst[:, None] * D + hk[None, :], mask=okh, other=0.0).to(ACC)  # [M, BH]
-            dh = tl.zeros([M, BH], ACC)
+        dh = tl.zeros([M, BH], ACC)
         for c in tl.static_range(HEADS):
-            in_head = a_head == c
-            s = tl.sum(tl.where(in_head[None, :], q * k, 0.0), axis=1) * scale  # [M]
+            q = tl.load(Q + dst[:, None] * A + c * Ah + ak[None, :], mask=oka, other=0.0).to(ACC)  # [M, BA]
+            k = tl.load(K + src[:, None] * A + c * Ah + ak[None, :], mask=oka, other=0.0).to(ACC)  # [M, BA]
+            s = tl.sum(q * k, axis=1) * scale  # [M]
             lse = tl.load(LSE + dst * HEADS + c, mask=ok, other=0.0)
             a = tl.where(ok, tl.exp(s - lse), 0.0)  # [M] attention weight
             delta = tl.load(DELTA + dst * HEADS + c, mask=ok, other=0.0)
@@ -135,32 +133,32 @@ def _backward_kernel(
                 in_cols = (hk // Dh == c) & hk_ok  # [BH] this head's message columns (D = Hd)
                 dp = tl.sum(tl.where(in_cols[None, :], do_full * h, 0.0), axis=1)
                 dh += tl.where(in_cols[None, :], a[:, None] * do_full, 0.0)
-            ds = a * (dp - delta)  # [M]
-            ds_cols = tl.where(in_head[None, :], ds[:, None], ds_cols)
-        dh = tl.where(h > 0.0, dh, 0.0)  # through the first ReLU: d(S_j + R_i)
-        if TRANSPOSED:
-            d_a_own = ds_cols * q * scale  # dK of the owned source
-            d_a_other = ds_cols * k * scale
+            ds = a * (dp - delta) * scale  # [M] d(score) times the score scale
+            if TRANSPOSED:
+                d_a_own = ds[:, None] * q  # dK of the owned source
+                d_a_other = ds[:, None] * k
+            else:
+                d_a_own = ds[:, None] * k  # dQ of the owned destination
+                d_a_other = ds[:, None] * q
+            own_a = D_OWN_A + (g[:, None] * N + own) * A + c * Ah + ak[None, :]
+            tl.atomic_add(own_a, tl.sum(tl.reshape(d_a_own, (BG, BE, BA)), axis=1), mask=g_ok[:, None] & ak_ok[None, :], sem="relaxed")
+            if SCATTER:
+                oth = g_r * N + other
+                tl.atomic_add(D_OTHER_A + oth[:, None] * A + c * Ah + ak[None, :], d_a_other, mask=oka, sem="relaxed")
+        if HAS_W2:
+            dh = tl.where(hd > 0.0, dh, 0.0)  # through the first ReLU: d(S_j + R_i)
         else:
-            d_a_own = ds_cols * k * scale  # dQ of the owned destination
-            d_a_other = ds_cols * q * scale
+            dh = tl.where(h > 0.0, dh, 0.0)
         d_own_h += tl.sum(tl.reshape(dh, (BG, BE, BH)), axis=1)
-        d_own_a += tl.sum(tl.reshape(d_a_own, (BG, BE, BAF)), axis=1)
         if SCATTER:
-            oth = g_r * N + other
-            tl.atomic_add(D_OTHER_H + oth[:, None] * Hd + hk[None, :], dh, mask=okh, sem="relaxed")
-            tl.atomic_add(D_OTHER_A + oth[:, None] * A + ak[None, :], d_a_other, mask=oka, sem="relaxed")
+            tl.atomic_add(D_OTHER_H + (g_r * N + other)[:, None] * Hd + hk[None, :], dh, mask=okh, sem="relaxed")
 
     own_h = D_OWN_H + (g[:, None] * N + own) * Hd + hk[None, :]
-    own_a = D_OWN_A + (g[:, None] * N + own) * A + ak[None, :]
     mask_h = g_ok[:, None] & hk_ok[None, :]
-    mask_a = g_ok[:, None] & ak_ok[None, :]
     if slot < 0:  # the whole row: this program alone owns it
         tl.store(own_h, d_own_h, mask=mask_h)
-        tl.store(own_a, d_own_a, mask=mask_a)
     else:  # one chunk of a split row
         tl.atomic_add(own_h, d_own_h, mask=mask_h, sem="relaxed")
-        tl.atomic_add(own_a, d_own_a, mask=mask_a, sem="relaxed")
 
 
 @triton.autotune(configs=configs.WEIGHT_GRAD, key=["Hd", "D", "A", "HEADS"])

@@ -101,12 +101,14 @@ def _forward_kernel(
 
         if HAS_W2:
             z = tl.zeros([M, BD], ACC)
+            # R's row is loaded once per graph and broadcast over the BE edges (fewer pointers).
             for k0 in range(0, Hd, BK):
                 kk = k0 + tl.arange(0, BK)  # [BK]
                 k_ok = kk < Hd
                 hs = tl.load(S + src[:, None] * Hd + kk[None, :], mask=ok[:, None] & k_ok[None, :], other=0.0)
-                hr = tl.load(R + dst[:, None] * Hd + kk[None, :], mask=ok[:, None] & k_ok[None, :], other=0.0)
-                h = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0).to(S.dtype.element_ty)  # [M, BK]
+                hr = tl.load(R + (g64[:, None] * N + row) * Hd + kk[None, :], mask=g_ok[:, None] & k_ok[None, :], other=0.0)
+                hr = tl.reshape(tl.broadcast_to(hr.to(ACC)[:, None, :], (BG, BE, BK)), (M, BK))
+                h = tl.maximum(hs.to(ACC) + hr, 0.0).to(S.dtype.element_ty)  # [M, BK]
                 w = tl.load(W2 + cols[None, :] * Hd + kk[:, None], mask=d_ok[None, :] & k_ok[:, None], other=0.0)
                 z = tl.dot(h, w, acc=z, input_precision=INPUT_PRECISION)  # [M, BD] += [M, BK] @ [BK, BD]
             msg = tl.maximum(z + bias[None, :], 0.0)  # [M, BD]
