@@ -58,6 +58,7 @@ def _backward_kernel(
     BH: tl.constexpr,  # power of two >= Hd (>= 16)
     BA: tl.constexpr,  # power of two >= A // HEADS
     ACC: tl.constexpr,
+    DOT: tl.constexpr,  # tl.dot operand dtype: the input dtype (float32 for bfloat16 in the interpreter)
     INPUT_PRECISION: tl.constexpr,
     BG: tl.constexpr,
     BE: tl.constexpr,
@@ -102,7 +103,7 @@ def _backward_kernel(
         hs = tl.load(S + src[:, None] * Hd + hk[None, :], mask=okh, other=0.0)
         hr = tl.load(R + dst[:, None] * Hd + hk[None, :], mask=okh, other=0.0)
         if HAS_W2:
-            hd = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0).to(S.dtype.element_ty)  # [M, BH] tl.dot operand
+            hd = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0).to(DOT)  # [M, BH] tl.dot operand
         else:
             h = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0)  # [M, BH] = the message (D = Hd)
             do_full = tl.load(DO + dst[:, None] * D + hk[None, :], mask=okh, other=0.0).to(ACC)  # [M, BH]
@@ -122,13 +123,13 @@ def _backward_kernel(
                     cols = c * Dh + d_in  # [BD]
                     w = tl.load(W2 + cols[:, None] * Hd + hk[None, :], mask=d_ok[:, None] & hk_ok[None, :], other=0.0)
                     bias = tl.load(B2 + cols, mask=d_ok, other=0.0).to(ACC)
-                    z = tl.dot(hd, tl.trans(w), input_precision=INPUT_PRECISION) + bias[None, :]  # [M, BD]
+                    z = tl.dot(hd, tl.trans(w.to(DOT)), input_precision=INPUT_PRECISION) + bias[None, :]  # [M, BD]
                     do = tl.load(DO + dst[:, None] * D + cols[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
                     do = do.to(ACC)
                     live = z > 0.0
                     dp += tl.sum(tl.where(live, do * z, 0.0), axis=1)
                     dz = tl.where(live, a[:, None] * do, 0.0)  # [M, BD]
-                    dh = tl.dot(dz.to(W2.dtype.element_ty), w, acc=dh, input_precision=INPUT_PRECISION)  # [M, BH]
+                    dh = tl.dot(dz.to(DOT), w.to(DOT), acc=dh, input_precision=INPUT_PRECISION)  # [M, BH]
             else:
                 in_cols = (hk // Dh == c) & hk_ok  # [BH] this head's message columns (D = Hd)
                 dp = tl.sum(tl.where(in_cols[None, :], do_full * h, 0.0), axis=1)
@@ -183,6 +184,7 @@ def _weight_grad_kernel(
     BH: tl.constexpr,
     BA: tl.constexpr,  # power of two >= A // HEADS
     ACC: tl.constexpr,
+    DOT: tl.constexpr,  # tl.dot operand dtype: the input dtype (float32 for bfloat16 in the interpreter)
     INPUT_PRECISION: tl.constexpr,
     BG: tl.constexpr,
     BE: tl.constexpr,
@@ -224,18 +226,18 @@ def _weight_grad_kernel(
             okh = ok[:, None] & hk_ok[None, :]
             hs = tl.load(S + src[:, None] * Hd + hk[None, :], mask=okh, other=0.0)
             hr = tl.load(R + dst[:, None] * Hd + hk[None, :], mask=okh, other=0.0)
-            hd = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0).to(S.dtype.element_ty)  # [M, BH]
+            hd = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0).to(DOT)  # [M, BH]
             oka = ok[:, None] & ak_ok[None, :]
             q = tl.load(Q + dst[:, None] * A + ak[None, :], mask=oka, other=0.0).to(ACC)
             k = tl.load(K + src[:, None] * A + ak[None, :], mask=oka, other=0.0).to(ACC)
             s = tl.sum(q * k, axis=1) * scale
             lse = tl.load(LSE + dst * HEADS + head, mask=ok, other=0.0)
             a = tl.where(ok, tl.exp(s - lse), 0.0)  # [M]
-            z = tl.dot(hd, tl.trans(w), input_precision=INPUT_PRECISION) + bias[None, :]  # [M, BD]
+            z = tl.dot(hd, tl.trans(w.to(DOT)), input_precision=INPUT_PRECISION) + bias[None, :]  # [M, BD]
             do = tl.load(DO + dst[:, None] * D + cols[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
             dz = tl.where(z > 0.0, a[:, None] * do.to(ACC), 0.0)  # [M, BD]
             d_b2 += tl.sum(dz, axis=0)
-            d_w2 = tl.dot(tl.trans(dz.to(S.dtype.element_ty)), hd, acc=d_w2, input_precision=INPUT_PRECISION)
+            d_w2 = tl.dot(tl.trans(dz.to(DOT)), hd, acc=d_w2, input_precision=INPUT_PRECISION)
 
     tl.store(DW2P + (split * D + cols[:, None]) * Hd + hk[None, :], d_w2, mask=d_ok[:, None] & hk_ok[None, :])
     tl.store(DB2P + split * D + cols, d_b2, mask=d_ok)

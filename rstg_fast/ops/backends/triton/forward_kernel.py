@@ -39,6 +39,7 @@ def _forward_kernel(
     HAS_W2: tl.constexpr,
     BA: tl.constexpr,  # power of two >= A // HEADS
     ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 inputs
+    DOT: tl.constexpr,  # tl.dot operand dtype: the input dtype (float32 for bfloat16 in the interpreter)
     INPUT_PRECISION: tl.constexpr,  # tl.dot precision for float32 inputs: "ieee" or "tf32"
     BG: tl.constexpr,
     BE: tl.constexpr,
@@ -108,9 +109,9 @@ def _forward_kernel(
                 hs = tl.load(S + src[:, None] * Hd + kk[None, :], mask=ok[:, None] & k_ok[None, :], other=0.0)
                 hr = tl.load(R + (g64[:, None] * N + row) * Hd + kk[None, :], mask=g_ok[:, None] & k_ok[None, :], other=0.0)
                 hr = tl.reshape(tl.broadcast_to(hr.to(ACC)[:, None, :], (BG, BE, BK)), (M, BK))
-                h = tl.maximum(hs.to(ACC) + hr, 0.0).to(S.dtype.element_ty)  # [M, BK]
+                h = tl.maximum(hs.to(ACC) + hr, 0.0).to(DOT)  # [M, BK]
                 w = tl.load(W2 + cols[None, :] * Hd + kk[:, None], mask=d_ok[None, :] & k_ok[:, None], other=0.0)
-                z = tl.dot(h, w, acc=z, input_precision=INPUT_PRECISION)  # [M, BD] += [M, BK] @ [BK, BD]
+                z = tl.dot(h, w.to(DOT), acc=z, input_precision=INPUT_PRECISION)  # [M, BD] += [M, BK] @ [BK, BD]
             msg = tl.maximum(z + bias[None, :], 0.0)  # [M, BD]
         else:
             hs = tl.load(S + src[:, None] * Hd + cols[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)

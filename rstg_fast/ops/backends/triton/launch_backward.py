@@ -7,7 +7,7 @@ import triton
 
 from rstg_fast.ops.backends.triton.backward_kernel import _backward_kernel, _weight_grad_kernel
 from rstg_fast.ops.backends.triton.configs import interpreting
-from rstg_fast.ops.backends.triton.launch_forward import acc_dtype, attention_block, input_precision, tl_acc
+from rstg_fast.ops.backends.triton.launch_forward import acc_dtype, attention_block, dot_dtype, input_precision, tl_acc
 from rstg_fast.ops.backends.triton.plan import Plan, get_plan, get_transposed
 
 
@@ -42,7 +42,7 @@ def backward_with_plans(dO, S, R, Q, K, W2, b2, indices, O, lse, heads, scale, d
         bias = b2 if b2 is not None else S
         common = dict(
             HEADS=heads, HAS_W2=W2 is not None, BH=max(16, triton.next_power_of_2(Hd)),
-            BA=attention_block(A, heads), ACC=tl_acc(S.dtype), INPUT_PRECISION=input_precision(S.dtype),
+            BA=attention_block(A, heads), ACC=tl_acc(S.dtype), DOT=dot_dtype(S.dtype), INPUT_PRECISION=input_precision(S.dtype),
         )  # fmt: skip
         passes = [(indices, dest, False, source is None, (dR_w, dQ_w))]
         if source is not None:
@@ -71,7 +71,7 @@ def _weight_grad(dO, S, R, Q, K, W2, b2, indices, lse, heads, scale, plan: Plan)
         S, R, Q, K, W2, b2, indices, plan.items, dO, lse, dW2_part, db2_part,
         G, N, Hd, D, A, plan.num_items, scale,
         SPLITS=splits, HEADS=heads, BH=max(16, triton.next_power_of_2(Hd)), BA=attention_block(A, heads),
-        ACC=tl_acc(S.dtype), INPUT_PRECISION=input_precision(S.dtype),
+        ACC=tl_acc(S.dtype), DOT=dot_dtype(S.dtype), INPUT_PRECISION=input_precision(S.dtype),
     )  # fmt: skip
     return dW2_part.sum(0).to(W2.dtype), db2_part.sum(0).to(b2.dtype)
 

@@ -9,7 +9,9 @@ import triton.language as tl
 from rstg_fast.ops.backends.triton.forward_kernel import _forward_kernel, _merge_kernel
 from rstg_fast.ops.backends.triton.plan import Plan, get_plan
 
-_TL_DTYPE = {torch.float64: tl.float64}
+from rstg_fast.ops.backends.triton.configs import interpreting
+
+_TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32, torch.float64: tl.float64}
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -18,6 +20,18 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def tl_acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def dot_dtype(dtype: torch.dtype):
+    """Operand dtype of ``tl.dot``: the input dtype, except bfloat16 under the interpreter.
+
+    Triton's interpreter computes bfloat16 ``tl.dot`` wrongly (silently, as of 3.9), so there
+    the bfloat16 tiles are widened to float32; everything else (loads, stores, conversions)
+    stays as on the GPU.
+    """
+    if dtype == torch.bfloat16 and interpreting():
+        return tl.float32
+    return _TL_DTYPE[dtype]
 
 
 def input_precision(dtype: torch.dtype) -> str:
@@ -61,7 +75,7 @@ def forward_with_plan(S, R, Q, K, W2, b2, indices, plan: Plan, heads: int, scale
         S, R, Q, K, w2, bias, indices, plan.items, O, lse, O_part, lse_part,
         G, N, max(P, 1), Hd, D, A, scale,
         HEADS=heads, HAS_W2=W2 is not None, BA=attention_block(A, heads), ACC=tl_acc(S.dtype),
-        INPUT_PRECISION=input_precision(S.dtype),
+        DOT=dot_dtype(S.dtype), INPUT_PRECISION=input_precision(S.dtype),
     )  # fmt: skip
     if P:
         bg = 4
