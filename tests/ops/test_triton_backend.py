@@ -35,7 +35,7 @@ pytest.importorskip("triton", reason="triton is not installed (pip install 'rstg
 from rstg_testing import TOLERANCE_FLOOR, assert_close, op_inputs, random_csr  # noqa: E402
 
 from rstg_fast.graph import grid_graph  # noqa: E402
-from rstg_fast.ops import backends, message_attention  # noqa: E402
+from rstg_fast.ops import message_attention  # noqa: E402
 from rstg_fast.ops.backends.reference import destinations  # noqa: E402
 from rstg_fast.ops.backends.triton import plan as triton_plan  # noqa: E402
 
@@ -53,6 +53,7 @@ CASES = {
     "N1": (2, 1, 8, 4, 8, 1, 1, None),
 }
 HALF_CASES = ("paper-graph", "odd-split")
+SLOW_CASES = ("odd-split",)  # the interpreter's slowest: float64 is left to the smaller cases
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def rounded_oracle(x, indptr, indices, heads, scale, dtype):
     h = torch.relu(S[:, src] + R[:, dst])
     h = h + (h.to(dtype).double() - h).detach()
     m = torch.relu(h @ W2.T + b2)
-    E, D, A = src.numel(), m.shape[-1], Q.shape[-1]
+    E, D = src.numel(), m.shape[-1]
     s = (Q[:, dst].reshape(G, E, heads, -1) * K[:, src].reshape(G, E, heads, -1)).sum(-1) * scale
     mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype, device=s.device)
     mx = mx.scatter_reduce(1, dst.view(1, E, 1).expand(G, E, heads), s.detach(), "amax")
@@ -131,7 +132,7 @@ def run(x, indptr, indices, heads, backend, dO, fn=None):
     else:
         O = fn(leaves)
     grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
-    return O, dict(zip(present, grads))
+    return O, dict(zip(present, grads, strict=True))
 
 
 def dtype_cases():
@@ -139,11 +140,15 @@ def dtype_cases():
         for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
             if dtype in (torch.float16, torch.bfloat16) and name not in HALF_CASES:
                 continue
+            if dtype == torch.float64 and name in SLOW_CASES and INTERPRETED:
+                continue
             yield pytest.param(name, dtype, id=f"{name}-{str(dtype)[6:]}")
 
 
 @pytest.mark.parametrize("case,dtype", list(dtype_cases()))
 def test_forward_and_gradients_match_reference(case, dtype, poison):
+    """Outputs and every gradient; buffers start as NaN (``poison``), so an element a kernel
+    fails to write shows up as a non-finite mismatch."""
     gen = torch.Generator().manual_seed(sum(map(ord, case)) + 7 * len(str(dtype)))
     x64, indptr, indices, heads = case_inputs(case, gen)
     D = x64["W2"].shape[0] if x64["W2"] is not None else x64["S"].shape[2]
@@ -178,7 +183,7 @@ def test_forward_and_gradients_match_reference(case, dtype, poison):
 
 
 def test_split_rows_match_unsplit_and_deterministic_path_is_bitwise_stable():
-    """Tiny chunks (every row of more than 3 edges split and merged) give the unsplit result;
+    """Tiny chunks (every row of more than 5 edges split and merged) give the unsplit result;
     the deterministic two-pass backward agrees with the atomic one and repeats bitwise."""
     from rstg_fast.ops.backends.triton.launch_backward import backward, backward_with_plans
     from rstg_fast.ops.backends.triton.launch_forward import forward_with_plan
@@ -186,7 +191,7 @@ def test_split_rows_match_unsplit_and_deterministic_path_is_bitwise_stable():
     gen = torch.Generator().manual_seed(5)
     x, indptr, indices, heads = case_inputs("paper-graph", gen)
     args = (*x.values(), indices)
-    split = triton_plan.build_plan(indptr, chunk=3)
+    split = triton_plan.build_plan(indptr, chunk=5)
     whole = triton_plan.build_plan(indptr, chunk=0)
     assert split.num_slots > 0 and whole.num_slots == 0
     O1, lse1 = forward_with_plan(*args, split, heads, 0.6)
@@ -201,7 +206,7 @@ def test_split_rows_match_unsplit_and_deterministic_path_is_bitwise_stable():
         det = [backward(dO, *x.values(), indptr, indices, O0, lse0, heads, 0.6) for _ in range(2)]
     finally:
         torch.use_deterministic_algorithms(False)
-    for a, b, c in zip(det[0], det[1], g_split):
+    for a, b, c in zip(det[0], det[1], g_split, strict=True):
         assert torch.equal(a, b)
         torch.testing.assert_close(a, c)
 
@@ -211,11 +216,13 @@ def test_gradcheck_float64(one_layer):
     gen = torch.Generator().manual_seed(1)
     indptr, indices = random_csr(6, 3, generator=gen)
     indptr, indices = indptr.to(DEVICE), indices.to(DEVICE)
-    x = op_inputs(2, 6, 6 if one_layer else 5, 4, None if one_layer else 6, dtype=torch.float64, generator=gen, device=DEVICE)
+    x = op_inputs(
+        2, 6, 6 if one_layer else 5, 4, None if one_layer else 6, dtype=torch.float64, generator=gen, device=DEVICE
+    )
     names = [k for k, v in x.items() if v is not None]
 
     def f(*ts):
-        kw = dict(zip(names, ts))
+        kw = dict(zip(names, ts, strict=True))
         kw.setdefault("W2", None)
         kw.setdefault("b2", None)
         return message_attention(**kw, indptr=indptr, indices=indices, heads=2, backend="triton")
@@ -246,20 +253,6 @@ def test_graph_without_edges():
     assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
 
 
-def test_outputs_are_fully_written(poison):
-    """Every buffer the launchers allocate with ``torch.empty`` starts as NaN: nothing read
-    or returned may be left unwritten."""
-    gen = torch.Generator().manual_seed(4)
-    x, indptr, indices, heads = case_inputs("odd-split", gen)
-    leaves = {k: v.requires_grad_(True) for k, v in x.items()}
-    O, lse = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend="triton", return_lse=True)
-    grads = torch.autograd.grad(O.sum(), list(leaves.values()))
-    assert not O.isnan().any() and not lse.isnan().any()
-    assert all(not g.isnan().any() for g in grads)
-    ref = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend="reference")
-    torch.testing.assert_close(O, ref)
-
-
 def test_plan_covers_every_edge_once_longest_first_and_is_cached():
     gen = torch.Generator().manual_seed(6)
     indptr, indices = random_csr(20, 6, generator=gen, skewed_row=4)  # row 4: 24 sources
@@ -283,9 +276,9 @@ def test_transposed_csr():
     indptr, indices = random_csr(9, 4, generator=gen)
     indptr_t, indices_t = triton_plan.transpose_csr(indptr, indices)
     dst = destinations(indptr, indices.numel())
-    forward_edges = sorted(zip(indices.tolist(), dst.tolist()))
+    forward_edges = sorted(zip(indices.tolist(), dst.tolist(), strict=True))
     src_t = destinations(indptr_t, indices_t.numel())
-    assert sorted(zip(src_t.tolist(), indices_t.tolist())) == forward_edges
+    assert sorted(zip(src_t.tolist(), indices_t.tolist(), strict=True)) == forward_edges
 
 
 def test_unavailable_without_interpreter_and_import_stays_light():

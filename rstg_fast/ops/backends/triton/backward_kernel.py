@@ -49,7 +49,11 @@ def _backward_kernel(
     D_OWN_A,  # [G, N, A] ACC, zeroed: dQ (dK when TRANSPOSED)
     D_OTHER_H,  # [G, N, Hd] ACC, zeroed: dS when SCATTER
     D_OTHER_A,  # [G, N, A] ACC, zeroed: dK when SCATTER
-    G, N, Hd, D, A,
+    G,
+    N,
+    Hd,
+    D,
+    A,
     scale,
     HEADS: tl.constexpr,
     HAS_W2: tl.constexpr,
@@ -142,7 +146,12 @@ def _backward_kernel(
                 d_a_own = ds[:, None] * k  # dQ of the owned destination
                 d_a_other = ds[:, None] * q
             own_a = D_OWN_A + (g[:, None] * N + own) * A + c * Ah + ak[None, :]
-            tl.atomic_add(own_a, tl.sum(tl.reshape(d_a_own, (BG, BE, BA)), axis=1), mask=g_ok[:, None] & ak_ok[None, :], sem="relaxed")
+            tl.atomic_add(
+                own_a,
+                tl.sum(tl.reshape(d_a_own, (BG, BE, BA)), axis=1),
+                mask=g_ok[:, None] & ak_ok[None, :],
+                sem="relaxed",
+            )
             if SCATTER:
                 oth = g_r * N + other
                 tl.atomic_add(D_OTHER_A + oth[:, None] * A + c * Ah + ak[None, :], d_a_other, mask=oka, sem="relaxed")
@@ -177,7 +186,12 @@ def _weight_grad_kernel(
     LSE,  # [G, N, HEADS]
     DW2P,  # [SPLITS, D, Hd] ACC partial dW2 of each split
     DB2P,  # [SPLITS, D] ACC partial db2
-    G, N, Hd, D, A, n_items,
+    G,
+    N,
+    Hd,
+    D,
+    A,
+    n_items,
     scale,
     SPLITS: tl.constexpr,  # programs along the edges per block of dW2 rows
     HEADS: tl.constexpr,

@@ -23,7 +23,7 @@ def interpreting() -> bool:
 
 
 def _configs(options: list[dict], warps_stages: list[tuple[int, int]]) -> list[triton.Config]:
-    return [triton.Config(dict(o), num_warps=w, num_stages=s) for o, (w, s) in zip(options, warps_stages)]
+    return [triton.Config(dict(o), num_warps=w, num_stages=s) for o, (w, s) in zip(options, warps_stages, strict=True)]
 
 
 if interpreting():

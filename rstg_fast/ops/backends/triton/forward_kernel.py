@@ -33,7 +33,12 @@ def _forward_kernel(
     LSE,  # [G, N, HEADS] log-sum-exp, ACC dtype
     OP,  # [G, P, D] partial outputs of split rows, ACC dtype
     LSEP,  # [G, P, HEADS] their log-sum-exps
-    G, N, P, Hd, D, A,  # sizes; P = number of partial slots
+    G,
+    N,
+    P,
+    Hd,
+    D,
+    A,  # sizes; P = number of partial slots
     scale,  # score scale
     HEADS: tl.constexpr,
     HAS_W2: tl.constexpr,
@@ -107,7 +112,9 @@ def _forward_kernel(
                 kk = k0 + tl.arange(0, BK)  # [BK]
                 k_ok = kk < Hd
                 hs = tl.load(S + src[:, None] * Hd + kk[None, :], mask=ok[:, None] & k_ok[None, :], other=0.0)
-                hr = tl.load(R + (g64[:, None] * N + row) * Hd + kk[None, :], mask=g_ok[:, None] & k_ok[None, :], other=0.0)
+                hr = tl.load(
+                    R + (g64[:, None] * N + row) * Hd + kk[None, :], mask=g_ok[:, None] & k_ok[None, :], other=0.0
+                )
                 hr = tl.reshape(tl.broadcast_to(hr.to(ACC)[:, None, :], (BG, BE, BK)), (M, BK))
                 h = tl.maximum(hs.to(ACC) + hr, 0.0).to(DOT)  # [M, BK]
                 w = tl.load(W2 + cols[None, :] * Hd + kk[:, None], mask=d_ok[None, :] & k_ok[:, None], other=0.0)
@@ -140,7 +147,10 @@ def _merge_kernel(
     MERGES,  # [n_split_rows, 3] int32 (row, first slot, number of slots)
     O,  # [G, N, D] output
     LSE,  # [G, N, HEADS]
-    G, N, P, D,
+    G,
+    N,
+    P,
+    D,
     HEADS: tl.constexpr,
     ACC: tl.constexpr,
     BG: tl.constexpr,

@@ -42,7 +42,8 @@ def backward_with_plans(dO, S, R, Q, K, W2, b2, indices, O, lse, heads, scale, d
         bias = b2 if b2 is not None else S
         common = dict(
             HEADS=heads, HAS_W2=W2 is not None, BH=max(16, triton.next_power_of_2(Hd)),
-            BA=attention_block(A, heads), ACC=tl_acc(S.dtype), DOT=dot_dtype(S.dtype), INPUT_PRECISION=input_precision(S.dtype),
+            BA=attention_block(A, heads), ACC=tl_acc(S.dtype), DOT=dot_dtype(S.dtype),
+            INPUT_PRECISION=input_precision(S.dtype),
         )  # fmt: skip
         passes = [(indices, dest, False, source is None, (dR_w, dQ_w))]
         if source is not None:

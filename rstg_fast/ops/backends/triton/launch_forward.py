@@ -6,12 +6,16 @@ import torch
 import triton
 import triton.language as tl
 
+from rstg_fast.ops.backends.triton.configs import interpreting
 from rstg_fast.ops.backends.triton.forward_kernel import _forward_kernel, _merge_kernel
 from rstg_fast.ops.backends.triton.plan import Plan, get_plan
 
-from rstg_fast.ops.backends.triton.configs import interpreting
-
-_TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32, torch.float64: tl.float64}
+_TL_DTYPE = {
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+}
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -109,7 +109,9 @@ def get_plan(indptr: torch.Tensor, indices: torch.Tensor, chunk: int | None = No
 def transpose_csr(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """CSR by source, ``(indptr_t, indices_t)``: the destinations of each source (duplicates kept)."""
     n = indptr.numel() - 1
-    dst = torch.repeat_interleave(torch.arange(n, device=indptr.device), indptr[1:] - indptr[:-1], output_size=indices.numel())
+    dst = torch.repeat_interleave(
+        torch.arange(n, device=indptr.device), indptr[1:] - indptr[:-1], output_size=indices.numel()
+    )
     order = torch.sort(indices, stable=True).indices
     indptr_t = torch.zeros(n + 1, dtype=torch.int64, device=indptr.device)
     indptr_t[1:] = torch.cumsum(torch.bincount(indices, minlength=n), 0)
