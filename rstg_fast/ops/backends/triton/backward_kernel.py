@@ -44,7 +44,7 @@ def _backward_kernel(
     ITEMS,  # [n_items, 4] int32 (row, start, end, slot) over that CSR
     DO,  # [G, N, D] incoming gradient
     LSE,  # [G, N, HEADS] forward log-sum-exps
-    DELTA,  # [G, N, HEADS] rowsum(dO * O) per head, ACC dtype
+    O,  # [G, N, D] forward output (for Delta = rowsum(dO * O), formed here per edge row)
     D_OWN_H,  # [G, N, Hd] ACC, zeroed: dR (dS when TRANSPOSED)
     D_OWN_A,  # [G, N, A] ACC, zeroed: dQ (dK when TRANSPOSED)
     D_OTHER_H,  # [G, N, Hd] ACC, zeroed: dS when SCATTER
@@ -111,6 +111,7 @@ def _backward_kernel(
         else:
             h = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0)  # [M, BH] = the message (D = Hd)
             do_full = tl.load(DO + dst[:, None] * D + hk[None, :], mask=okh, other=0.0).to(ACC)  # [M, BH]
+            do_o = do_full * tl.load(O + dst[:, None] * D + hk[None, :], mask=okh, other=0.0).to(ACC)
         dh = tl.zeros([M, BH], ACC)
         for c in tl.static_range(HEADS):
             q = tl.load(Q + dst[:, None] * A + c * Ah + ak[None, :], mask=oka, other=0.0).to(ACC)  # [M, BA]
@@ -118,9 +119,9 @@ def _backward_kernel(
             s = tl.sum(q * k, axis=1) * scale  # [M]
             lse = tl.load(LSE + dst * HEADS + c, mask=ok, other=0.0)
             a = tl.where(ok, tl.exp(s - lse), 0.0)  # [M] attention weight
-            delta = tl.load(DELTA + dst * HEADS + c, mask=ok, other=0.0)
             if HAS_W2:
                 dp = tl.zeros([M], ACC)
+                delta = tl.zeros([M], ACC)  # rowsum(dO * O) over this head, from the tiles loaded anyway
                 for d0 in range(0, Dh, BD):
                     d_in = d0 + tl.arange(0, BD)
                     d_ok = d_in < Dh
@@ -132,11 +133,14 @@ def _backward_kernel(
                     do = do.to(ACC)
                     live = z > 0.0
                     dp += tl.sum(tl.where(live, do * z, 0.0), axis=1)
+                    o = tl.load(O + dst[:, None] * D + cols[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
+                    delta += tl.sum(do * o.to(ACC), axis=1)
                     dz = tl.where(live, a[:, None] * do, 0.0)  # [M, BD]
                     dh = tl.dot(dz.to(DOT), w.to(DOT), acc=dh, input_precision=INPUT_PRECISION)  # [M, BH]
             else:
                 in_cols = (hk // Dh == c) & hk_ok  # [BH] this head's message columns (D = Hd)
                 dp = tl.sum(tl.where(in_cols[None, :], do_full * h, 0.0), axis=1)
+                delta = tl.sum(tl.where(in_cols[None, :], do_o, 0.0), axis=1)
                 dh += tl.where(in_cols[None, :], a[:, None] * do_full, 0.0)
             ds = a * (dp - delta) * scale  # [M] d(score) times the score scale
             if TRANSPOSED:

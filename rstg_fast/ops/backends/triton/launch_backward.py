@@ -37,7 +37,6 @@ def backward_with_plans(dO, S, R, Q, K, W2, b2, indices, O, lse, heads, scale, d
     dR_w, dS_w, dQ_w, dK_w = (t.view(G, N, -1) for t in torch.split(work, sizes))
     dW2 = db2 = None
     if G * N and D and Hd:
-        delta = (dO.to(acc) * O.to(acc)).view(G, N, heads, D // heads).sum(-1)  # [G, N, heads]
         w2 = W2 if W2 is not None else S
         bias = b2 if b2 is not None else S
         common = dict(
@@ -50,7 +49,7 @@ def backward_with_plans(dO, S, R, Q, K, W2, b2, indices, O, lse, heads, scale, d
             passes.append((source[0], source[1], True, False, (dS_w, dK_w)))
         for idx, plan, transposed, scatter, (own_h, own_a) in passes:
             _backward_kernel[lambda meta, p=plan: (p.num_items, triton.cdiv(G, meta["BG"]))](
-                S, R, Q, K, w2, bias, idx, plan.items, dO, lse, delta, own_h, own_a, dS_w, dK_w,
+                S, R, Q, K, w2, bias, idx, plan.items, dO, lse, O, own_h, own_a, dS_w, dK_w,
                 G, N, Hd, D, A, scale, TRANSPOSED=transposed, SCATTER=scatter, **common,
             )  # fmt: skip
         if W2 is not None:
