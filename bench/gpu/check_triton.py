@@ -1,6 +1,6 @@
 """Check and time the ``triton`` backend of ``message_attention``: one script for a GPU session.
 
-    python bench/gpu/check_triton.py --compile-only        # no GPU needed: ptxas registers/spills
+    python bench/gpu/check_triton.py --compile-only [--dtypes ...]  # no GPU: ptxas registers/spills
     python bench/gpu/check_triton.py [--shapes paper,dense] [--dtypes bfloat16] [--json OUT.json]
 
 On a GPU it (1) gates each case: triton's output and gradients against the float64
@@ -32,7 +32,7 @@ SHAPES = {  # DESIGN.md §5: (B, T, scales, H, W, width)
 GATE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}  # relative max error
 
 
-def compile_only() -> int:
+def compile_only(dtype: str = "bfloat16", precision: str = "ieee") -> int:
     import triton
     import triton.language as tl
     from triton.backends.compiler import GPUTarget
@@ -43,7 +43,9 @@ def compile_only() -> int:
     from rstg_fast.ops.backends.triton import forward_kernel as fk
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
-    ptrs = {n: "bf16" for n in ["S", "R", "Q", "K", "W2", "B2", "O", "DO"]}
+    short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float64": "fp64"}[dtype]
+    acc = "fp64" if dtype == "float64" else "fp32"
+    ptrs = {n: short for n in ["S", "R", "Q", "K", "W2", "B2", "O", "DO"]}
     ptrs.update(IDX="i64", ITEMS="i32", MERGES="i32")
     ptrs.update(
         {
@@ -51,7 +53,7 @@ def compile_only() -> int:
             for n in ["LSE", "OP", "LSEP", "DELTA", "D_OWN_H", "D_OWN_A", "D_OTHER_H", "D_OTHER_A", "DW2P", "DB2P"]
         }
     )
-    common = dict(ACC=tl.float32, DOT=tl.bfloat16, INPUT_PRECISION="ieee")
+    common = dict(ACC=getattr(tl, acc.replace("fp", "float")), DOT=getattr(tl, dtype), INPUT_PRECISION=precision)
     jobs = []
     for Hd in (256, 512):
         for c in configs.FORWARD:
@@ -80,7 +82,10 @@ def compile_only() -> int:
             f.flush()
             usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
         regs = [w for w in usage.split() if w.startswith(("REG:", "STACK:"))]
-        print(f"{name:<20} Hd={Hd:<4} {cfg.kwargs} warps={cfg.num_warps} stages={cfg.num_stages}: {' '.join(regs)}")
+        print(
+            f"{dtype} {name:<20} Hd={Hd:<4} {cfg.kwargs} warps={cfg.num_warps} stages={cfg.num_stages}:",
+            " ".join(regs),
+        )
     return 0
 
 
@@ -147,13 +152,14 @@ def timing(shape: str, dtype: torch.dtype, heads: int, backend: str) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--compile-only", action="store_true")
+    p.add_argument("--precision", default="ieee", help="tl.dot input_precision for float32 (--compile-only)")
     p.add_argument("--shapes", default=",".join(SHAPES))
     p.add_argument("--dtypes", default="bfloat16,float16,float32")
     p.add_argument("--heads", type=int, default=1)
     p.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "check_triton.json"))
     args = p.parse_args()
     if args.compile_only:
-        return compile_only()
+        return max(compile_only(d, args.precision) for d in args.dtypes.split(","))
     if not torch.cuda.is_available():
         print("needs a CUDA GPU (or --compile-only)")
         return 2

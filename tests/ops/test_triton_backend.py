@@ -253,6 +253,27 @@ def test_graph_without_edges():
     assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
 
 
+@pytest.mark.parametrize("Hd,D", [(0, 4), (4, 0)], ids=["Hd0", "D0"])
+def test_degenerate_widths(Hd, D):
+    """No first-layer width (messages are relu(b2)) or no message columns."""
+    gen = torch.Generator().manual_seed(8)
+    indptr, indices = random_csr(6, 3, generator=gen)
+    indptr, indices = indptr.to(DEVICE), indices.to(DEVICE)
+    x = op_inputs(2, 6, max(Hd, 1), 4, D, dtype=torch.float64, generator=gen, device=DEVICE)
+    x["S"], x["R"], x["W2"] = (x[k][..., :Hd].contiguous() for k in ("S", "R", "W2"))
+    results = []
+    for backend in ("reference", "triton"):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+        O, lse = message_attention(**leaves, indptr=indptr, indices=indices, backend=backend, return_lse=True)
+        weights = torch.arange(O.numel(), dtype=O.dtype, device=O.device).view_as(O)
+        results.append((O, lse, torch.autograd.grad((O * weights).sum(), list(leaves.values()), allow_unused=True)))
+    (O1, lse1, g1), (O2, lse2, g2) = results
+    torch.testing.assert_close(O2, O1)
+    torch.testing.assert_close(lse2, lse1)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(b, a if a is not None else torch.zeros_like(b))
+
+
 def test_plan_covers_every_edge_once_longest_first_and_is_cached():
     gen = torch.Generator().manual_seed(6)
     indptr, indices = random_csr(20, 6, generator=gen, skewed_row=4)  # row 4: 24 sources

@@ -36,7 +36,7 @@ def backward_with_plans(dO, S, R, Q, K, W2, b2, indices, O, lse, heads, scale, d
     work = torch.zeros(sum(sizes), dtype=acc, device=S.device)
     dR_w, dS_w, dQ_w, dK_w = (t.view(G, N, -1) for t in torch.split(work, sizes))
     dW2 = db2 = None
-    if G * N and D and Hd:
+    if G * N and D:  # D = 0: no output, all gradients zero
         w2 = W2 if W2 is not None else S
         bias = b2 if b2 is not None else S
         common = dict(
