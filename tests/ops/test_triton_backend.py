@@ -135,6 +135,37 @@ def run(x, indptr, indices, heads, backend, dO, fn=None):
     return O, dict(zip(present, grads, strict=True))
 
 
+def check_against_reference(x64, indptr, indices, heads, dtype, dO, label):
+    """triton in ``dtype`` vs the float64 reference: O and every gradient (module docstring)."""
+    low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
+
+    oracle = run(x64, indptr, indices, heads, "reference", dO)
+    own = run(low, indptr, indices, heads, "reference", dO) if dtype != torch.float64 else None
+    got = run(low, indptr, indices, heads, "triton", dO)
+    assert got[0].dtype == dtype
+    assert_close(got[0], oracle[0], own[0] if own else None, f"{label}: O")
+
+    # Half inputs: the kernels' tl.dot operands are in the input dtype (bfloat16 only on
+    # the GPU: the interpreter widens it to float32), see the module docstring.
+    rounded = dtype == torch.float16 or (dtype == torch.bfloat16 and not INTERPRETED)
+    if x64["W2"] is not None and rounded:
+        scale = 1 / math.sqrt(x64["Q"].shape[2] // heads)
+        fn = lambda xs: rounded_oracle(xs, indptr, indices, heads, scale, dtype)  # noqa: E731
+        oracle = run(x64, indptr, indices, heads, None, dO, fn=fn)
+        own = None
+    zero = {k: not g.any() for k, g in oracle[1].items()}  # e.g. dQ, dK of a one-node graph
+    if dtype != torch.float64:
+        scale = 1 / math.sqrt(x64["Q"].shape[2] // heads)
+        for k, fix in delta_correction(x64, indptr, indices, heads, scale, dO, oracle[0], got[0]).items():
+            oracle[1][k] = oracle[1][k] + fix
+    for k, grad in got[1].items():
+        assert grad.dtype == dtype
+        if zero[k]:  # zero up to rounding; the relative rule has no scale for it
+            assert float(grad.abs().max()) <= TOLERANCE_FLOOR[dtype], f"{label}: d{k} should be 0"
+            continue
+        assert_close(grad, oracle[1][k], own[1][k] if own else None, f"{label}: d{k}")
+
+
 def dtype_cases():
     for name in CASES:
         for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
@@ -153,33 +184,7 @@ def test_forward_and_gradients_match_reference(case, dtype, poison):
     x64, indptr, indices, heads = case_inputs(case, gen)
     D = x64["W2"].shape[0] if x64["W2"] is not None else x64["S"].shape[2]
     dO = torch.randn(x64["S"].shape[0], x64["S"].shape[1], D, generator=gen, dtype=torch.float64).to(DEVICE)
-    low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
-
-    oracle = run(x64, indptr, indices, heads, "reference", dO)
-    own = run(low, indptr, indices, heads, "reference", dO) if dtype != torch.float64 else None
-    got = run(low, indptr, indices, heads, "triton", dO)
-    assert got[0].dtype == dtype
-    assert_close(got[0], oracle[0], own[0] if own else None, "triton O")
-
-    # Half inputs: the kernels' tl.dot operands are in the input dtype (bfloat16 only on
-    # the GPU: the interpreter widens it to float32), see the module docstring.
-    rounded = dtype == torch.float16 or (dtype == torch.bfloat16 and not INTERPRETED)
-    if x64["W2"] is not None and rounded:
-        scale = 1 / math.sqrt(x64["Q"].shape[2] // heads)
-        fn = lambda xs: rounded_oracle(xs, indptr, indices, heads, scale, dtype)  # noqa: E731
-        oracle = run(x64, indptr, indices, heads, None, dO, fn=fn)
-        own = None
-    zero = {k: not g.any() for k, g in oracle[1].items()}  # e.g. dQ, dK of a one-node graph
-    if dtype != torch.float64:
-        scale = 1 / math.sqrt(x64["Q"].shape[2] // heads)
-        for k, fix in delta_correction(x64, indptr, indices, heads, scale, dO, oracle[0], got[0]).items():
-            oracle[1][k] = oracle[1][k] + fix
-    for k, grad in got[1].items():
-        assert grad.dtype == dtype
-        if zero[k]:  # zero up to rounding; the relative rule has no scale for it
-            assert float(grad.abs().max()) <= TOLERANCE_FLOOR[dtype], f"triton d{k} should be 0"
-            continue
-        assert_close(grad, oracle[1][k], own[1][k] if own else None, f"triton d{k}")
+    check_against_reference(x64, indptr, indices, heads, dtype, dO, case)
 
 
 def test_split_rows_match_unsplit_and_deterministic_path_is_bitwise_stable():
@@ -349,17 +354,7 @@ def test_gpu_canonical_shapes(shape, dtype, heads, poison):
     x64 = op_inputs(4, graph.num_nodes, width, width, width, dtype=torch.float64, generator=gen, device=DEVICE)
     indptr, indices = graph.indptr.to(DEVICE), graph.indices.to(DEVICE)
     dO = torch.randn(4, graph.num_nodes, width, generator=gen, dtype=torch.float64).to(DEVICE)
-    low = {k: v.to(dtype) for k, v in x64.items()}
-    oracle = run(x64, indptr, indices, heads, "reference", dO)
-    own = run(low, indptr, indices, heads, "reference", dO) if dtype != torch.float64 else None
-    got = run(low, indptr, indices, heads, "triton", dO)
-    assert_close(got[0], oracle[0], own[0] if own else None, f"{shape} O")
-    if dtype in (torch.float16, torch.bfloat16):
-        scale = 1 / math.sqrt(width // heads)
-        fn = lambda xs: rounded_oracle(xs, indptr, indices, heads, scale, dtype)  # noqa: E731
-        oracle, own = run(x64, indptr, indices, heads, None, dO, fn=fn), None
-    for k, grad in got[1].items():
-        assert_close(grad, oracle[1][k], own[1][k] if own else None, f"{shape} d{k}")
+    check_against_reference(x64, indptr, indices, heads, dtype, dO, f"{shape} heads={heads}")
 
 
 @needs_gpu
