@@ -19,6 +19,7 @@ the oracle.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import subprocess
@@ -27,10 +28,26 @@ import sys
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton kernel is created
+if importlib.util.find_spec("triton") is None:  # not imported here: see SET_INTERPRET
+    pytest.skip("triton is not installed (pip install 'rstg_fast[triton]')", allow_module_level=True)
 
-pytest.importorskip("triton", reason="triton is not installed (pip install 'rstg_fast[triton]')")
+# Without a GPU the kernels (and triton.language's own jit functions, created when triton is
+# first imported) must be created in interpreter mode: TRITON_INTERPRET=1 is set for that
+# import and then taken away again, so that test modules collected after this one do not see
+# the triton backend as usable on CPU; the `interpreter` fixture puts it back while this
+# module's tests run.
+SET_INTERPRET = not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ
+if SET_INTERPRET:
+    if "triton" in sys.modules:
+        raise RuntimeError(
+            "triton was imported before tests/ops/test_triton_backend.py could select its CPU "
+            "interpreter; run pytest with TRITON_INTERPRET=1 set in the environment"
+        )
+    os.environ["TRITON_INTERPRET"] = "1"
+import rstg_fast.ops.backends.triton as triton_backend  # noqa: E402 - creates the kernels
+
+if SET_INTERPRET:
+    del os.environ["TRITON_INTERPRET"]
 
 from rstg_testing import TOLERANCE_FLOOR, assert_close, op_inputs, random_csr  # noqa: E402
 
@@ -40,7 +57,7 @@ from rstg_fast.ops.backends.reference import destinations  # noqa: E402
 from rstg_fast.ops.backends.triton import plan as triton_plan  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRETED = triton_backend.configs.INTERPRETED
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 # name: (G, N, Hd, A, D, heads, max_degree, skewed_row); N None = the default 14-node graph.
@@ -54,6 +71,16 @@ CASES = {
 }
 HALF_CASES = ("paper-graph", "odd-split")
 SLOW_CASES = ("odd-split",)  # the interpreter's slowest: float64 is left to the smaller cases
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interpreter():
+    """TRITON_INTERPRET=1 while this module's tests run (see SET_INTERPRET above)."""
+    if SET_INTERPRET:
+        os.environ["TRITON_INTERPRET"] = "1"
+    yield
+    if SET_INTERPRET:
+        os.environ.pop("TRITON_INTERPRET", None)
 
 
 @pytest.fixture

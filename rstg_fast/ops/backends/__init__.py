@@ -51,12 +51,13 @@ def _triton_unavailable(device: torch.device) -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install 'rstg_fast[triton]')"
     kernels = sys.modules.get("rstg_fast.ops.backends.triton.configs")
-    interpreted = kernels.interpreting() if kernels is not None else os.environ.get("TRITON_INTERPRET") == "1"
-    if device.type == "cpu" and not interpreted:
-        if kernels is not None and os.environ.get("TRITON_INTERPRET") == "1":
+    live = os.environ.get("TRITON_INTERPRET") == "1"
+    if device.type == "cpu":
+        if not live:
+            return "Triton runs on CPU tensors only under TRITON_INTERPRET=1, for tests"
+        if kernels is not None and not kernels.INTERPRETED:
             return "its kernels were created before TRITON_INTERPRET=1 was set; set it before first use"
-        return "Triton runs on CPU tensors only under TRITON_INTERPRET=1, for tests"
-    if device.type == "cuda" and not interpreted and not torch.cuda.is_available():
+    if device.type == "cuda" and not torch.cuda.is_available():
         return "CUDA is not available"
     return None
 

@@ -6,7 +6,8 @@ and autotuning), ``forward_kernel.py`` / ``launch_forward.py``, ``backward_kerne
 Triton's interpreter (``TRITON_INTERPRET=1``, for tests).
 """
 
+from rstg_fast.ops.backends.triton import configs
 from rstg_fast.ops.backends.triton.launch_backward import backward
 from rstg_fast.ops.backends.triton.launch_forward import forward
 
-__all__ = ["forward", "backward"]
+__all__ = ["configs", "forward", "backward"]

@@ -18,15 +18,20 @@ import triton
 
 
 def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (read when kernels are defined)."""
+    """True when ``TRITON_INTERPRET=1`` is set now (Triton reads it when kernels are defined)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# The mode this process's kernels were created in (they are created when this package is
+# first imported, and keep that mode for the life of the process).
+INTERPRETED = interpreting()
 
 
 def _configs(options: list[dict], warps_stages: list[tuple[int, int]]) -> list[triton.Config]:
     return [triton.Config(dict(o), num_warps=w, num_stages=s) for o, (w, s) in zip(options, warps_stages, strict=True)]
 
 
-if interpreting():
+if INTERPRETED:
     # The interpreter's cost is per operation, not per element: few, mid-sized tiles. Tests
     # use sizes above these (Hd > 32, D / heads > 32, rows > 8 edges, G > 4) to cross the
     # tile borders.

@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 import triton
 
+from rstg_fast.ops.backends.triton import configs
 from rstg_fast.ops.backends.triton.backward_kernel import _backward_kernel, _weight_grad_kernel
-from rstg_fast.ops.backends.triton.configs import interpreting
 from rstg_fast.ops.backends.triton.launch_forward import acc_dtype, attention_block, dot_dtype, input_precision, tl_acc
 from rstg_fast.ops.backends.triton.plan import Plan, get_plan, get_transposed
 
 
 def weight_grad_splits(num_tiles: int, column_blocks: int, device: torch.device) -> int:
     """Programs along the edges for ``dW2``: enough to fill the GPU about four times over."""
-    if interpreting() or device.type != "cuda":
+    if configs.INTERPRETED or device.type != "cuda":
         return max(1, min(num_tiles, 2))
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     return max(1, min(num_tiles, -(-4 * sms // max(column_blocks, 1)), 1024))

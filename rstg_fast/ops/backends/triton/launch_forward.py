@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from rstg_fast.ops.backends.triton.configs import interpreting
+from rstg_fast.ops.backends.triton import configs
 from rstg_fast.ops.backends.triton.forward_kernel import _forward_kernel, _merge_kernel
 from rstg_fast.ops.backends.triton.plan import Plan, get_plan
 
@@ -33,7 +33,7 @@ def dot_dtype(dtype: torch.dtype):
     the bfloat16 tiles are widened to float32; everything else (loads, stores, conversions)
     stays as on the GPU.
     """
-    if dtype == torch.bfloat16 and interpreting():
+    if dtype == torch.bfloat16 and configs.INTERPRETED:
         return tl.float32
     return _TL_DTYPE[dtype]
 
