@@ -31,6 +31,7 @@ from rstg_fast.ops.backends.triton import configs
     configs=configs.BACKWARD,
     key=["Hd", "D", "A", "HEADS", "HAS_W2", "TRANSPOSED"],
     reset_to_zero=["D_OWN_H", "D_OWN_A", "D_OTHER_H", "D_OTHER_A"],  # benchmark runs must not add up
+    do_bench=configs.quick_bench,
 )
 @triton.jit
 def _backward_kernel(
@@ -175,7 +176,7 @@ def _backward_kernel(
         tl.atomic_add(own_h, d_own_h, mask=mask_h, sem="relaxed")
 
 
-@triton.autotune(configs=configs.WEIGHT_GRAD, key=["Hd", "D", "A", "HEADS"])
+@triton.autotune(configs=configs.WEIGHT_GRAD, key=["Hd", "D", "A", "HEADS"], do_bench=configs.quick_bench)
 @triton.jit
 def _weight_grad_kernel(
     S,  # [G, N, Hd]

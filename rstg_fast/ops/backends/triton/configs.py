@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import triton
+import triton.testing
 
 
 def interpreting() -> bool:
@@ -25,6 +26,12 @@ def interpreting() -> bool:
 # The mode this process's kernels were created in (they are created when this package is
 # first imported, and keep that mode for the life of the process).
 INTERPRETED = interpreting()
+
+
+def quick_bench(fn, quantiles):
+    """The autotuner's timer: 5 ms warm-up, 20 ms of runs (Triton's default is 25 + 100 ms),
+    so the first call of a new shape spends well under a second per kernel on tuning."""
+    return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
 
 
 def _configs(options: list[dict], warps_stages: list[tuple[int, int]]) -> list[triton.Config]:

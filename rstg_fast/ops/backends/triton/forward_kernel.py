@@ -18,7 +18,7 @@ import triton.language as tl
 from rstg_fast.ops.backends.triton import configs
 
 
-@triton.autotune(configs=configs.FORWARD, key=["Hd", "D", "A", "HEADS", "HAS_W2"])
+@triton.autotune(configs=configs.FORWARD, key=["Hd", "D", "A", "HEADS", "HAS_W2"], do_bench=configs.quick_bench)
 @triton.jit
 def _forward_kernel(
     S,  # [G, N, Hd] source term
