@@ -32,7 +32,7 @@ SHAPES = {  # DESIGN.md §5: (B, T, scales, H, W, width)
 GATE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}  # relative max error
 
 
-def compile_only(dtype: str = "bfloat16", precision: str = "ieee") -> int:
+def compile_only(dtype: str = "bfloat16", precision: str = "ieee", widths=(256, 512), first_only: bool = False) -> int:
     import triton
     import triton.language as tl
     from triton.backends.compiler import GPUTarget
@@ -55,14 +55,15 @@ def compile_only(dtype: str = "bfloat16", precision: str = "ieee") -> int:
     )
     common = dict(ACC=getattr(tl, acc.replace("fp", "float")), DOT=getattr(tl, dtype), INPUT_PRECISION=precision)
     jobs = []
-    for Hd in (256, 512):
-        for c in configs.FORWARD:
+    pick = (lambda cs: cs[:1]) if first_only else (lambda cs: cs)
+    for Hd in widths:
+        for c in pick(configs.FORWARD):
             jobs.append(("forward", Hd, fk._forward_kernel, c, dict(HEADS=1, HAS_W2=True, BA=64, **common)))
-        for c in configs.BACKWARD:
+        for c in pick(configs.BACKWARD):
             for w2 in (True, False):
                 extra = dict(HEADS=2, HAS_W2=w2, TRANSPOSED=False, SCATTER=True, BH=Hd, BA=64, **common)
                 jobs.append((f"backward{'' if w2 else '-one-layer'}", Hd, bk._backward_kernel, c, extra))
-        for c in configs.WEIGHT_GRAD:
+        for c in pick(configs.WEIGHT_GRAD):
             jobs.append(
                 ("weight_grad", Hd, bk._weight_grad_kernel, c, dict(SPLITS=64, HEADS=1, BH=Hd, BA=64, **common))
             )
@@ -153,13 +154,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--compile-only", action="store_true")
     p.add_argument("--precision", default="ieee", help="tl.dot input_precision for float32 (--compile-only)")
+    p.add_argument("--widths", default="256,512", help="Hd values to compile for (--compile-only)")
+    p.add_argument("--first-only", action="store_true", help="only the first config of each kernel (--compile-only)")
     p.add_argument("--shapes", default=",".join(SHAPES))
     p.add_argument("--dtypes", default="bfloat16,float16,float32")
     p.add_argument("--heads", type=int, default=1)
     p.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "check_triton.json"))
     args = p.parse_args()
     if args.compile_only:
-        return max(compile_only(d, args.precision) for d in args.dtypes.split(","))
+        widths = tuple(int(w) for w in args.widths.split(","))
+        return max(compile_only(d, args.precision, widths, args.first_only) for d in args.dtypes.split(","))
     if not torch.cuda.is_available():
         print("needs a CUDA GPU (or --compile-only)")
         return 2
