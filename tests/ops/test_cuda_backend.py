@@ -132,6 +132,8 @@ def _smem_boundary(es: int, has_w2: bool) -> int:
 def _launcher_args(dtype_code: int, W: int, has_w2: bool) -> dict[str, int]:
     args = {"dtype": dtype_code, "G": 2, "N": 3, "E": 0, "Hd": W, "D": W, "A": W, "heads": 1, "has_w2": int(has_w2)}
     args.update({"stream": 0, "deterministic": 0, "blocks": 1})
+    pointers = "S R Q K W2 b2 O lse o_part lse_part dO delta dS dR dQ dK dW2 db2 acc_dS acc_dK w2_slots b2_slots"
+    args.update({name: 0 for name in (pointers + " d_part_h d_part_qk s_part_h s_part_qk").split()})
     for p in ("d_", "s_"):
         args.update({p + f: 0 for f in ("item_node", "item_begin", "item_end", "item_slot", "other", "split_node", "split_ptr")})
         args.update({p + "items": 3, p + "splits": 0, p + "slots": 0})
