@@ -28,9 +28,9 @@ namespace {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    delta_kernel(const T* __restrict__ dO,  // [G, N, D]
-                 const T* __restrict__ O,   // [G, N, D]
-                 float* __restrict__ delta, // [G, N, heads]
+    delta_kernel(const T* __restrict__ dO,   // [G, N, D]
+                 const T* __restrict__ O,    // [G, N, D]
+                 float* __restrict__ delta,  // [G, N, heads]
                  int64_t rows, int D, int heads) {
   const int64_t total = rows * heads;
   const int dd = D / heads;
@@ -48,8 +48,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // zs[TM][kTN] = dzs[TM][pad32(D)] @ W2[:, n0 : n0 + kTN] (columns past Hd are zero).
 template <typename T>
-__device__ void mma_dz_w2(const T* dzs, T* w2s, float* zs, const Layout& L, const T* __restrict__ W2,
-                          int Hd, int D, int n0) {
+__device__ void mma_dz_w2(const T* dzs, T* w2s, float* zs, const Layout& L,
+                          const T* __restrict__ W2, int Hd, int D, int n0) {
   constexpr int MF = Traits<T>::kTM / 16;
   const int warp = threadIdx.x / 32;
   FragC<T> acc[MF];
@@ -112,37 +112,37 @@ __device__ void accumulate_dw2(const T* dzs, const T* hs, const Layout& L, float
 // slot for the whole pass. by_source selects the orientation of the plan (see top comment).
 template <typename T, bool kHasW2>
 __global__ void __launch_bounds__(kThreads)
-    backward_kernel(const T* __restrict__ S,         // [G, N, Hd]
-                    const T* __restrict__ R,         // [G, N, Hd]
-                    const T* __restrict__ Q,         // [G, N, A]
-                    const T* __restrict__ K,         // [G, N, A]
-                    const T* __restrict__ W2,        // [D, Hd] (kHasW2)
-                    const T* __restrict__ b2,        // [D] (kHasW2)
-                    const T* __restrict__ dO,        // [G, N, D]
-                    const float* __restrict__ lse,   // [G, N, heads]
-                    const float* __restrict__ delta, // [G, N, heads]
-                    Plan plan,                       // items owning node u
-                    T* __restrict__ out_h,           // [G, N, Hd] dR (by dst) or dS (by src)
-                    T* __restrict__ out_qk,          // [G, N, A] dQ (by dst) or dK (by src)
-                    float* __restrict__ part_h,      // [slots, G, Hd] split-row partials
-                    float* __restrict__ part_qk,     // [slots, G, A]
-                    float* __restrict__ acc_dS,      // [G, N, Hd] atomics, or null
-                    float* __restrict__ acc_dK,      // [G, N, A] atomics, or null
-                    float* __restrict__ w2_slots,    // [gridDim.x, pad32(D), pad32(Hd)], or null
-                    float* __restrict__ b2_slots,    // [gridDim.x, pad32(D)], or null
+    backward_kernel(const T* __restrict__ S,          // [G, N, Hd]
+                    const T* __restrict__ R,          // [G, N, Hd]
+                    const T* __restrict__ Q,          // [G, N, A]
+                    const T* __restrict__ K,          // [G, N, A]
+                    const T* __restrict__ W2,         // [D, Hd] (kHasW2)
+                    const T* __restrict__ b2,         // [D] (kHasW2)
+                    const T* __restrict__ dO,         // [G, N, D]
+                    const float* __restrict__ lse,    // [G, N, heads]
+                    const float* __restrict__ delta,  // [G, N, heads]
+                    Plan plan,                        // items owning node u
+                    T* __restrict__ out_h,            // [G, N, Hd] dR (by dst) or dS (by src)
+                    T* __restrict__ out_qk,           // [G, N, A] dQ (by dst) or dK (by src)
+                    float* __restrict__ part_h,       // [slots, G, Hd] split-row partials
+                    float* __restrict__ part_qk,      // [slots, G, A]
+                    float* __restrict__ acc_dS,       // [G, N, Hd] atomics, or null
+                    float* __restrict__ acc_dK,       // [G, N, A] atomics, or null
+                    float* __restrict__ w2_slots,     // [gridDim.x, pad32(D), pad32(Hd)], or null
+                    float* __restrict__ b2_slots,     // [gridDim.x, pad32(D)], or null
                     int64_t tasks, int G, int N, int Hd, int D, int A, int heads, float scale,
                     int by_source) {
   extern __shared__ __align__(128) char smem[];
   const Layout L = make_layout(true, sizeof(T), Hd, D, A, heads, kHasW2);
-  T* hs = reinterpret_cast<T*>(smem + L.h);               // [TM][ldh]
-  T* w2s = reinterpret_cast<T*>(smem + L.w2);             // W2 slice
-  float* zs = reinterpret_cast<float*>(smem + L.z);       // [TM][ldz]
-  T* dzs = reinterpret_cast<T*>(smem + L.dz);             // [TM][ldd] dL/dz
-  float* dpp = reinterpret_cast<float*>(smem + L.dpp);    // [kThreads / TM][TM][heads]
-  float* as = reinterpret_cast<float*>(smem + L.a);       // [TM][heads] attention weights
-  float* dss = reinterpret_cast<float*>(smem + L.ds);     // [TM][heads] dL/ds
-  float* own_h = reinterpret_cast<float*>(smem + L.own_h);   // [kBG][Hd]
-  float* own_qk = reinterpret_cast<float*>(smem + L.own_qk); // [kBG][A]
+  T* hs = reinterpret_cast<T*>(smem + L.h);                   // [TM][ldh]
+  T* w2s = reinterpret_cast<T*>(smem + L.w2);                 // W2 slice
+  float* zs = reinterpret_cast<float*>(smem + L.z);           // [TM][ldz]
+  T* dzs = reinterpret_cast<T*>(smem + L.dz);                 // [TM][ldd] dL/dz
+  float* dpp = reinterpret_cast<float*>(smem + L.dpp);        // [kThreads / TM][TM][heads]
+  float* as = reinterpret_cast<float*>(smem + L.a);           // [TM][heads] attention weights
+  float* dss = reinterpret_cast<float*>(smem + L.ds);         // [TM][heads] dL/ds
+  float* own_h = reinterpret_cast<float*>(smem + L.own_h);    // [kBG][Hd]
+  float* own_qk = reinterpret_cast<float*>(smem + L.own_qk);  // [kBG][A]
   const RowInfo ri = row_info(smem, L);
 
   const int64_t groups = graph_groups(G);
@@ -345,14 +345,17 @@ unsigned stride_blocks(int64_t work) {
 
 template <typename T, bool kHasW2>
 void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream_t stream) {
-  const Layout L = make_layout(true, sizeof(T), int(d.Hd), int(d.D), int(d.A), int(d.heads), kHasW2);
+  const Layout L =
+      make_layout(true, sizeof(T), int(d.Hd), int(d.D), int(d.A), int(d.heads), kHasW2);
   const bool det = in.get("deterministic") != 0;
   const int64_t P = in.get("blocks");
-  if (P < 1 || P > 65535) throw std::invalid_argument("message_attention cuda backend: blocks must be in [1, 65535]");
+  if (P < 1 || P > 65535)
+    throw std::invalid_argument("message_attention cuda backend: blocks must be in [1, 65535]");
   const Plan dplan = read_plan(in, "d_");
   const Plan splan = det ? read_plan(in, "s_") : dplan;
   const int64_t groups = graph_groups(d.G);
-  const int G = int(d.G), N = int(d.N), Hd = int(d.Hd), D = int(d.D), A = int(d.A), H = int(d.heads);
+  const int G = int(d.G), N = int(d.N), Hd = int(d.Hd), D = int(d.D), A = int(d.A),
+            H = int(d.heads);
   const T* S = in.ptr<const T>("S");
   const T* R = in.ptr<const T>("R");
   const T* Q = in.ptr<const T>("Q");
@@ -372,7 +375,8 @@ void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream
   float* b2_slots = kHasW2 ? in.ptr<float>("b2_slots") : nullptr;
   for (const Plan* p : {&dplan, &splan})
     if (p->items * groups >= 0x7fffffff || p->splits * d.G >= 0x7fffffff)
-      throw std::invalid_argument("message_attention cuda backend: too many tasks (items x graph groups)");
+      throw std::invalid_argument(
+          "message_attention cuda backend: too many tasks (items x graph groups)");
 
   auto kernel = backward_kernel<T, kHasW2>;
   prepare_smem(kernel, L.total, "backward_kernel");
@@ -425,8 +429,8 @@ void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream
     reduce_slots_kernel<T><<<stride_blocks(d.D * d.Hd), kThreads, 0, stream>>>(
         w2_slots, in.ptr<T>("dW2"), P, d.D, d.Hd, hdp, dp * hdp);
     RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dW2)");
-    reduce_slots_kernel<T><<<stride_blocks(d.D), kThreads, 0, stream>>>(
-        b2_slots, in.ptr<T>("db2"), P, 1, d.D, dp, dp);
+    reduce_slots_kernel<T><<<stride_blocks(d.D), kThreads, 0, stream>>>(b2_slots, in.ptr<T>("db2"),
+                                                                        P, 1, d.D, dp, dp);
     RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (db2)");
   }
 }
@@ -448,10 +452,17 @@ void message_attention_backward_cuda(const MaArgs& args, double scale) {
   const ma::Dims d = ma::read_dims(in);
   auto stream = reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(in.get("stream")));
   switch (in.get("dtype")) {
-    case 0: ma::dispatch_backward<float>(in, d, float(scale), stream); break;
-    case 1: ma::dispatch_backward<__half>(in, d, float(scale), stream); break;
-    case 2: ma::dispatch_backward<__nv_bfloat16>(in, d, float(scale), stream); break;
-    default: throw std::invalid_argument("message_attention cuda backend: dtype code must be 0, 1 or 2");
+    case 0:
+      ma::dispatch_backward<float>(in, d, float(scale), stream);
+      break;
+    case 1:
+      ma::dispatch_backward<__half>(in, d, float(scale), stream);
+      break;
+    case 2:
+      ma::dispatch_backward<__nv_bfloat16>(in, d, float(scale), stream);
+      break;
+    default:
+      throw std::invalid_argument("message_attention cuda backend: dtype code must be 0, 1 or 2");
   }
 }
 

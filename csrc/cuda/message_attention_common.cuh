@@ -27,11 +27,11 @@ namespace wmma = nvcuda::wmma;
 
 constexpr int kThreads = 128;  // 4 warps; each warp owns one 16-column slice of a TN tile
 constexpr int kWarps = kThreads / 32;
-constexpr int kTN = 64;         // output columns per MMA tile (= 16 * kWarps)
-constexpr int kTK = 32;         // reduction slice of W2 staged per step; Hd, D padded to it
-constexpr int kBG = 8;          // graphs per task
-constexpr int kChunk = 32;      // most edges per item (longer rows are split)
-constexpr int kPadBytes = 16;   // row skew of shared tiles against bank conflicts
+constexpr int kTN = 64;        // output columns per MMA tile (= 16 * kWarps)
+constexpr int kTK = 32;        // reduction slice of W2 staged per step; Hd, D padded to it
+constexpr int kBG = 8;         // graphs per task
+constexpr int kChunk = 32;     // most edges per item (longer rows are split)
+constexpr int kPadBytes = 16;  // row skew of shared tiles against bank conflicts
 constexpr int64_t kSmemCap = 160 * 1024;  // below sm_80's 163 KiB opt-in maximum
 static_assert(kTN == 16 * kWarps, "one 16-wide fragment column per warp");
 
@@ -88,8 +88,8 @@ struct Layout {
   int64_t h, w2, z, dz, oacc, sc, lse, rows, dpp, a, ds, own_h, own_qk, total;
 };
 
-__host__ __device__ inline Layout make_layout(bool backward, int es, int Hd, int D, int A, int heads,
-                                              bool has_w2) {
+__host__ __device__ inline Layout make_layout(bool backward, int es, int Hd, int D, int A,
+                                              int heads, bool has_w2) {
   Layout L{};
   const int pad = kPadBytes / es;
   L.tm = es == 4 ? 16 : 32;
@@ -98,8 +98,8 @@ __host__ __device__ inline Layout make_layout(bool backward, int es, int Hd, int
   L.ldb = kTN + pad;  // W2 slice [kTK][kTN] (B of dh = dz W2, row-major)
   L.ldz = kTN + 4;
   L.ldd = pad32(D) + pad;
-  const int64_t w2_elems = (int64_t)kTN * L.ldw > (int64_t)kTK * L.ldb ? (int64_t)kTN * L.ldw
-                                                                         : (int64_t)kTK * L.ldb;
+  const int64_t w2_elems =
+      (int64_t)kTN * L.ldw > (int64_t)kTK * L.ldb ? (int64_t)kTN * L.ldw : (int64_t)kTK * L.ldb;
   int64_t off = 0;
   auto take = [&off](int64_t bytes) {
     const int64_t at = off;
@@ -149,14 +149,15 @@ struct Dims {
 };
 
 inline Dims read_dims(const ArgReader& in) {
-  Dims d{in.get("G"), in.get("N"), in.get("E"), in.get("Hd"), in.get("D"), in.get("A"),
-         in.get("heads"), in.get("has_w2") != 0};
+  Dims d{in.get("G"), in.get("N"), in.get("E"),     in.get("Hd"),
+         in.get("D"), in.get("A"), in.get("heads"), in.get("has_w2") != 0};
   return d;
 }
 
 inline void check_limits(const Dims& d, int es, const char* who) {
   auto fail = [who](const std::string& what) {
-    throw std::invalid_argument(std::string("message_attention cuda backend (") + who + "): " + what);
+    throw std::invalid_argument(std::string("message_attention cuda backend (") + who +
+                                "): " + what);
   };
   if (d.G < 1 || d.N < 1 || d.Hd < 1 || d.D < 1 || d.A < 1 || d.heads < 1)
     fail("G, N, Hd, D, A and heads must be positive");
@@ -166,8 +167,10 @@ inline void check_limits(const Dims& d, int es, const char* who) {
   if (d.N >= int_max || d.E >= int_max || d.G >= int_max)
     fail("G, N and E must be below 2^31, got G=" + std::to_string(d.G) +
          " N=" + std::to_string(d.N) + " E=" + std::to_string(d.E));
-  const int64_t fwd = make_layout(false, es, int(d.Hd), int(d.D), int(d.A), int(d.heads), d.has_w2).total;
-  const int64_t bwd = make_layout(true, es, int(d.Hd), int(d.D), int(d.A), int(d.heads), d.has_w2).total;
+  const int64_t fwd =
+      make_layout(false, es, int(d.Hd), int(d.D), int(d.A), int(d.heads), d.has_w2).total;
+  const int64_t bwd =
+      make_layout(true, es, int(d.Hd), int(d.D), int(d.A), int(d.heads), d.has_w2).total;
   if (d.Hd > (1 << 20) || d.D > (1 << 20) || d.A > (1 << 20) || fwd > kSmemCap || bwd > kSmemCap)
     fail("shared memory per block would be " + std::to_string(fwd > bwd ? fwd : bwd) +
          " bytes, over the kernel limit of " + std::to_string(kSmemCap) + " (Hd=" +
@@ -185,7 +188,8 @@ void prepare_smem(Kernel kernel, int64_t bytes, const char* name) {
     throw std::invalid_argument(std::string("message_attention cuda backend: ") + name + " needs " +
                                 std::to_string(bytes) + " bytes of shared memory, device allows " +
                                 std::to_string(optin));
-  RSTG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  RSTG_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
 // The plan of one edge-list orientation (by destination, or transposed by source).
@@ -232,8 +236,8 @@ __device__ __forceinline__ RowInfo row_info(char* smem, const Layout& L) {
 }
 
 // Fills the row table for task rows [t0, t0 + TM): row r = gl * len + el.
-__device__ __forceinline__ void fill_rows(const RowInfo& ri, int tm, int t0, int rows_total, int len,
-                                          int g0, int u, int p0, const int32_t* other,
+__device__ __forceinline__ void fill_rows(const RowInfo& ri, int tm, int t0, int rows_total,
+                                          int len, int g0, int u, int p0, const int32_t* other,
                                           bool by_source) {
   for (int r = threadIdx.x; r < tm; r += blockDim.x) {
     const int row = t0 + r;
@@ -270,9 +274,9 @@ __device__ __forceinline__ void build_h(T* hs, const Layout& L, const RowInfo& r
 
 // scale * <Q[g, dst, head c], K[g, src, head c]>, reduced over one warp (all lanes get it).
 template <typename T>
-__device__ __forceinline__ float warp_score(const T* __restrict__ Q, const T* __restrict__ K, int64_t g,
-                                            int dst, int src, int c, int N, int A, int dh,
-                                            float scale) {
+__device__ __forceinline__ float warp_score(const T* __restrict__ Q, const T* __restrict__ K,
+                                            int64_t g, int dst, int src, int c, int N, int A,
+                                            int dh, float scale) {
   const int lane = threadIdx.x & 31;
   const T* q = Q + (g * N + dst) * A + (int64_t)c * dh;
   const T* k = K + (g * N + src) * A + (int64_t)c * dh;
@@ -323,8 +327,8 @@ using FragC = wmma::fragment<wmma::accumulator, 16, 16, Traits<T>::kK, float>;
 // zs[TM][kTN] = hs[TM][pad32(Hd)] @ W2[n0 : n0 + kTN, :]^T (rows of W2 past D are zero).
 // Starts and ends with all threads past a barrier-free region: callers __syncthreads() after.
 template <typename T>
-__device__ void mma_h_w2t(const T* hs, T* w2s, float* zs, const Layout& L,
-                          const T* __restrict__ W2, int Hd, int D, int n0) {
+__device__ void mma_h_w2t(const T* hs, T* w2s, float* zs, const Layout& L, const T* __restrict__ W2,
+                          int Hd, int D, int n0) {
   constexpr int MF = Traits<T>::kTM / 16;
   const int warp = threadIdx.x / 32;
   FragC<T> acc[MF];

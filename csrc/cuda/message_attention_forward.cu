@@ -22,26 +22,26 @@ namespace {
 
 template <typename T, bool kHasW2>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const T* __restrict__ S,      // [G, N, Hd]
-                   const T* __restrict__ R,      // [G, N, Hd]
-                   const T* __restrict__ Q,      // [G, N, A]
-                   const T* __restrict__ K,      // [G, N, A]
-                   const T* __restrict__ W2,     // [D, Hd] (kHasW2)
-                   const T* __restrict__ b2,     // [D] (kHasW2)
-                   Plan plan,                    // destination-major items
-                   T* __restrict__ O,            // [G, N, D]
-                   float* __restrict__ lse,      // [G, N, heads]
-                   float* __restrict__ o_part,   // [slots, G, D]
-                   float* __restrict__ lse_part, // [slots, G, heads]
+    forward_kernel(const T* __restrict__ S,       // [G, N, Hd]
+                   const T* __restrict__ R,       // [G, N, Hd]
+                   const T* __restrict__ Q,       // [G, N, A]
+                   const T* __restrict__ K,       // [G, N, A]
+                   const T* __restrict__ W2,      // [D, Hd] (kHasW2)
+                   const T* __restrict__ b2,      // [D] (kHasW2)
+                   Plan plan,                     // destination-major items
+                   T* __restrict__ O,             // [G, N, D]
+                   float* __restrict__ lse,       // [G, N, heads]
+                   float* __restrict__ o_part,    // [slots, G, D]
+                   float* __restrict__ lse_part,  // [slots, G, heads]
                    int G, int N, int Hd, int D, int A, int heads, float scale) {
   extern __shared__ __align__(128) char smem[];
   const Layout L = make_layout(false, sizeof(T), Hd, D, A, heads, kHasW2);
-  T* hs = reinterpret_cast<T*>(smem + L.h);        // [TM][ldh]
-  T* w2s = reinterpret_cast<T*>(smem + L.w2);      // W2 slice
-  float* zs = reinterpret_cast<float*>(smem + L.z);      // [TM][ldz]
-  float* oacc = reinterpret_cast<float*>(smem + L.oacc); // [kBG][D]
-  float* sc = reinterpret_cast<float*>(smem + L.sc);     // [kBG * kChunk][heads]
-  float* lse_s = reinterpret_cast<float*>(smem + L.lse); // [kBG][heads]
+  T* hs = reinterpret_cast<T*>(smem + L.h);               // [TM][ldh]
+  T* w2s = reinterpret_cast<T*>(smem + L.w2);             // W2 slice
+  float* zs = reinterpret_cast<float*>(smem + L.z);       // [TM][ldz]
+  float* oacc = reinterpret_cast<float*>(smem + L.oacc);  // [kBG][D]
+  float* sc = reinterpret_cast<float*>(smem + L.sc);      // [kBG * kChunk][heads]
+  float* lse_s = reinterpret_cast<float*>(smem + L.lse);  // [kBG][heads]
   const RowInfo ri = row_info(smem, L);
 
   const int64_t groups = graph_groups(G);
@@ -177,10 +177,12 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T, bool kHasW2>
 void launch_forward(const ArgReader& in, const Dims& d, float scale, cudaStream_t stream) {
   const Plan plan = read_plan(in, "d_");
-  const Layout L = make_layout(false, sizeof(T), int(d.Hd), int(d.D), int(d.A), int(d.heads), kHasW2);
+  const Layout L =
+      make_layout(false, sizeof(T), int(d.Hd), int(d.D), int(d.A), int(d.heads), kHasW2);
   const int64_t blocks = plan.items * graph_groups(d.G);
   if (blocks >= 0x7fffffff)
-    throw std::invalid_argument("message_attention cuda backend: too many tasks (items x graph groups)");
+    throw std::invalid_argument(
+        "message_attention cuda backend: too many tasks (items x graph groups)");
   auto kernel = forward_kernel<T, kHasW2>;
   prepare_smem(kernel, L.total, "forward_kernel");
   const T* W2 = kHasW2 ? in.ptr<const T>("W2") : nullptr;
@@ -190,8 +192,8 @@ void launch_forward(const ArgReader& in, const Dims& d, float scale, cudaStream_
   float* o_part = in.ptr<float>("o_part");
   float* lse_part = in.ptr<float>("lse_part");
   kernel<<<unsigned(blocks), kThreads, L.total, stream>>>(
-      in.ptr<const T>("S"), in.ptr<const T>("R"), in.ptr<const T>("Q"), in.ptr<const T>("K"), W2, b2,
-      plan, O, lse, o_part, lse_part, int(d.G), int(d.N), int(d.Hd), int(d.D), int(d.A),
+      in.ptr<const T>("S"), in.ptr<const T>("R"), in.ptr<const T>("Q"), in.ptr<const T>("K"), W2,
+      b2, plan, O, lse, o_part, lse_part, int(d.G), int(d.N), int(d.Hd), int(d.D), int(d.A),
       int(d.heads), scale);
   RSTG_CUDA_CHECK_LAUNCH("message_attention forward_kernel");
   if (plan.splits > 0) {
@@ -218,10 +220,17 @@ void message_attention_forward_cuda(const MaArgs& args, double scale) {
   const ma::Dims d = ma::read_dims(in);
   auto stream = reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(in.get("stream")));
   switch (in.get("dtype")) {
-    case 0: ma::dispatch_forward<float>(in, d, float(scale), stream); break;
-    case 1: ma::dispatch_forward<__half>(in, d, float(scale), stream); break;
-    case 2: ma::dispatch_forward<__nv_bfloat16>(in, d, float(scale), stream); break;
-    default: throw std::invalid_argument("message_attention cuda backend: dtype code must be 0, 1 or 2");
+    case 0:
+      ma::dispatch_forward<float>(in, d, float(scale), stream);
+      break;
+    case 1:
+      ma::dispatch_forward<__half>(in, d, float(scale), stream);
+      break;
+    case 2:
+      ma::dispatch_forward<__nv_bfloat16>(in, d, float(scale), stream);
+      break;
+    default:
+      throw std::invalid_argument("message_attention cuda backend: dtype code must be 0, 1 or 2");
   }
 }
 

@@ -122,9 +122,10 @@ def test_python_limit_check_raises_value_error(dims, match):
 def _smem_boundary(es: int, has_w2: bool) -> int:
     """Largest width W (Hd = D = A = W, multiple of 32) the Python mirror accepts."""
     w = 32
-    while cuda_plan.smem_bytes(True, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.SMEM_CAP and cuda_plan.smem_bytes(
-        False, es, w + 32, w + 32, w + 32, 1, has_w2
-    ) <= cuda_plan.SMEM_CAP:
+    while (
+        cuda_plan.smem_bytes(True, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.SMEM_CAP
+        and cuda_plan.smem_bytes(False, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.SMEM_CAP
+    ):
         w += 32
     return w
 
@@ -135,7 +136,9 @@ def _launcher_args(dtype_code: int, W: int, has_w2: bool) -> dict[str, int]:
     pointers = "S R Q K W2 b2 O lse o_part lse_part dO delta dS dR dQ dK dW2 db2 acc_dS acc_dK w2_slots b2_slots"
     args.update({name: 0 for name in (pointers + " d_part_h d_part_qk s_part_h s_part_qk").split()})
     for p in ("d_", "s_"):
-        args.update({p + f: 0 for f in ("item_node", "item_begin", "item_end", "item_slot", "other", "split_node", "split_ptr")})
+        args.update(
+            {p + f: 0 for f in ("item_node", "item_begin", "item_end", "item_slot", "other", "split_node", "split_ptr")}
+        )
         args.update({p + "items": 3, p + "splits": 0, p + "slots": 0})
     return args
 
@@ -174,7 +177,10 @@ def test_registration_and_build_info():
         assert {80, 90} <= set(info["cuda_archs"])
         assert spec.unavailable(torch.device("cpu")) is None
     else:
-        assert spec.unavailable(torch.device("cuda")) == "rstg_fast was built without CUDA (nvcc not found or RSTG_FAST_CUDA=0)"
+        assert (
+            spec.unavailable(torch.device("cuda"))
+            == "rstg_fast was built without CUDA (nvcc not found or RSTG_FAST_CUDA=0)"
+        )
     x = op_inputs(1, 3, 4, 4, None, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
     ip, ix = random_csr(3, 2, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="backend 'cuda'"):
@@ -206,9 +212,11 @@ def oracle(S, R, Q, K, W2, b2, indptr, indices, heads, scale, h_dtype):
     else:
         m = h
     G, N = S.shape[:2]
-    D, A = m.shape[-1], Q.shape[-1]
+    D = m.shape[-1]
     s = (Q[:, dst].reshape(G, E, heads, -1) * K[:, indices].reshape(G, E, heads, -1)).sum(-1) * scale
-    mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype).scatter_reduce(1, dst.view(1, E, 1).expand(G, E, heads), s.detach(), "amax")
+    mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype).scatter_reduce(
+        1, dst.view(1, E, 1).expand(G, E, heads), s.detach(), "amax"
+    )
     e = torch.exp(s - mx[:, dst])
     den = torch.zeros((G, N, heads), dtype=s.dtype).index_add(1, dst, e)
     a = e / den[:, dst]
@@ -256,7 +264,7 @@ def _run(x, indptr, indices, heads, backend, dO):
     O, lse = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend=backend, return_lse=True)
     present = [k for k, v in leaves.items() if v is not None]
     grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
-    return O, lse, dict(zip(present, grads))
+    return O, lse, dict(zip(present, grads, strict=True))
 
 
 @needs_gpu
@@ -274,7 +282,7 @@ def test_forward_and_gradients_match_oracle(case, dtype, deterministic, poisoned
     leaves = {k: (v.clone().requires_grad_(True) if v is not None else None) for k, v in x64.items()}
     O64, lse64 = oracle(*leaves.values(), indptr, indices, heads, scale, dtype)
     present = [k for k, v in leaves.items() if v is not None]
-    g64 = dict(zip(present, torch.autograd.grad(O64, [leaves[k] for k in present], dO)))
+    g64 = dict(zip(present, torch.autograd.grad(O64, [leaves[k] for k in present], dO), strict=True))
 
     low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
     ref = _run(low, indptr, indices, heads, "reference", dO)

@@ -50,7 +50,11 @@ def _cuda_unavailable(device: torch.device) -> str | None:
 BACKENDS: dict[str, BackendSpec] = {
     "reference": BackendSpec("reference", "rstg_fast.ops.backends.reference", ("cpu", "cuda"), _ALL_FLOATS, _always),
     "cuda": BackendSpec(
-        "cuda", "rstg_fast.ops.backends.cuda", ("cuda",), (torch.float16, torch.bfloat16, torch.float32), _cuda_unavailable
+        "cuda",
+        "rstg_fast.ops.backends.cuda",
+        ("cuda",),
+        (torch.float16, torch.bfloat16, torch.float32),
+        _cuda_unavailable,
     ),
 }
 

@@ -64,7 +64,7 @@ def plan_for(indptr: torch.Tensor, indices: torch.Tensor, by_source: bool) -> De
     return cache[by_source]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multiprocessors(index: int) -> int:
     return int(torch.cuda.get_device_properties(index).multi_processor_count)
 
@@ -80,7 +80,16 @@ def persistent_blocks(device: torch.device, tasks: int, D: int, Hd: int, has_w2:
 def _dims(S, Q, W2, indices, heads) -> dict[str, int]:
     G, N, Hd = S.shape
     D = W2.shape[0] if W2 is not None else Hd
-    return {"G": G, "N": N, "E": indices.numel(), "Hd": Hd, "D": D, "A": Q.shape[2], "heads": heads, "has_w2": int(W2 is not None)}
+    return {
+        "G": G,
+        "N": N,
+        "E": indices.numel(),
+        "Hd": Hd,
+        "D": D,
+        "A": Q.shape[2],
+        "heads": heads,
+        "has_w2": int(W2 is not None),
+    }
 
 
 def _check(dims: dict[str, int], dtype: torch.dtype) -> None:

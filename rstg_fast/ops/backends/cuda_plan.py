@@ -57,16 +57,22 @@ def smem_bytes(backward: bool, elem_size: int, Hd: int, D: int, A: int, heads: i
     return sum(_align128(s) for s in sizes)
 
 
-def check_launch_limits(G: int, N: int, E: int, Hd: int, D: int, A: int, heads: int, elem_size: int, has_w2: bool) -> None:
+def check_launch_limits(
+    G: int, N: int, E: int, Hd: int, D: int, A: int, heads: int, elem_size: int, has_w2: bool
+) -> None:
     """Raise ValueError for shapes the CUDA kernels do not support (before any launch).
 
     The same rules are enforced again by the C++ launchers (``check_limits``).
     """
     if min(G, N, Hd, D, A, heads) < 1:
-        raise ValueError(f"cuda backend needs positive G, N, Hd, D, A, heads, got G={G} N={N} Hd={Hd} D={D} A={A} heads={heads}")
+        raise ValueError(
+            f"cuda backend needs positive G, N, Hd, D, A, heads, got G={G} N={N} Hd={Hd} D={D} A={A} heads={heads}"
+        )
     if max(G, N, E) >= 2**31 - 1:
         raise ValueError(f"cuda backend needs G, N and E below 2^31, got G={G} N={N} E={E}")
-    need = max(smem_bytes(False, elem_size, Hd, D, A, heads, has_w2), smem_bytes(True, elem_size, Hd, D, A, heads, has_w2))
+    need = max(
+        smem_bytes(False, elem_size, Hd, D, A, heads, has_w2), smem_bytes(True, elem_size, Hd, D, A, heads, has_w2)
+    )
     if max(Hd, D, A) > 2**20 or need > SMEM_CAP:
         raise ValueError(
             f"cuda backend: shared memory per block would be {need} bytes, over the kernel limit of {SMEM_CAP} "
