@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(kThreads)
                     float* __restrict__ b2_slots,     // [gridDim.x, pad32(D)], or null
                     int64_t tasks, int G, int N, int Hd, int D, int A, int heads, float scale,
                     int by_source) {
-  extern __shared__ __align__(128) char smem[];
+  RSTG_DYNAMIC_SMEM(smem);
   const Layout L = make_layout(true, sizeof(T), Hd, D, A, heads, kHasW2);
   T* hs = reinterpret_cast<T*>(smem + L.h);                   // [TM][ldh]
   T* w2s = reinterpret_cast<T*>(smem + L.w2);                 // W2 slice
@@ -381,55 +381,55 @@ void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream
   auto kernel = backward_kernel<T, kHasW2>;
   prepare_smem(kernel, L.total, "backward_kernel");
 
-  delta_kernel<T><<<stride_blocks(d.G * d.N * d.heads), kThreads, 0, stream>>>(
+  RSTG_LAUNCH(delta_kernel<T>, stride_blocks(d.G * d.N * d.heads), kThreads, 0, stream)(
       dO, in.ptr<const T>("O"), delta, d.G * d.N, D, H);
   RSTG_CUDA_CHECK_LAUNCH("message_attention delta_kernel");
 
   const int64_t dtasks = dplan.items * groups;
-  kernel<<<unsigned(dtasks < P ? dtasks : P), kThreads, L.total, stream>>>(
+  RSTG_LAUNCH(kernel, unsigned(dtasks < P ? dtasks : P), kThreads, L.total, stream)(
       S, R, Q, Kp, W2, b2, dO, lse, delta, dplan, dR, dQ, in.ptr<float>("d_part_h"),
       in.ptr<float>("d_part_qk"), acc_dS, acc_dK, w2_slots, b2_slots, dtasks, G, N, Hd, D, A, H,
       scale, 0);
   RSTG_CUDA_CHECK_LAUNCH("message_attention backward_kernel (by destination)");
   if (dplan.splits > 0) {
-    reduce_split_kernel<T><<<unsigned(dplan.splits * d.G), kThreads, 0, stream>>>(
+    RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(dplan.splits * d.G), kThreads, 0, stream)(
         dplan, in.ptr<const float>("d_part_h"), dR, G, N, Hd);
     RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dR)");
-    reduce_split_kernel<T><<<unsigned(dplan.splits * d.G), kThreads, 0, stream>>>(
+    RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(dplan.splits * d.G), kThreads, 0, stream)(
         dplan, in.ptr<const float>("d_part_qk"), dQ, G, N, A);
     RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dQ)");
   }
 
   if (det) {
     const int64_t stasks = splan.items * groups;
-    kernel<<<unsigned(stasks < P ? stasks : P), kThreads, L.total, stream>>>(
+    RSTG_LAUNCH(kernel, unsigned(stasks < P ? stasks : P), kThreads, L.total, stream)(
         S, R, Q, Kp, W2, b2, dO, lse, delta, splan, dS, dK, in.ptr<float>("s_part_h"),
         in.ptr<float>("s_part_qk"), nullptr, nullptr, nullptr, nullptr, stasks, G, N, Hd, D, A, H,
         scale, 1);
     RSTG_CUDA_CHECK_LAUNCH("message_attention backward_kernel (by source)");
     if (splan.splits > 0) {
-      reduce_split_kernel<T><<<unsigned(splan.splits * d.G), kThreads, 0, stream>>>(
+      RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(splan.splits * d.G), kThreads, 0, stream)(
           splan, in.ptr<const float>("s_part_h"), dS, G, N, Hd);
       RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dS)");
-      reduce_split_kernel<T><<<unsigned(splan.splits * d.G), kThreads, 0, stream>>>(
+      RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(splan.splits * d.G), kThreads, 0, stream)(
           splan, in.ptr<const float>("s_part_qk"), dK, G, N, A);
       RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dK)");
     }
   } else {
-    reduce_slots_kernel<T><<<stride_blocks(d.G * d.N * d.Hd), kThreads, 0, stream>>>(
+    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.G * d.N * d.Hd), kThreads, 0, stream)(
         acc_dS, dS, 1, d.G * d.N, d.Hd, d.Hd, 0);
     RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dS)");
-    reduce_slots_kernel<T><<<stride_blocks(d.G * d.N * d.A), kThreads, 0, stream>>>(
+    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.G * d.N * d.A), kThreads, 0, stream)(
         acc_dK, dK, 1, d.G * d.N, d.A, d.A, 0);
     RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dK)");
   }
 
   if constexpr (kHasW2) {
     const int64_t dp = pad32(D), hdp = pad32(Hd);
-    reduce_slots_kernel<T><<<stride_blocks(d.D * d.Hd), kThreads, 0, stream>>>(
+    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.D * d.Hd), kThreads, 0, stream)(
         w2_slots, in.ptr<T>("dW2"), P, d.D, d.Hd, hdp, dp * hdp);
     RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dW2)");
-    reduce_slots_kernel<T><<<stride_blocks(d.D), kThreads, 0, stream>>>(b2_slots, in.ptr<T>("db2"),
+    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.D), kThreads, 0, stream)(b2_slots, in.ptr<T>("db2"),
                                                                         P, 1, d.D, dp, dp);
     RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (db2)");
   }

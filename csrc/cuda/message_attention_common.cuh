@@ -9,16 +9,23 @@
 // Rows are processed in tiles of TM: h = relu(S[src] + R[dst]) is built in shared memory,
 // z = h @ W2^T runs on tensor cores (WMMA) in TN-column tiles with W2 streamed in TK slices.
 #pragma once
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <mma.h>
-
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
-#include "cuda/cuda_check.cuh"
 #include "cuda/message_attention_cuda.h"
+
+#ifdef RSTG_CUDA_EMULATION  // the CPU emulation of tests/cuda_emu (same source, host compiler)
+#include "cuda_emulation.h"
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include "cuda/cuda_check.cuh"
+#define RSTG_DYNAMIC_SMEM(name) extern __shared__ __align__(128) char name[]
+#define RSTG_LAUNCH(kernel, grid, threads, smem, stream) kernel<<<grid, threads, smem, stream>>>
+#endif
 
 namespace rstg {
 namespace ma {
@@ -181,6 +188,10 @@ inline void check_limits(const Dims& d, int es, const char* who) {
 // Raises the block's dynamic shared-memory ceiling and checks it against the device.
 template <typename Kernel>
 void prepare_smem(Kernel kernel, int64_t bytes, const char* name) {
+#ifdef RSTG_CUDA_EMULATION
+  (void)kernel;
+  if (bytes > kSmemCap) throw std::invalid_argument(std::string("emulation: smem over cap in ") + name);
+#else
   int device = 0, optin = 0;
   RSTG_CUDA_CHECK(cudaGetDevice(&device));
   RSTG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -190,6 +201,7 @@ void prepare_smem(Kernel kernel, int64_t bytes, const char* name) {
                                 std::to_string(optin));
   RSTG_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+#endif
 }
 
 // The plan of one edge-list orientation (by destination, or transposed by source).

@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kThreads)
                    float* __restrict__ o_part,    // [slots, G, D]
                    float* __restrict__ lse_part,  // [slots, G, heads]
                    int G, int N, int Hd, int D, int A, int heads, float scale) {
-  extern __shared__ __align__(128) char smem[];
+  RSTG_DYNAMIC_SMEM(smem);
   const Layout L = make_layout(false, sizeof(T), Hd, D, A, heads, kHasW2);
   T* hs = reinterpret_cast<T*>(smem + L.h);               // [TM][ldh]
   T* w2s = reinterpret_cast<T*>(smem + L.w2);             // W2 slice
@@ -63,7 +63,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int p = warp; p < rows_total * heads; p += kWarps) {
     const int row = p / heads, c = p - row * heads;
     const int gl = row / len, el = row - gl * len;
-    sc[p] = warp_score(Q, K, g0 + gl, u, plan.other[p0 + el], c, N, A, dh, scale);
+    const float score = warp_score(Q, K, g0 + gl, u, plan.other[p0 + el], c, N, A, dh, scale);
+    if ((threadIdx.x & 31) == 0) sc[p] = score;
   }
   __syncthreads();
 
@@ -191,13 +192,13 @@ void launch_forward(const ArgReader& in, const Dims& d, float scale, cudaStream_
   float* lse = in.ptr<float>("lse");
   float* o_part = in.ptr<float>("o_part");
   float* lse_part = in.ptr<float>("lse_part");
-  kernel<<<unsigned(blocks), kThreads, L.total, stream>>>(
+  RSTG_LAUNCH(kernel, unsigned(blocks), kThreads, L.total, stream)(
       in.ptr<const T>("S"), in.ptr<const T>("R"), in.ptr<const T>("Q"), in.ptr<const T>("K"), W2,
       b2, plan, O, lse, o_part, lse_part, int(d.G), int(d.N), int(d.Hd), int(d.D), int(d.A),
       int(d.heads), scale);
   RSTG_CUDA_CHECK_LAUNCH("message_attention forward_kernel");
   if (plan.splits > 0) {
-    merge_kernel<T><<<unsigned(plan.splits * d.G), kThreads, 0, stream>>>(
+    RSTG_LAUNCH(merge_kernel<T>, unsigned(plan.splits * d.G), kThreads, 0, stream)(
         plan, o_part, lse_part, O, lse, int(d.G), int(d.N), int(d.D), int(d.heads));
     RSTG_CUDA_CHECK_LAUNCH("message_attention merge_kernel");
   }

@@ -1,9 +1,13 @@
 """The ``cuda`` backend of message_attention (csrc/cuda/message_attention_*.cu).
 
-Two halves:
+Three parts:
 - CPU tests that always run: the host work plan, the launch limits (Python and the C++
   launchers, which must reject before touching CUDA), the backend's registration and
   build_info.
+- The kernels themselves, executed on the CPU through the emulation of tests/cuda_emu (the
+  same .cu source compiled by g++ against a small CUDA/WMMA emulation; needs g++ and the
+  CUDA headers, no GPU): forward and every gradient against the float64 oracle, all dtypes,
+  both determinism modes, split rows, poisoned buffers.
 - GPU tests (skipped without a CUDA device and a CUDA build): forward and every gradient
   against a float64 oracle in every dtype, heads 1/2/4, one and two send layers, empty rows,
   skewed (split) rows, odd sizes, NaN-poisoned buffers, opcheck, bitwise determinism.
@@ -17,7 +21,14 @@ project's one rule (tests/rstg_testing.py) against the same-dtype reference's ow
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import math
+import os
+import shutil
+import subprocess
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +38,7 @@ from rstg_testing import assert_close, op_inputs, random_csr
 from rstg_fast._ext import build_info, extension
 from rstg_fast.graph import grid_graph
 from rstg_fast.ops import backends, message_attention
+from rstg_fast.ops.backends import cuda as cuda_backend
 from rstg_fast.ops.backends import cuda_plan
 from rstg_fast.ops.backends.reference import destinations, message_attention_reference
 
@@ -187,7 +199,7 @@ def test_registration_and_build_info():
         message_attention(**x, indptr=ip, indices=ix, backend="cuda")  # CPU tensors
 
 
-# ----------------------------------------------------------------------------- GPU
+# ----------------------------------------------------------------------------- oracle and helpers
 
 
 class _RoundST(torch.autograd.Function):
@@ -224,6 +236,113 @@ def oracle(S, R, Q, K, W2, b2, indptr, indices, heads, scale, h_dtype):
     return torch.zeros((G, N, D), dtype=s.dtype).index_add(1, dst, out), mx + torch.log(den)
 
 
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Fresh buffers come NaN-filled, so an element a kernel never writes fails the test."""
+    real_empty, real_like, real_new = torch.empty, torch.empty_like, torch.Tensor.new_empty
+
+    def nan(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(real_like(*a, **k)))
+    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: nan(real_new(self, *a, **k)))
+
+
+def _run(x, indptr, indices, heads, backend, dO):
+    leaves = {k: (v.detach().requires_grad_(True) if v is not None else None) for k, v in x.items()}
+    O, lse = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend=backend, return_lse=True)
+    present = [k for k, v in leaves.items() if v is not None]
+    grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
+    return O, lse, dict(zip(present, grads, strict=True))
+
+
+# ----------------------------------------------------------------------------- CPU: emulated kernels
+
+ROOT = Path(__file__).resolve().parents[2]
+EMU_SOURCES = [
+    *sorted((ROOT / "csrc" / "cuda").glob("message_attention*")),
+    *sorted((ROOT / "tests" / "cuda_emu").glob("*")),
+]
+CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
+
+
+@pytest.fixture(scope="session")
+def emulated_extension():
+    """The kernels compiled against tests/cuda_emu/cuda_emulation.h (built once, cached in build/)."""
+    if shutil.which(os.environ.get("CXX", "g++")) is None or not (CUDA_INCLUDE / "cuda_bf16.h").exists():
+        pytest.skip("the CUDA emulation needs g++ (C++20) and the CUDA headers (CUDA_HOME/include)")
+    out = ROOT / "build" / "cuda_emu"
+    built = sorted(out.glob("rstg_fast_cuda_emu*.so"))
+    newest_source = max(p.stat().st_mtime for p in EMU_SOURCES)
+    if not built or built[0].stat().st_mtime < newest_source:
+        subprocess.run(["bash", str(ROOT / "tests" / "cuda_emu" / "build.sh"), str(out)], check=True)
+        built = sorted(out.glob("rstg_fast_cuda_emu*.so"))
+    spec = importlib.util.spec_from_file_location("rstg_fast_cuda_emu", built[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def emulated_cuda(monkeypatch, emulated_extension):
+    """rstg_fast.ops.backends.cuda, running its kernels in the emulation on CPU tensors."""
+    monkeypatch.setattr(cuda_backend, "require_extension", lambda: emulated_extension)
+    monkeypatch.setattr(cuda_backend, "_multiprocessors", lambda device: 1)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=0))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    return cuda_backend
+
+
+EMU_CASES = {
+    # name: (G, N, Hd, A, D, heads, max_degree, skewed_row): small, the emulation is slow
+    "split-h2": (3, 6, 40, 8, 24, 2, 10, 1),
+    "odd-groups-h1": (9, 5, 19, 4, 13, 1, 3, None),
+    "one-layer-split-h2": (2, 5, 24, 4, None, 2, 9, 0),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("case", list(EMU_CASES))
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+def test_emulated_kernels_match_oracle(emulated_cuda, case, dtype, deterministic, poisoned):
+    G, N, Hd, A, D, heads, max_degree, skewed = EMU_CASES[case]
+    gen = torch.Generator().manual_seed(hash((case, str(dtype))) % 2**31)
+    indptr, indices = random_csr(N, max_degree, generator=gen, skewed_row=skewed)
+    if skewed is not None:
+        assert cuda_plan.build_plan(indptr.numpy(), indices.numpy()).slots > 0, "case must exercise split rows"
+    x64 = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen)
+    scale = 1.0 / math.sqrt(A // heads)
+    dO = torch.randn(G, N, D or Hd, generator=gen, dtype=torch.float64)
+
+    leaves = {k: (v.clone().requires_grad_(True) if v is not None else None) for k, v in x64.items()}
+    O64, lse64 = oracle(*leaves.values(), indptr, indices, heads, scale, dtype)
+    present = [k for k, v in leaves.items() if v is not None]
+    g64 = dict(zip(present, torch.autograd.grad(O64, [leaves[k] for k in present], dO), strict=True))
+    low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
+    ref = _run(low, indptr, indices, heads, "reference", dO)
+
+    O, lse = emulated_cuda.forward(*low.values(), indptr, indices, heads, scale)
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        grads = emulated_cuda.backward(dO.to(dtype), *low.values(), indptr, indices, O, lse, heads, scale)
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    assert_close(O, O64, ref[0], f"emulated O [{case}]")
+    assert_close(lse, lse64, ref[1], f"emulated lse [{case}]")
+    for name, got in zip(("S", "R", "Q", "K", "W2", "b2"), grads, strict=True):
+        if name in present:
+            assert got.dtype == dtype
+            assert_close(got, g64[name], ref[2][name], f"emulated d{name} [{case}]")
+        else:
+            assert got is None
+
+
+# ----------------------------------------------------------------------------- GPU
+
+
 GPU_CASES = {
     # name: (G, N, Hd, A, D, heads, max_degree, skewed_row)
     "grid-h1": (3, None, 64, 16, 64, 1, None, None),
@@ -244,27 +363,6 @@ def _case(name, gen):
     else:
         indptr, indices = random_csr(N, max_degree, generator=gen, empty_rows=N > 2, skewed_row=skewed)
     return op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen), indptr, indices, heads
-
-
-@pytest.fixture
-def poisoned(monkeypatch):
-    """Fresh buffers come NaN-filled, so an element a kernel never writes fails the test."""
-    real_empty, real_like, real_new = torch.empty, torch.empty_like, torch.Tensor.new_empty
-
-    def nan(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(real_empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(real_like(*a, **k)))
-    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: nan(real_new(self, *a, **k)))
-
-
-def _run(x, indptr, indices, heads, backend, dO):
-    leaves = {k: (v.detach().requires_grad_(True) if v is not None else None) for k, v in x.items()}
-    O, lse = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend=backend, return_lse=True)
-    present = [k for k, v in leaves.items() if v is not None]
-    grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
-    return O, lse, dict(zip(present, grads, strict=True))
 
 
 @needs_gpu

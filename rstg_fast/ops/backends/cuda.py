@@ -24,7 +24,7 @@ from rstg_fast.ops.backends import cuda_plan
 from rstg_fast.ops.backends.cuda_plan import BG, check_launch_limits, pad32
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-W2_SLOT_BUDGET = 256 * 2**20  # bytes of dW2 partial slots at most (caps the persistent grid)
+W2_SLOT_BUDGET = 128 * 2**20  # bytes of dW2 partial slots at most (caps the persistent grid)
 
 _PLAN_FIELDS = ("item_node", "item_begin", "item_end", "item_slot", "other", "split_node", "split_ptr")
 
@@ -64,14 +64,18 @@ def plan_for(indptr: torch.Tensor, indices: torch.Tensor, by_source: bool) -> De
     return cache[by_source]
 
 
+def _multiprocessors(device: torch.device) -> int:
+    return _multiprocessors_of(device.index if device.index is not None else torch.cuda.current_device())
+
+
 @functools.cache
-def _multiprocessors(index: int) -> int:
+def _multiprocessors_of(index: int) -> int:
     return int(torch.cuda.get_device_properties(index).multi_processor_count)
 
 
 def persistent_blocks(device: torch.device, tasks: int, D: int, Hd: int, has_w2: bool) -> int:
     """Blocks of the persistent backward grid: two per SM, capped by the work and the dW2 slots' memory."""
-    blocks = 2 * _multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
+    blocks = 2 * _multiprocessors(device)
     if has_w2:
         blocks = min(blocks, max(1, W2_SLOT_BUDGET // (pad32(D) * pad32(Hd) * 4)))
     return max(1, min(blocks, tasks, 65535))
