@@ -8,9 +8,10 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="${1:-$ROOT/build/cuda_emu}"
 mkdir -p "$OUT"
 CUDA_INC="${CUDA_HOME:-/usr/local/cuda}/include"
-PY_INC="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-PB_INC="$(python -c 'import pybind11; print(pybind11.get_include())')"
-SUFFIX="$(python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+PY="${PYTHON:-python}"
+PY_INC="$($PY -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+PB_INC="$($PY -c 'import pybind11; print(pybind11.get_include())')"
+SUFFIX="$($PY -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
 TARGET="$OUT/rstg_fast_cuda_emu$SUFFIX"
 ${CXX:-g++} -std=c++20 -O1 -g -fPIC -shared -pthread -Wall -Wno-unknown-pragmas \
   -DRSTG_CUDA_EMULATION -DRSTG_WITH_CUDA ${EMU_CXXFLAGS:-} \

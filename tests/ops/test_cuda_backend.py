@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import types
 import zlib
 from pathlib import Path
@@ -292,11 +293,13 @@ def emulated_extension():
     """The kernels compiled against tests/cuda_emu/cuda_emulation.h (built once, cached in build/)."""
     if shutil.which(os.environ.get("CXX", "g++")) is None or not (CUDA_INCLUDE / "cuda_bf16.h").exists():
         pytest.skip("the CUDA emulation needs g++ (C++20) and the CUDA headers (CUDA_HOME/include)")
+    pytest.importorskip("pybind11", reason="the CUDA emulation is built against pybind11")
     out = ROOT / "build" / "cuda_emu"
     built = sorted(out.glob("rstg_fast_cuda_emu*.so"))
     newest_source = max(p.stat().st_mtime for p in EMU_SOURCES)
     if not built or built[0].stat().st_mtime < newest_source:
-        subprocess.run(["bash", str(ROOT / "tests" / "cuda_emu" / "build.sh"), str(out)], check=True)
+        env = {**os.environ, "PYTHON": sys.executable}
+        subprocess.run(["bash", str(ROOT / "tests" / "cuda_emu" / "build.sh"), str(out)], check=True, env=env)
         built = sorted(out.glob("rstg_fast_cuda_emu*.so"))
     spec = importlib.util.spec_from_file_location("rstg_fast_cuda_emu", built[0])
     module = importlib.util.module_from_spec(spec)
