@@ -429,8 +429,8 @@ void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream
     RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.D * d.Hd), kThreads, 0, stream)(
         w2_slots, in.ptr<T>("dW2"), P, d.D, d.Hd, hdp, dp * hdp);
     RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dW2)");
-    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.D), kThreads, 0, stream)(b2_slots, in.ptr<T>("db2"),
-                                                                        P, 1, d.D, dp, dp);
+    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.D), kThreads, 0, stream)(
+        b2_slots, in.ptr<T>("db2"), P, 1, d.D, dp, dp);
     RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (db2)");
   }
 }

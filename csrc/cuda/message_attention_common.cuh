@@ -190,7 +190,8 @@ template <typename Kernel>
 void prepare_smem(Kernel kernel, int64_t bytes, const char* name) {
 #ifdef RSTG_CUDA_EMULATION
   (void)kernel;
-  if (bytes > kSmemCap) throw std::invalid_argument(std::string("emulation: smem over cap in ") + name);
+  if (bytes > kSmemCap)
+    throw std::invalid_argument(std::string("emulation: smem over cap in ") + name);
 #else
   int device = 0, optin = 0;
   RSTG_CUDA_CHECK(cudaGetDevice(&device));

@@ -56,9 +56,11 @@ struct Idx {
 
 struct Block {
   explicit Block(unsigned threads, size_t smem_bytes)
-      : bar(threads), smem(static_cast<char*>(::operator new(smem_bytes + 128, std::align_val_t(128)))) {
+      : bar(threads),
+        smem(static_cast<char*>(::operator new(smem_bytes + 128, std::align_val_t(128)))) {
     std::memset(smem, 0xA5, smem_bytes + 128);  // garbage, as on the GPU
-    for (unsigned w = 0; w < (threads + 31) / 32; ++w) warp_bars.emplace_back(std::make_unique<std::barrier<>>(32));
+    for (unsigned w = 0; w < (threads + 31) / 32; ++w)
+      warp_bars.emplace_back(std::make_unique<std::barrier<>>(32));
     shfl.resize(((threads + 31) / 32) * 32);
   }
   ~Block() { ::operator delete(smem, std::align_val_t(128)); }
@@ -112,7 +114,8 @@ Launch<K> make_launch(K kernel, unsigned grid, unsigned threads, size_t smem) {
 #define gridDim ::rstg::emu::gdim
 #define RSTG_DYNAMIC_SMEM(name) char* name = ::rstg::emu::block->smem
 #define RSTG_LAUNCH(kernel, grid, threads, smem, stream) \
-  ((void)(stream), ::rstg::emu::make_launch(kernel, unsigned(grid), unsigned(threads), size_t(smem)))
+  ((void)(stream),                                       \
+   ::rstg::emu::make_launch(kernel, unsigned(grid), unsigned(threads), size_t(smem)))
 #define RSTG_CUDA_CHECK(expr) (void)0
 #define RSTG_CUDA_CHECK_LAUNCH(name) (void)(name)
 
@@ -188,18 +191,22 @@ void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned
   check_alignment(p, ldm, sizeof(P), "load");
   for (int r = 0; r < F::rows; ++r)
     for (int c = 0; c < F::cols; ++c)
-      f.x[r * F::cols + c] = std::is_same_v<Layout, row_major> ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
+      f.x[r * F::cols + c] =
+          std::is_same_v<Layout, row_major> ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
 }
 
 template <int M, int N, int K>
-void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, unsigned ldm, layout_t l) {
+void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, unsigned ldm,
+                      layout_t l) {
   check_alignment(p, ldm, 4, "accumulator load");
   for (int r = 0; r < M; ++r)
-    for (int c = 0; c < N; ++c) f.x[r * N + c] = l == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
+    for (int c = 0; c < N; ++c)
+      f.x[r * N + c] = l == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
 }
 
 template <int M, int N, int K>
-void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t l) {
+void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm,
+                       layout_t l) {
   check_alignment(p, ldm, 4, "store");
   // Warp-collective like the real one: every lane's earlier loads are done before the store,
   // and no lane goes on before it is complete. One writer (all lanes hold the same tile).
@@ -227,7 +234,8 @@ float operand(T v) {
 
 template <int M, int N, int K, typename T, typename LA, typename LB>
 void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
-              const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
+              const fragment<matrix_b, M, N, K, T, LB>& b,
+              const fragment<accumulator, M, N, K, float>& c) {
   fragment<accumulator, M, N, K, float> out;
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {

@@ -103,6 +103,20 @@ def test_transpose_csr_lists_destinations_by_source():
         assert t_dst[t_ip[j] : t_ip[j + 1]].tolist() == want
 
 
+def test_plan_is_cached_per_graph_and_sees_in_place_edits():
+    gen = torch.Generator().manual_seed(9)
+    indptr, indices = random_csr(9, 40, generator=gen, skewed_row=2)
+    first = cuda_backend.plan_for(indptr, indices, by_source=False)
+    assert cuda_backend.plan_for(indptr, indices, by_source=False) is first
+    assert first.slots > 0 and first.items == len(first.tensors["item_node"])
+    by_source = cuda_backend.plan_for(indptr, indices, by_source=True)
+    _, t_dst = cuda_plan.transpose_csr(indptr.numpy(), indices.numpy())
+    assert by_source is not first and by_source.tensors["other"].tolist() == t_dst.tolist()
+    indices[0] = (indices[0] + 1) % 9  # an in-place edit must invalidate the cached plan
+    edited = cuda_backend.plan_for(indptr, indices, by_source=False)
+    assert edited is not first and int(edited.tensors["other"][0]) == int(indices[0])
+
+
 # ----------------------------------------------------------------------------- CPU: limits
 
 
@@ -477,6 +491,32 @@ def test_opcheck(one_layer):
     torch.library.opcheck(
         torch.ops.rstg_fast.message_attention.default, (*args, indptr.cuda(), indices.cuda(), 2, 0.7, "cuda")
     )
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+def test_agrees_with_the_triton_backend(dtype):
+    """Second opinion (issue 7): the two GPU backends agree within the dtype's tolerance."""
+    spec = backends.BACKENDS.get("triton")
+    if spec is None or dtype not in spec.dtypes or spec.unavailable(torch.device("cuda")) is not None:
+        pytest.skip("needs the triton backend (issue 6) usable on this GPU")
+    gen = torch.Generator().manual_seed(zlib.crc32(f"triton-{dtype}".encode()))
+    x64, indptr, indices, heads = _case("skewed-h4", gen)
+    x = {k: (v.to(dtype).cuda() if v is not None else None) for k, v in x64.items()}
+    dO = torch.randn(x["S"].shape[0], x["S"].shape[1], x["W2"].shape[0], generator=gen, dtype=torch.float64).cuda()
+    ours = _run(x, indptr.cuda(), indices.cuda(), heads, "cuda", dO)
+    theirs = _run(x, indptr.cuda(), indices.cuda(), heads, "triton", dO)
+    oracle64 = _run(
+        {k: (v.double() if v is not None else None) for k, v in x.items()},
+        indptr.cuda(),
+        indices.cuda(),
+        heads,
+        "reference",
+        dO,
+    )
+    assert_close(ours[0], oracle64[0], theirs[0], "cuda O vs triton's error")
+    for k in ours[2]:
+        assert_close(ours[2][k], oracle64[2][k], theirs[2][k], f"cuda d{k} vs triton's error")
 
 
 @needs_gpu
