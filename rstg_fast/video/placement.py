@@ -68,7 +68,7 @@ class Placement:
 
 
 def parse_placement(text: str | Placement) -> Placement:
-    """``"res3-4"``, ``"vec"``, ``"none"`` or ``"+"``-joined stages (``"res2+res4+vec"``)."""
+    """``"res3-4"``, ``"vec"``, ``"none"`` or ``"+"``-joined stages/presets (``"res2+res4+vec"``, ``"res3-4+vec"``)."""
     if isinstance(text, Placement):
         return text
     if not isinstance(text, str) or not text.strip():
@@ -77,10 +77,15 @@ def parse_placement(text: str | Placement) -> Placement:
     if key in PRESETS:
         maps, vec = PRESETS[key]
         return Placement(maps, vec)
-    parts = [p.strip() for p in key.split("+") if p.strip()]
-    vec = "vec" in parts
-    maps = tuple(p for p in parts if p != "vec")
+    maps: list[str] = []
+    vec = False
+    for part in (p.strip() for p in key.split("+") if p.strip()):
+        if part in PRESETS:  # presets combine too: "res3-4+vec"
+            maps += PRESETS[part][0]
+            vec = vec or PRESETS[part][1]
+        else:
+            maps.append(part)
     try:
-        return Placement(maps, vec)
+        return Placement(tuple(maps), vec)
     except ValueError as e:
         raise ValueError(f"placement {text!r}: {e}; presets are {sorted(PRESETS)}") from None
