@@ -34,7 +34,7 @@ from rstg_fast.video.training import (
 )
 
 # Arguments that define the model: stored in checkpoints and checked on resume.
-MODEL_KEYS = ("arch", "placement", "base_width", "blocks", "pool2", "dropout", "node_dim",
+MODEL_KEYS = ("arch", "placement", "base_width", "blocks", "pool2", "stride_in_1x1", "dropout", "node_dim",
               "message_dim", "iterations", "scalewise_update", "rstg_backend")
 
 
@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--base-width", type=int, default=64, help="ResNet-50: 64")
     m.add_argument("--blocks", type=int, nargs=4, default=(3, 4, 6, 3), help="ResNet-50: 3 4 6 3")
     m.add_argument("--pool2", action="store_true", help="Non-local's temporal pool after res2 (graph then sees 8 steps)")
+    m.add_argument("--stride-in-1x1", action="store_true",
+                   help="stage stride on the first 1x1 conv (ResNet v1: Caffe2/Non-local weights); default 3x3 (torchvision)")
     m.add_argument("--dropout", type=float, default=0.5)
     m.add_argument("--node-dim", type=int, default=512)
     m.add_argument("--message-dim", type=int, default=512)
@@ -101,7 +103,8 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> VideoClassifier:
     rstg = {"node_dim": cfg["node_dim"], "message_dim": cfg["message_dim"], "iterations": cfg["iterations"],
             "scalewise_update": cfg["scalewise_update"], "backend": cfg["rstg_backend"]}
     return VideoClassifier(cfg["arch"], num_classes, cfg["placement"], base_width=cfg["base_width"],
-                           blocks=cfg["blocks"], pool2=cfg["pool2"], rstg=rstg, dropout=cfg["dropout"])
+                           blocks=cfg["blocks"], pool2=cfg["pool2"],
+                           stride_in_1x1=cfg.get("stride_in_1x1", False), rstg=rstg, dropout=cfg["dropout"])
 
 
 def _clip_config(args: argparse.Namespace) -> ClipConfig:

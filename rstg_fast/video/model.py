@@ -39,7 +39,7 @@ class VideoClassifier(VideoResNet):
     """C2D or I3D ResNet(-50) + RSTG, ``(B, 3, T, H, W) -> (B, num_classes)`` logits.
 
     Args:
-        arch, base_width, blocks, pool2: the trunk, see :class:`VideoResNet`.
+        arch, base_width, blocks, pool2, stride_in_1x1: the trunk, see :class:`VideoResNet`.
         num_classes: 174 for Something-Something v1.
         placement: where RSTG goes (:class:`Placement` or its text, e.g. ``"res3-4"``).
         rstg: keyword arguments of ``rstg_fast.RSTG`` (``node_dim``, ``backend``, ...),
@@ -63,11 +63,12 @@ class VideoClassifier(VideoResNet):
         base_width: int = 64,
         blocks: Sequence[int] = RESNET50_BLOCKS,
         pool2: bool = False,
+        stride_in_1x1: bool = False,
         rstg: Mapping[str, Any] | None = None,
         graph_factory: GraphFactory | None = None,
         dropout: float = 0.5,
     ) -> None:
-        super().__init__(arch, base_width, blocks, pool2)
+        super().__init__(arch, base_width, blocks, pool2, stride_in_1x1)
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if not 0.0 <= float(dropout) < 1.0:

@@ -19,8 +19,8 @@ head         mean over T, H, W; dropout; fc
 
 Two deliberate differences from Non-local's Table 1, both written down in docs/video.md:
 the spatial stride of a stage sits on the 3x3 conv (ResNet "v1.5", as torchvision's
-ImageNet weights expect) and pool2 (the 3x1x1 temporal max pool after res2) is off by
-default (``pool2=True`` restores it), so res3/res4 keep 16 time steps for a 32-frame clip:
+ImageNet weights expect; ``stride_in_1x1=True`` gives Non-local's v1) and pool2 (the
+3x1x1 temporal max pool after res2) is off by default (``pool2=True`` restores it), so res3/res4 keep 16 time steps for a 32-frame clip:
 the graph runs on 16 steps, as in the paper. C2D is the same network with every temporal
 kernel 1, so its only temporal mixing is pool1's max (and pool2's, if on) and the final mean.
 
@@ -55,19 +55,22 @@ def temporal_kernel(arch: str, stage: int, block: int) -> int:
 
 
 class Bottleneck(nn.Module):
-    """1x1 (or kt x1x1) -> 3x3 (spatial stride here) -> 1x1 x4, plus the shortcut.
+    """1x1 (or kt x1x1) -> 3x3 -> 1x1 x4, plus the shortcut.
 
+    The spatial stride sits on the 3x3 conv (ResNet v1.5, torchvision) or, with
+    ``stride_in_1x1=True``, on the first conv (ResNet v1: Caffe2 / Non-local checkpoints).
     Shapes: ``(B, in_ch, T, H, W) -> (B, 4 * planes, T, H / stride, W / stride)``.
     """
 
     expansion = 4
 
-    def __init__(self, in_ch: int, planes: int, stride: int, kt: int) -> None:
+    def __init__(self, in_ch: int, planes: int, stride: int, kt: int, stride_in_1x1: bool = False) -> None:
         super().__init__()
         out_ch = planes * self.expansion
-        self.conv1 = nn.Conv3d(in_ch, planes, (kt, 1, 1), padding=(kt // 2, 0, 0), bias=False)
+        s1, s2 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv3d(in_ch, planes, (kt, 1, 1), stride=(1, s1, s1), padding=(kt // 2, 0, 0), bias=False)
         self.bn1 = nn.BatchNorm3d(planes)
-        self.conv2 = nn.Conv3d(planes, planes, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False)
+        self.conv2 = nn.Conv3d(planes, planes, (1, 3, 3), stride=(1, s2, s2), padding=(0, 1, 1), bias=False)
         self.bn2 = nn.BatchNorm3d(planes)
         self.conv3 = nn.Conv3d(planes, out_ch, 1, bias=False)
         self.bn3 = nn.BatchNorm3d(out_ch)
@@ -95,6 +98,8 @@ class VideoResNet(nn.Module):
             stage doubles it. Small values make tests fast.
         blocks: blocks per stage, ``(3, 4, 6, 3)`` for ResNet-50.
         pool2: add Non-local's 3x1x1 temporal max pool (stride 2) after res2.
+        stride_in_1x1: spatial stride on each stage's first 1x1 conv (ResNet v1, for
+            Caffe2 / Non-local weights) instead of the 3x3 (v1.5, torchvision weights).
         in_channels: input channels (3 for RGB).
 
     ``stage_channels[i]`` is the output width of ``STAGE_NAMES[i]`` (256..2048 for R-50).
@@ -106,6 +111,7 @@ class VideoResNet(nn.Module):
         base_width: int = 64,
         blocks: Sequence[int] = RESNET50_BLOCKS,
         pool2: bool = False,
+        stride_in_1x1: bool = False,
         in_channels: int = 3,
     ) -> None:
         super().__init__()
@@ -117,6 +123,7 @@ class VideoResNet(nn.Module):
         if int(base_width) < 1:
             raise ValueError(f"base_width must be >= 1, got {base_width}")
         self.arch, self.base_width, self.blocks, self.pool2 = arch, int(base_width), blocks, bool(pool2)
+        self.stride_in_1x1 = bool(stride_in_1x1)
         w = self.base_width
         kt = 5 if arch == "i3d" else 1
         self.conv1 = nn.Conv3d(in_channels, w, (kt, 7, 7), stride=(1, 2, 2), padding=(kt // 2, 3, 3), bias=False)
@@ -130,7 +137,7 @@ class VideoResNet(nn.Module):
             layer = []
             for b in range(n):
                 stride = 2 if (b == 0 and s > 0) else 1
-                layer.append(Bottleneck(in_ch, planes, stride, temporal_kernel(arch, s, b)))
+                layer.append(Bottleneck(in_ch, planes, stride, temporal_kernel(arch, s, b), self.stride_in_1x1))
                 in_ch = planes * Bottleneck.expansion
             setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
             self.stage_channels.append(in_ch)

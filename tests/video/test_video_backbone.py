@@ -101,3 +101,18 @@ def test_bad_arguments():
         VideoClassifier("c2d", 0, **TINY)
     with pytest.raises(ValueError, match="shape"):
         VideoResNet("c2d", **TINY).stem(torch.randn(3, 8, 32, 32))
+
+
+def test_stride_in_1x1_moves_the_stride_only():
+    v15 = VideoResNet("c2d", **TINY)
+    v1 = VideoResNet("c2d", **TINY, stride_in_1x1=True)
+    assert v15.layer2[0].conv2.stride == (1, 2, 2) and v15.layer2[0].conv1.stride == (1, 1, 1)
+    assert v1.layer2[0].conv1.stride == (1, 2, 2) and v1.layer2[0].conv2.stride == (1, 1, 1)
+    assert {k: v.shape for k, v in v1.state_dict().items()} == {k: v.shape for k, v in v15.state_dict().items()}
+    x = torch.randn(1, 3, 4, 64, 64)
+    v1.load_state_dict(v15.state_dict())
+    v1.eval(), v15.eval()
+    with torch.no_grad():
+        a = v15.layer2(v15.layer1(v15.stem(x)))
+        b = v1.layer2(v1.layer1(v1.stem(x)))
+    assert a.shape == b.shape and not torch.allclose(a, b)
