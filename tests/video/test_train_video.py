@@ -62,8 +62,9 @@ def assert_same_weights(a, b, exact=True):
     not HAVE_RSTG, reason="rstg_fast.RSTG is not on this branch yet (model branch not merged)"))])
 def test_smoke_train_then_evaluate_multiview(data, tmp_path, placement, capsys):
     out = tmp_path / "run"
+    size = ["--crop-size", "48", "--train-scale", "48", "56", "--test-short-side", "48"]  # res4: 3 x 3 for the 3x3 grid
     state = train(data, out, "--arch", "i3d", "--placement", placement, "--epochs", "2", "--batch-size", "2",
-                  "--accum-steps", "2", "--spatial-clips", "3", "--temporal-clips", "2")
+                  "--accum-steps", "2", "--spatial-clips", "3", "--temporal-clips", "2", *size)
     assert state["epoch"] == 2 and state["global_step"] == 4 and state["config"]["placement"] == placement
     recs = records(out)
     assert [r["epoch"] for r in recs] == [0, 1]
@@ -71,7 +72,7 @@ def test_smoke_train_then_evaluate_multiview(data, tmp_path, placement, capsys):
         assert r["val"]["videos"] == 4 and 0 <= r["val"]["top1"] <= r["val"]["top5"] <= 100
         assert r["train_loss"] > 0
     capsys.readouterr()
-    assert main(["train-video", "--data-root", data, "--out", str(out), *TINY, "--eval-only"]) == 0
+    assert main(["train-video", "--data-root", data, "--out", str(out), *TINY, *size, "--eval-only"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["eval"]["videos"] == 4 and res["eval"]["top5"] == 100.0  # 4 classes: top-5 holds them all
 
