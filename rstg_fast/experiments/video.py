@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from rstg_fast.data.something import ClipConfig, SomethingSomethingV1
+from rstg_fast.data.something import IMAGENET_MEAN, IMAGENET_STD, ClipConfig, SomethingSomethingV1
 from rstg_fast.video import VideoClassifier, load_resnet_weights, parse_placement
 from rstg_fast.video.training import (
     Progress, StepSampler, all_reduce_sum, cosine_lr, init_distributed, load_checkpoint,
@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--spatial-clips", type=int, default=1, help="evaluation crops per clip (paper multi-view: 11)")
     d.add_argument("--temporal-clips", type=int, default=1, help="evaluation clips per video (paper multi-view: 2)")
     d.add_argument("--flip", choices=("none", "label-aware"), default="none")
+    d.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, help="RGB mean of [0, 1] pixels")
+    d.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, help="RGB std of [0, 1] pixels")
     d.add_argument("--workers", type=int, default=4)
     m = p.add_argument_group("model")
     m.add_argument("--arch", choices=("c2d", "i3d"), default="i3d")
@@ -110,7 +112,8 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> VideoClassifier:
 def _clip_config(args: argparse.Namespace) -> ClipConfig:
     return ClipConfig(num_frames=args.num_frames, frame_stride=args.frame_stride, crop_size=args.crop_size,
                       train_scale=tuple(args.train_scale), test_short_side=args.test_short_side,
-                      spatial_clips=args.spatial_clips, temporal_clips=args.temporal_clips, flip=args.flip)
+                      spatial_clips=args.spatial_clips, temporal_clips=args.temporal_clips, flip=args.flip,
+                      mean=tuple(args.mean), std=tuple(args.std))
 
 
 def _autocast(args: argparse.Namespace, device: torch.device):

@@ -116,3 +116,16 @@ def test_stride_in_1x1_moves_the_stride_only():
         a = v15.layer2(v15.layer1(v15.stem(x)))
         b = v1.layer2(v1.layer1(v1.stem(x)))
     assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_flop_counter_matches_resnet50():
+    # C2D on 2 frames = conv1 on 2 frames + one ResNet-50 frame after pool1's temporal stride.
+    # ResNet-50 at 224 x 224 is 4.09 GMACs (torchvision's figure); conv1 is 118,013,952 MACs.
+    from rstg_fast.video.flops import count
+
+    with torch.device("meta"):
+        model = VideoClassifier("c2d", 1000)
+    c = count(model, (1, 3, 2, 224, 224))
+    assert c["params"] == 25_557_032
+    macs_one_frame = c["flops"] / 2 - 118_013_952
+    assert abs(macs_one_frame - 4.09e9) < 0.01e9, macs_one_frame
