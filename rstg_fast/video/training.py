@@ -78,8 +78,12 @@ def save_checkpoint(path: str, state: dict[str, Any]) -> None:
     """Atomic: write a sibling temp file, then ``os.replace`` (a crash leaves the old one)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # a failed write leaves no half file behind
+            os.remove(tmp)
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -127,7 +131,7 @@ class Progress:
 
     def __init__(self, total: int, desc: str, enabled: bool = True, log_every: float = 30.0) -> None:
         self.total, self.desc, self.enabled, self.log_every = total, desc, enabled, log_every
-        self.n, self.start, self.last, self.postfix = 0, time.monotonic(), 0.0, ""
+        self.n, self.start, self.last, self.postfix = 0, time.monotonic(), float("-inf"), ""  # first update shows
         self.tty = sys.stderr.isatty()
 
     def update(self, n: int = 1, postfix: str = "") -> None:

@@ -122,3 +122,12 @@ def test_two_process_ddp_matches_one_process(data, tmp_path):
     assert ddp["global_step"] == 2
     assert_same_weights(ddp["model"], one["model"], exact=False)
     assert records(out)[-1]["train_loss"] == pytest.approx(records(tmp_path / "one")[-1]["train_loss"], rel=1e-5)
+
+
+def test_bf16_autocast_trains(data, tmp_path):
+    state = train(data, tmp_path, "--arch", "i3d", "--placement", "none", "--epochs", "1", "--batch-size", "4",
+                  "--amp", "bf16", "--eval-every", "0")
+    assert state["global_step"] == 2
+    assert all(v.dtype == torch.float32 or not v.is_floating_point() for v in state["model"].values())
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert records(tmp_path)[-1]["val"]["videos"] == 4
