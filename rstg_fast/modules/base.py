@@ -98,6 +98,10 @@ class RSTGBase(nn.Module):
         self.dim_map = _positive_int("dim_map", dim_map)
         if self.positional and any(dim_map < max(sh, sw) for sh, sw in self.scales):
             raise ValueError(f"dim_map must be at least the largest scale side, got dim_map={dim_map} for scales {self.scales}")
+        from rstg_fast.ops import backends
+
+        if not isinstance(backend, str) or (backend != "auto" and backend not in backends.BACKENDS):
+            raise ValueError(f"backend must be 'auto' or one of {sorted(backends.BACKENDS)}, got {backend!r}")
         self.backend = backend
         self.num_nodes = sum(sh * sw for sh, sw in self.scales)
 
