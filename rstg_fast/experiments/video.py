@@ -35,7 +35,7 @@ from rstg_fast.video.training import (
 
 # Arguments that define the model: stored in checkpoints and checked on resume.
 MODEL_KEYS = ("arch", "placement", "base_width", "blocks", "pool2", "stride_in_1x1", "dropout", "node_dim",
-              "message_dim", "iterations", "scalewise_update", "rstg_backend")
+              "message_dim", "iterations", "scalewise_update", "heads", "positional", "rstg_backend")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,7 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--node-dim", type=int, default=512)
     m.add_argument("--message-dim", type=int, default=512)
     m.add_argument("--iterations", type=int, default=3)
-    m.add_argument("--scalewise-update", action="store_true")
+    m.add_argument("--scalewise-update", action=argparse.BooleanOptionalAction, default=True,
+                   help="one update MLP per scale (the authors' Something-Something configs; DESIGN.md §1)")
+    m.add_argument("--heads", type=int, default=1)
+    m.add_argument("--positional", action="store_true", help="RSTG positional maps")
     m.add_argument("--rstg-backend", default="auto")
     m.add_argument("--pretrained", default=None, help="ResNet-50 state_dict (torchvision names; 2D is inflated)")
     m.add_argument("--inflate", choices=("mean", "center"), default="mean")
@@ -103,7 +106,8 @@ def _model_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_model(cfg: dict[str, Any], num_classes: int) -> VideoClassifier:
     rstg = {"node_dim": cfg["node_dim"], "message_dim": cfg["message_dim"], "iterations": cfg["iterations"],
-            "scalewise_update": cfg["scalewise_update"], "backend": cfg["rstg_backend"]}
+            "scalewise_update": cfg["scalewise_update"], "heads": cfg.get("heads", 1),
+            "positional": cfg.get("positional", False), "backend": cfg["rstg_backend"]}
     return VideoClassifier(cfg["arch"], num_classes, cfg["placement"], base_width=cfg["base_width"],
                            blocks=cfg["blocks"], pool2=cfg["pool2"],
                            stride_in_1x1=cfg.get("stride_in_1x1", False), rstg=rstg, dropout=cfg["dropout"])
@@ -154,6 +158,8 @@ def _set_bn_eval(model: torch.nn.Module) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rank, world, device = init_distributed(args.device)
+    if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
+        torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick its fastest 3D convs
     cfg = _model_config(args)
     ann = args.annotations or args.data_root
     clip_cfg = _clip_config(args)
