@@ -136,3 +136,22 @@ def test_bf16_autocast_trains(data, tmp_path):
     assert all(v.dtype == torch.float32 or not v.is_floating_point() for v in state["model"].values())
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert records(tmp_path)[-1]["val"]["videos"] == 4
+
+
+def test_pretrained_2d_weights_are_inflated_into_i3d(data, tmp_path, capsys):
+    from video_testing import randomise_bn, to_2d_state_dict
+
+    from rstg_fast.video import VideoClassifier, load_resnet_weights
+
+    src = VideoClassifier("c2d", 1000, base_width=4, blocks=(1, 1, 1, 1))
+    randomise_bn(src)
+    torch.save(to_2d_state_dict(src), tmp_path / "r50.pt")
+    # lr 0 and frozen BN: the checkpoint holds exactly what was loaded
+    state = train(data, tmp_path / "run", "--arch", "i3d", "--placement", "none", "--epochs", "1", "--batch-size", "4",
+                  "--lr", "0", "--freeze-bn", "--eval-every", "0", "--pretrained", str(tmp_path / "r50.pt"))
+    assert "inflated" in capsys.readouterr().out
+    want = VideoClassifier("i3d", 4, base_width=4, blocks=(1, 1, 1, 1))
+    load_resnet_weights(want, tmp_path / "r50.pt")
+    for k, v in want.state_dict().items():
+        if not k.startswith("fc."):
+            assert torch.equal(state["model"][k], v), k
