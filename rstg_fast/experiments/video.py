@@ -78,6 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--batch-size", type=int, default=8, help="per process and micro-step")
     t.add_argument("--eval-batch-size", type=int, default=4, help="videos per process and eval step")
+    t.add_argument("--eval-chunk", type=int, default=8, help="clips per forward pass in evaluation (bounds memory with 22 views)")
     t.add_argument("--accum-steps", type=int, default=1, help="micro-steps per optimizer step")
     t.add_argument("--lr", type=float, default=0.01)
     t.add_argument("--momentum", type=float, default=0.9)
@@ -139,7 +140,7 @@ def evaluate(model: torch.nn.Module, data: SomethingSomethingV1, args: argparse.
             b, v = clips.shape[:2]
             clips, labels = clips.to(device, non_blocking=True), labels.to(device)
             with _autocast(args, device):
-                logits = model(clips.flatten(0, 1))
+                logits = torch.cat([model(c) for c in clips.flatten(0, 1).split(args.eval_chunk)])
             probs = logits.float().softmax(-1).view(b, v, -1).mean(1)
             c1, c5 = topk_correct(probs, labels)
             nll = F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
@@ -156,7 +157,17 @@ def _set_bn_eval(model: torch.nn.Module) -> None:
             mod.eval()
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("lr", "weight_decay", "warmup_steps", "max_steps", "clip_grad", "eval_every", "workers"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_args(args)
     rank, world, device = init_distributed(args.device)
     if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
         torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick its fastest 3D convs

@@ -155,3 +155,10 @@ def test_pretrained_2d_weights_are_inflated_into_i3d(data, tmp_path, capsys):
     for k, v in want.state_dict().items():
         if not k.startswith("fc."):
             assert torch.equal(state["model"][k], v), k
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--eval-chunk", "0"), ("--lr", "-1"),
+                                             ("--accum-steps", "0")])
+def test_bad_arguments_name_the_flag(data, tmp_path, flag, value):
+    with pytest.raises(ValueError, match=flag):
+        main(["train-video", "--data-root", data, "--out", str(tmp_path), *TINY, flag, value])
