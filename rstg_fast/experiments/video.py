@@ -29,8 +29,15 @@ import torch.nn.functional as F
 from rstg_fast.data.something import IMAGENET_MEAN, IMAGENET_STD, ClipConfig, SomethingSomethingV1
 from rstg_fast.video import VideoClassifier, load_resnet_weights, parse_placement
 from rstg_fast.video.training import (
-    Progress, StepSampler, all_reduce_sum, cosine_lr, init_distributed, load_checkpoint,
-    save_checkpoint, shard_indices, topk_correct,
+    Progress,
+    StepSampler,
+    all_reduce_sum,
+    cosine_lr,
+    init_distributed,
+    load_checkpoint,
+    save_checkpoint,
+    shard_indices,
+    topk_correct,
 )
 
 # Arguments that define the model: stored in checkpoints and checked on resume.
@@ -41,7 +48,8 @@ MODEL_KEYS = ("arch", "placement", "base_width", "blocks", "pool2", "stride_in_1
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--data-root", required=True, help="folder of <video_id>/00001.jpg frame folders")
-    d.add_argument("--annotations", default=None, help="folder of the something-something-v1-*.csv files (default: --data-root)")
+    d.add_argument("--annotations", default=None,
+                   help="folder of the something-something-v1-*.csv files (default: --data-root)")
     d.add_argument("--frame-template", default="{:05d}.jpg")
     d.add_argument("--num-frames", type=int, default=32, help="frames per clip (the paper: 32; the graph sees 16)")
     d.add_argument("--frame-stride", type=int, default=1)
@@ -56,12 +64,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--workers", type=int, default=4)
     m = p.add_argument_group("model")
     m.add_argument("--arch", choices=("c2d", "i3d"), default="i3d")
-    m.add_argument("--placement", default="res3-4", help="none, vec, res2, res3, res4, res3-4, or stages joined by + (e.g. res4+vec)")
+    m.add_argument("--placement", default="res3-4",
+                   help="none, vec, res2, res3, res4, res3-4, or stages joined by + (e.g. res4+vec)")
     m.add_argument("--base-width", type=int, default=64, help="ResNet-50: 64")
     m.add_argument("--blocks", type=int, nargs=4, default=(3, 4, 6, 3), help="ResNet-50: 3 4 6 3")
-    m.add_argument("--pool2", action="store_true", help="Non-local's temporal pool after res2 (graph then sees 8 steps)")
+    m.add_argument("--pool2", action="store_true",
+                   help="Non-local's temporal pool after res2 (graph then sees 8 steps)")
     m.add_argument("--stride-in-1x1", action="store_true",
-                   help="stage stride on the first 1x1 conv (ResNet v1: Caffe2/Non-local weights); default 3x3 (torchvision)")
+                   help="stage stride on the first 1x1 conv (ResNet v1: Caffe2/Non-local weights); "
+                   "default: on the 3x3 (torchvision)")
     m.add_argument("--dropout", type=float, default=0.5)
     m.add_argument("--node-dim", type=int, default=512)
     m.add_argument("--message-dim", type=int, default=512)
@@ -78,7 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--batch-size", type=int, default=8, help="per process and micro-step")
     t.add_argument("--eval-batch-size", type=int, default=4, help="videos per process and eval step")
-    t.add_argument("--eval-chunk", type=int, default=8, help="clips per forward pass in evaluation (bounds memory with 22 views)")
+    t.add_argument("--eval-chunk", type=int, default=8,
+                   help="clips per forward pass in evaluation (bounds memory with 22 views)")
     t.add_argument("--accum-steps", type=int, default=1, help="micro-steps per optimizer step")
     t.add_argument("--lr", type=float, default=0.01)
     t.add_argument("--momentum", type=float, default=0.9)
@@ -87,7 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm (0: off)")
     t.add_argument("--freeze-bn", action="store_true", help="BatchNorm statistics frozen (eval mode) while training")
     t.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    t.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps in all (0: all epochs)")
+    t.add_argument("--max-steps", type=int, default=0,
+                   help="stop after this many optimizer steps in all (0: all epochs)")
     t.add_argument("--ckpt-every", type=int, default=500, help="optimizer steps between checkpoints")
     t.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: only at the end)")
     t.add_argument("--eval-only", action="store_true", help="evaluate <out>/last.pt (or --checkpoint) and exit")
@@ -209,8 +222,10 @@ def run(args: argparse.Namespace) -> int:
         if rank == 0:
             print(f"pretrained {args.pretrained}: {len(rep.copied)} copied, {len(rep.inflated)} inflated, "
                   f"{len(rep.skipped)} skipped ({', '.join(rep.skipped[:4])})")
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world > 1 else model
+    net: torch.nn.Module = model
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     sampler0 = StepSampler(len(train), args.batch_size, world_size=world, accum_steps=args.accum_steps)
     steps_per_epoch = sampler0.steps_per_epoch

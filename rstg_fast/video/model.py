@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,7 +76,7 @@ class VideoClassifier(VideoResNet):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.placement = parse_placement(placement)
         factory = graph_factory or rstg_factory(**dict(rstg or {}))
-        channels = dict(zip(STAGE_NAMES, self.stage_channels))
+        channels = dict(zip(STAGE_NAMES, self.stage_channels, strict=True))
         self.graphs = nn.ModuleDict({s: factory(channels[s], "map") for s in self.placement.maps})
         self.vec_graph: nn.Module | None = None
         feat = self.out_channels

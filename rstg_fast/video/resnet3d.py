@@ -21,8 +21,9 @@ Two deliberate differences from Non-local's Table 1, both written down in docs/v
 the spatial stride of a stage sits on the 3x3 conv (ResNet "v1.5", as torchvision's
 ImageNet weights expect; ``stride_in_1x1=True`` gives Non-local's v1) and pool2 (the
 3x1x1 temporal max pool after res2) is off by default (``pool2=True`` restores it), so
-res3/res4 keep 16 time steps for a 32-frame clip: the graph runs on 16 steps, as in the paper. C2D is the same network with every temporal
-kernel 1, so its only temporal mixing is pool1's max (and pool2's, if on) and the final mean.
+res3/res4 keep 16 time steps for a 32-frame clip: the graph runs on 16 steps, as in the
+paper. C2D is the same network with every temporal kernel 1, so its only temporal mixing
+is pool1's max (and pool2's, if on) and the final mean.
 
 All convs are ``Conv3d`` on ``(B, C, T, H, W)``; parameter names equal torchvision's
 ResNet-50 (``layer1.0.conv1.weight`` ...), with 5-D conv weights.
@@ -30,7 +31,7 @@ ResNet-50 (``layer1.0.conv1.weight`` ...), with 5-D conv weights.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -19,8 +19,8 @@ names) are copied as they are; 5-D weights with ``kt == 1`` are inflated like 2-
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 from torch import nn

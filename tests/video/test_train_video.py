@@ -32,7 +32,8 @@ TINY = ["--base-width", "4", "--blocks", "1", "1", "1", "1", "--num-frames", "4"
         "--train-scale", "32", "40", "--test-short-side", "32", "--node-dim", "8", "--message-dim", "8",
         "--iterations", "1", "--rstg-backend", "reference", "--workers", "0", "--no-progress", "--lr", "0.05"]
 
-RSTG_SIZE = ["--crop-size", "48", "--train-scale", "48", "56", "--test-short-side", "48"]  # res4 3 x 3: fits the 3x3 grid
+# 48 px crops: res4 is 3 x 3, the least the 3x3 grid of nodes needs
+RSTG_SIZE = ["--crop-size", "48", "--train-scale", "48", "56", "--test-short-side", "48"]
 
 
 @pytest.fixture(scope="module")

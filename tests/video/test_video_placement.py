@@ -14,7 +14,7 @@ try:
     HAVE_RSTG = True
 except ImportError:
     HAVE_RSTG = False
-needs_rstg = pytest.mark.skipif(not HAVE_RSTG, reason="rstg_fast.RSTG is not on this branch yet (model branch not merged)")
+needs_rstg = pytest.mark.skipif(not HAVE_RSTG, reason="rstg_fast.RSTG is not on this branch (model branch not merged)")
 
 PAPER_ROWS = ["vec", "res2", "res3", "res4", "res3-4"]
 TINY_RSTG = {"node_dim": 8, "message_dim": 8, "iterations": 1, "backend": "reference"}

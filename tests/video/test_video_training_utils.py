@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from rstg_fast.video.training import (
-    Progress, StepSampler, cosine_lr, load_checkpoint, save_checkpoint, shard_indices, topk_correct,
+    Progress,
+    StepSampler,
+    cosine_lr,
+    load_checkpoint,
+    save_checkpoint,
+    shard_indices,
+    topk_correct,
 )
 
 
