@@ -131,6 +131,20 @@ def test_time_stage_matches_torch_cells(cell_type):
         torch.testing.assert_close(y[:, t].flatten(0, 1), h, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+def test_time_stage_compile_loop_equals_fused_eager_path(cell_type):
+    # eager runs torch.lstm/torch.gru; torch.compile traces the explicit loop: same maths
+    stage = make(Ref, time_cell=cell_type).time
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 5, 16, generator=g, dtype=torch.float64)
+    state = tuple(torch.randn(2, 5, 16, generator=g, dtype=torch.float64) for _ in stage.initial_state(x[:, 0]))
+    y_loop, s_loop = stage._loop(x, state)
+    y_fused, s_fused = stage._fused(x, state)
+    torch.testing.assert_close(y_loop, y_fused, rtol=0, atol=1e-12)
+    for a, b in zip(s_loop, s_fused):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_positional_maps_enter_the_send_function():
     pos = make(Ref, positional=True)
     plain = make(Ref, positional=False)
