@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import rstg_fast.reference
-from model_cases import SCHEDULES, TINY, make, randomize, video
+from model_cases import SCHEDULES, TINY, make, video
 from rstg_fast.graph import grid_graph
 
 Ref = rstg_fast.reference.RSTG
@@ -40,7 +40,8 @@ def test_input_projection_only_when_channels_differ():
 
 def _stage_calls(model, x):
     calls = []
-    hooks = [getattr(model, n).register_forward_hook(lambda *a, n=n: calls.append(n)) for n in ("time", "space", "final_time") if getattr(model, n) is not None]
+    stages = [n for n in ("time", "space", "final_time") if getattr(model, n) is not None]
+    hooks = [getattr(model, n).register_forward_hook(lambda *a, n=n: calls.append(n)) for n in stages]
     model(x)
     for h in hooks:
         h.remove()
@@ -216,7 +217,8 @@ def test_isolated_node_gathers_zero():
     assert torch.equal(model.space.gather(v, graph), torch.zeros(6, 1, TINY["message_dim"], dtype=torch.float64))
     out = model(x)
     out.sum().backward()
-    assert torch.isfinite(out).all() and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_graph_cache_is_per_size_and_not_in_state_dict():

@@ -94,7 +94,9 @@ class TimeStage(nn.Module):
         seq = x.permute(0, 2, 1, 3).reshape(B * N, T, D)  # one sequence per (video, node)
         hx = tuple(s.reshape(1, B * N, D) for s in state)
         params = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
-        args = (params, True, 1, 0.0, self.training, False, True)  # biases, layers, dropout, train, bidir, batch_first
+        # biases, layers, dropout, train, bidirectional, batch_first; "train" only tells cuDNN to
+        # keep what backward needs, so it follows grad mode (gradients in eval mode work)
+        args = (params, True, 1, 0.0, torch.is_grad_enabled(), False, True)
         if self.cell_type == "lstm":
             out, h, c = torch.lstm(seq, hx, *args)
             new: State = (h.view(B, N, D), c.view(B, N, D))
