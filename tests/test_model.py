@@ -138,7 +138,7 @@ def test_torch_compile_fullgraph_matches_eager():
     small = dict(iterations=1, scales=((2, 2), (1, 1)), dtype=torch.float32)
     model = make(rstg_fast.RSTG, positional=True, heads=2, readout="map", **small)
     x = video(T=2, H=4, W=4, dtype=torch.float32)
-    compiled = torch.compile(model, fullgraph=True, dynamic=False)
+    compiled = torch.compile(model, fullgraph=True)
     got = compiled(x)  # first call on a fresh model: the graph is built at trace time
     want = model(x)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

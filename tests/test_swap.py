@@ -64,6 +64,14 @@ def test_top_level_reference_model():
     torch.testing.assert_close(fast(x), ref(x), rtol=0, atol=1e-10)
 
 
+def test_fast_copy_keeps_frozen_parameters_frozen():
+    ref = make(rstg_fast.reference.RSTG)
+    ref.space.requires_grad_(False)
+    fast = fast_copy(ref)
+    assert all(not p.requires_grad for p in fast.space.parameters())
+    assert all(p.requires_grad for p in fast.final_time.parameters())
+
+
 def test_fast_copy_float32_and_backend():
     ref = rstg_fast.reference.RSTG(12, **TINY, time_cell="gru", send_layers=1, update_layers=1)
     fast = fast_copy(ref, backend="reference")
