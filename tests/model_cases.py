@@ -16,7 +16,8 @@ def randomize(model: torch.nn.Module, generator: torch.Generator) -> torch.nn.Mo
     bias, and LayerNorm affine), so no term can hide behind an initial zero or one."""
     with torch.no_grad():
         for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float64) * (0.5 if p.dim() < 2 else p.shape[-1] ** -0.5))
+            scale = 0.5 if p.dim() < 2 else p.shape[-1] ** -0.5
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float64) * scale)
     return model
 
 
@@ -34,6 +35,6 @@ def pair(in_channels: int = 12, *, seed: int = 0, **kwargs):
     return ref, fast
 
 
-def video(B: int = 2, C: int = 12, T: int = 3, H: int = 6, W: int = 6, *, seed: int = 1, dtype=torch.float64) -> torch.Tensor:
+def video(B: int = 2, C: int = 12, T: int = 3, H: int = 6, W: int = 6, *, seed: int = 1, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(B, C, T, H, W, generator=g, dtype=torch.float64).to(dtype)

@@ -135,9 +135,10 @@ def test_space_stage_and_time_stage_are_exported():
 def test_torch_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
     # small on purpose: inductor compiles C++ for every kernel, slow on a busy CPU
-    model = make(rstg_fast.RSTG, positional=True, heads=2, readout="map", iterations=1, scales=((2, 2), (1, 1)), dtype=torch.float32)
+    small = dict(iterations=1, scales=((2, 2), (1, 1)), dtype=torch.float32)
+    model = make(rstg_fast.RSTG, positional=True, heads=2, readout="map", **small)
     x = video(T=2, H=4, W=4, dtype=torch.float32)
-    compiled = torch.compile(model, fullgraph=True, dynamic=False)
+    compiled = torch.compile(model, fullgraph=True)
     got = compiled(x)  # first call on a fresh model: the graph is built at trace time
     want = model(x)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -147,3 +148,19 @@ def test_torch_compile_fullgraph_matches_eager():
     want.sum().backward()
     for k, p in model.named_parameters():
         torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("readout", ["vec", "map"])
+def test_autocast_bfloat16_runs_and_is_close(readout):
+    # mixed precision training: the fused op gets one dtype even though parameters are float32
+    ref, _ = pair(positional=True, heads=2, readout=readout)
+    fast = rstg_fast.RSTG(12, **TINY, positional=True, heads=2, readout=readout)
+    fast.load_state_dict(ref.state_dict())
+    x = video()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = fast(x.float())
+    y.float().sum().backward()
+    want = ref(x)
+    err = float(((y.double() - want).abs().max() / want.abs().max()).detach())
+    assert err < 0.05, err  # bfloat16 has 8 mantissa bits; three rounds of matmuls
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fast.parameters())

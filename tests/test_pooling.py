@@ -35,7 +35,9 @@ def test_area_matrix_equals_supersampled_block_average(n_in, n_out):
     torch.testing.assert_close(got.sum(1), torch.ones(n_out, dtype=torch.float64), rtol=0, atol=1e-14)
 
 
-@pytest.mark.parametrize("H,W,scales", [(6, 6, ((3, 3), (2, 2), (1, 1))), (14, 14, ((7, 7), (2, 2), (1, 1))), (6, 4, ((3, 2), (1, 1)))])
+@pytest.mark.parametrize(
+    "H,W,scales", [(6, 6, ((3, 3), (2, 2), (1, 1))), (14, 14, ((7, 7), (2, 2), (1, 1))), (6, 4, ((3, 2), (1, 1)))]
+)
 def test_pool_equals_adaptive_avg_pool_when_sizes_divide(H, W, scales):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 3, H, W, generator=g, dtype=torch.float64)

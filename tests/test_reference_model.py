@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import rstg_fast.reference
-from model_cases import SCHEDULES, TINY, make, randomize, video
+from model_cases import SCHEDULES, TINY, make, video
 from rstg_fast.graph import grid_graph
 
 Ref = rstg_fast.reference.RSTG
@@ -40,7 +40,8 @@ def test_input_projection_only_when_channels_differ():
 
 def _stage_calls(model, x):
     calls = []
-    hooks = [getattr(model, n).register_forward_hook(lambda *a, n=n: calls.append(n)) for n in ("time", "space", "final_time") if getattr(model, n) is not None]
+    stages = [n for n in ("time", "space", "final_time") if getattr(model, n) is not None]
+    hooks = [getattr(model, n).register_forward_hook(lambda *a, n=n: calls.append(n)) for n in stages]
     model(x)
     for h in hooks:
         h.remove()
@@ -131,6 +132,20 @@ def test_time_stage_matches_torch_cells(cell_type):
         torch.testing.assert_close(y[:, t].flatten(0, 1), h, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+def test_time_stage_compile_loop_equals_fused_eager_path(cell_type):
+    # eager runs torch.lstm/torch.gru; torch.compile traces the explicit loop: same maths
+    stage = make(Ref, time_cell=cell_type).time
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 5, 16, generator=g, dtype=torch.float64)
+    state = tuple(torch.randn(2, 5, 16, generator=g, dtype=torch.float64) for _ in stage.initial_state(x[:, 0]))
+    y_loop, s_loop = stage._loop(x, state)
+    y_fused, s_fused = stage._fused(x, state)
+    torch.testing.assert_close(y_loop, y_fused, rtol=0, atol=1e-12)
+    for a, b in zip(s_loop, s_fused):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_positional_maps_enter_the_send_function():
     pos = make(Ref, positional=True)
     plain = make(Ref, positional=False)
@@ -202,7 +217,8 @@ def test_isolated_node_gathers_zero():
     assert torch.equal(model.space.gather(v, graph), torch.zeros(6, 1, TINY["message_dim"], dtype=torch.float64))
     out = model(x)
     out.sum().backward()
-    assert torch.isfinite(out).all() and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_graph_cache_is_per_size_and_not_in_state_dict():

@@ -28,7 +28,10 @@ def test_stream_equals_batch_fast(schedule, readout):
     _check_stream(model, video(T=4, H=7, W=5))
 
 
-@pytest.mark.parametrize("kwargs", [dict(time_readout="last"), dict(time_cell="gru", iterations=1), dict(schedule="space_only", iterations=0)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(time_readout="last"), dict(time_cell="gru", iterations=1), dict(schedule="space_only", iterations=0)],
+)
 def test_stream_equals_batch_options(kwargs):
     _check_stream(make(rstg_fast.RSTG, **kwargs), video(T=3))
 
