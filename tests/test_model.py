@@ -164,3 +164,23 @@ def test_autocast_bfloat16_runs_and_is_close(readout):
     err = float(((y.double() - want).abs().max() / want.abs().max()).detach())
     assert err < 0.05, err  # bfloat16 has 8 mantissa bits; three rounds of matmuls
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fast.parameters())
+
+
+def test_deterministic_mode_is_honoured():
+    # every op of both models has a deterministic path (or raises); repeated runs are bitwise equal
+    ref, fast = pair(positional=True, heads=2, readout="map")
+    x = video()
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for model in (ref, fast):
+            outs, grads = [], []
+            for _ in range(2):
+                model.zero_grad()
+                y = model(x)
+                y.square().sum().backward()
+                outs.append(y.detach())
+                grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+            assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+    finally:
+        torch.use_deterministic_algorithms(previous)
