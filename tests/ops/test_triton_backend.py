@@ -422,4 +422,5 @@ def test_gpu_tf32_follows_torch_setting():
         torch.backends.cuda.matmul.allow_tf32 = old
     scale = float(ref.abs().max())
     assert float((ieee - ref).abs().max()) <= TOLERANCE_FLOOR[torch.float32] * scale
-    assert float((tf32 - ref).abs().max()) <= 2e-3 * scale  # TF32: 10-bit mantissa operands
+    assert float((tf32 - ref).abs().max()) <= 5e-3 * scale  # TF32: 10-bit mantissa operands
+    assert not torch.equal(tf32, ieee), "allow_tf32 changed nothing: the switch is not wired"
