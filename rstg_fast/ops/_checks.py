@@ -4,6 +4,7 @@ kernel. Messages name the argument and say what was received."""
 from __future__ import annotations
 
 import math
+import os
 import weakref
 
 import torch
@@ -98,13 +99,14 @@ def check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
     return scale, backend
 
 
-# Availability of a backend on a device is decided once per process (it asks the build, the
-# driver and the environment): per-call cost matters at the paper's shapes.
-_availability: dict[tuple[str, torch.device], str | None] = {}
+# Availability of a backend on a device is decided once per process and interpreter setting
+# (it asks the build, the driver and the environment): per-call cost matters at the paper's
+# shapes. TRITON_INTERPRET is part of the key because tests switch it on and off.
+_availability: dict[tuple[str, torch.device, str | None], str | None] = {}
 
 
 def _unavailable(backend: str, device: torch.device) -> str | None:
-    key = (backend, device)
+    key = (backend, device, os.environ.get("TRITON_INTERPRET"))
     if key not in _availability:
         _availability[key] = backends.BACKENDS[backend].unavailable(device)
     return _availability[key]
