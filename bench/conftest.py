@@ -23,7 +23,6 @@ import sys
 
 import pytest
 import torch
-
 from benchkit import shapes as shapes_mod
 from benchkit.cases import Case, cpu_model, device_name
 from benchkit.peaks import Peaks
@@ -40,7 +39,9 @@ def pytest_addoption(parser):
     group.addoption("--bench-device", default="auto", choices=("auto", "cpu", "cuda"), help="device to benchmark on")
     group.addoption("--bench-shapes", default=",".join(shapes_mod.CANONICAL), help="comma list of canonical shapes")
     group.addoption("--bench-backends", default="", help="comma list of provider names to keep (default: all)")
-    group.addoption("--bench-dtypes", default="", help="comma list of dtypes (default: float32 on CPU, bfloat16,float32 on CUDA)")
+    group.addoption(
+        "--bench-dtypes", default="", help="comma list of dtypes (default: float32 on CPU, bfloat16,float32 on CUDA)"
+    )
     group.addoption("--bench-modes", default=",".join(_MODES), help="comma list of op modes: fwd, fwdbwd")
     group.addoption("--bench-scale", default="auto", help="auto | full | N (cap on graphs per case)")
     group.addoption("--bench-heads", default=1, type=int, help="attention heads of the op cases")

@@ -68,7 +68,13 @@ class PygSpaceStage:
             edge_index = self._edge_index[key] = batched_edge_index(indptr, indices, G)
         layer = self._layers.setdefault(heads, PygMessageAttention(heads))
         out = layer(
-            S.reshape(G * N, -1), R.reshape(G * N, -1), Q.reshape(G * N, -1), K.reshape(G * N, -1),
-            W2, b2, edge_index, scale,
+            S.reshape(G * N, -1),
+            R.reshape(G * N, -1),
+            Q.reshape(G * N, -1),
+            K.reshape(G * N, -1),
+            W2,
+            b2,
+            edge_index,
+            scale,
         )
         return out.view(G, N, -1), None

@@ -16,9 +16,7 @@ are plain linear layers; used for every model implementation alike.
 
 from __future__ import annotations
 
-from typing import Callable
-
-import torch
+from collections.abc import Callable
 
 
 def op_flops(G: int, E: int, Hd: int, D: int, A: int, send_layers: int, mode: str) -> dict:

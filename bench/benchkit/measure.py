@@ -24,7 +24,7 @@ import gc
 import re
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -55,7 +55,7 @@ def wall_time(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - t0
 
 
-def _quantile(sorted_xs: list[float], q: float) -> float:
+def quantile(sorted_xs: list[float], q: float) -> float:
     """Linear-interpolation quantile of an ascending list."""
     if len(sorted_xs) == 1:
         return sorted_xs[0]
@@ -88,18 +88,18 @@ def device_time(fn: Callable[[], object], warmup_ms: float = 25.0, rep_ms: float
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
     for _ in range(n_warmup):
         fn()
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         flush.zero_()  # outside the timed region: the call starts with a cold L2
         s.record()
         fn()
         e.record()
     torch.cuda.synchronize()
-    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
     del flush
     return {
         "median_ms": statistics.median(times),
-        "p20_ms": _quantile(times, 0.2),
-        "p80_ms": _quantile(times, 0.8),
+        "p20_ms": quantile(times, 0.2),
+        "p80_ms": quantile(times, 0.8),
         "min_ms": times[0],
         "reps": n_rep,
         "method": "cuda-events, L2 flushed, median",

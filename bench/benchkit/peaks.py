@@ -29,7 +29,11 @@ def gpu_peak(dtype: torch.dtype) -> dict:
     out = {
         "peak_gflops": _matmul_gflops_cuda(n, dtype),
         "peak_source": f"torch.matmul {n}^3 {str(dtype).removeprefix('torch.')} on {torch.cuda.get_device_name()}"
-        + (" (IEEE float32, allow_tf32=False)" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else ""),
+        + (
+            " (IEEE float32, allow_tf32=False)"
+            if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
+            else ""
+        ),
     }
     if dtype == torch.float32:
         old = torch.backends.cuda.matmul.allow_tf32
@@ -70,7 +74,8 @@ def cpu_peak(dtype: torch.dtype) -> dict:
         return {"peak_gflops": gflops, "peak_source": source}
     return {
         "peak_gflops": _cpu_matmul_gflops(),
-        "peak_source": f"torch.matmul 4096^3 float32, {threads} threads (no cpu_fma_peak_gflops in this build; a lower bound of the FMA peak)",
+        "peak_source": f"torch.matmul 4096^3 float32, {threads} threads "
+        "(no cpu_fma_peak_gflops in this build; a lower bound of the FMA peak)",
     }
 
 

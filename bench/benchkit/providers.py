@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 # Backends that run on CPU tensors only in an interpreter meant for tests: listed in the
 # registry for CPU, but not a benchmark subject there.
-INTERPRETED_ON_CPU = {"triton": "Triton runs on CPU tensors only in its interpreter (a correctness tool, not a benchmark subject)"}
+INTERPRETED_ON_CPU = {
+    "triton": "Triton runs on CPU tensors only in its interpreter (a correctness tool, not a benchmark subject)"
+}
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,12 @@ def cold_compile():
         import torch._functorch.config as functorch_config  # noqa: PLC0415
         import torch._inductor.config as inductor_config  # noqa: PLC0415
 
-        for mod, key in ((inductor_config, "fx_graph_cache"), (inductor_config, "fx_graph_remote_cache"),
-                         (inductor_config, "autotune_local_cache"), (functorch_config, "enable_autograd_cache")):
+        for mod, key in (
+            (inductor_config, "fx_graph_cache"),
+            (inductor_config, "fx_graph_remote_cache"),
+            (inductor_config, "autotune_local_cache"),
+            (functorch_config, "enable_autograd_cache"),
+        ):
             if hasattr(mod, key):
                 patches.append((mod, key, getattr(mod, key)))
                 setattr(mod, key, False)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import collections
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pytest
 import torch
 
-from benchkit.measure import device_time, is_oom, peak_memory, synchronize, wall_time
+from benchkit.measure import device_time, is_oom, peak_memory, quantile, synchronize, wall_time
 from benchkit.peaks import Peaks
 
 
@@ -99,9 +99,19 @@ def _guard(step: Callable):
 
 
 def measure(
-    benchmark, env: BenchEnv, info: dict, dtype: torch.dtype, call: Callable[[], dict], gate: Callable[[dict], dict], flops: dict
+    benchmark,
+    env: BenchEnv,
+    info: dict,
+    dtype: torch.dtype,
+    call: Callable[[], dict],
+    gate: Callable[[dict], dict],
+    flops: dict | Callable[[], dict],
 ) -> None:
-    """Run steps 1-6 above for ``call`` (a zero-argument callable returning result tensors)."""
+    """Run steps 1-6 above for ``call`` (a zero-argument callable returning result tensors).
+
+    ``flops``: ``{"flops": total, "edge_flops": edge products}`` or a callable giving it
+    once the gate has run (the model counts its FLOPs on the gate's oracle).
+    """
     device = env.device
     result: dict = {}
 
@@ -111,6 +121,8 @@ def measure(
     info["first_call_s"] = _guard(lambda: wall_time(first, device))
     info.update(gate(result))
     result.clear()
+    if callable(flops):
+        flops = flops()
     info.update(_guard(lambda: peak_memory(call, device)))
     one = _guard(lambda: wall_time(call, device))
 
@@ -133,10 +145,16 @@ def measure(
 
     host_median = benchmark.stats.stats.median if benchmark.stats is not None else one
     info["host_ms_median"] = host_median * 1e3
+    if benchmark.stats is not None:
+        data = sorted(benchmark.stats.stats.data)
+        info["host_ms_p20"], info["host_ms_p80"] = quantile(data, 0.2) * 1e3, quantile(data, 0.8) * 1e3
+    info["host_rounds"] = rounds
     if device == "cuda":
         info["time_ms"], info["time_source"] = info["device_median_ms"], "device (CUDA events)"
+        info["time_p20_ms"], info["time_p80_ms"] = info["device_p20_ms"], info["device_p80_ms"]
     else:
         info["time_ms"], info["time_source"] = host_median * 1e3, "host (time.perf_counter)"
+        info["time_p20_ms"], info["time_p80_ms"] = info.get("host_ms_p20"), info.get("host_ms_p80")
     seconds = info["time_ms"] * 1e-3
     if "compile" in info.get("provider_kind", ""):
         info["compile_s"] = max(0.0, info["first_call_s"] - seconds)
