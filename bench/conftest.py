@@ -116,9 +116,20 @@ def bench_env(request) -> BenchEnv:
     return request.config.stash[_ENV_KEY]
 
 
+def commit_id() -> str:
+    """The commit under test, ``+dirty`` with uncommitted changes; on a machine whose tree
+    has no ``.git`` (the GPU machine gets a copy) the caller passes ``RSTG_BENCH_COMMIT``."""
+    from pytest_benchmark.utils import get_commit_info
+
+    info = get_commit_info()
+    if info.get("id") in (None, "unversioned", "unknown"):
+        return os.environ.get("RSTG_BENCH_COMMIT", "unknown")
+    return info["id"] + ("+dirty" if info.get("dirty") else "")
+
+
 def pytest_configure(config):
     device = bench_device(config)
-    config.stash[_ENV_KEY] = BenchEnv(device=device, peaks=Peaks(device))
+    config.stash[_ENV_KEY] = BenchEnv(device=device, peaks=Peaks(device), commit=commit_id())
     config.addinivalue_line("markers", "bench_level(level): op or model benchmark")
 
 
@@ -132,6 +143,13 @@ def _versions() -> dict:
         except md.PackageNotFoundError:
             out[dist] = None
     return out
+
+
+def command_line() -> str:
+    prog = os.path.basename(sys.argv[0])
+    if prog in ("-c", "__main__.py", "pytest.py"):  # python -c / -m pytest: say what was run
+        prog = "pytest"
+    return shlex.join([prog] + sys.argv[1:])
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -149,7 +167,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "rstg_fast_path": os.path.dirname(rstg_fast.__file__),
         "build_info": rstg_fast.build_info(),
         "peaks": env.peaks.as_dict(),
-        "command": shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "command": command_line(),
         "cwd": os.getcwd(),
     }
 

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -60,6 +59,34 @@ def device_slug(run: dict) -> str:
     info = run["machine_info"]["rstg"]
     name = info["device_name"] if info["device"] == "cuda" else f"{info['cpu_model']} {info['torch_threads']}t"
     return re.sub(r"[^a-z0-9]+", "-", f"{info['device']} {name}".lower()).strip("-")
+
+
+def merge(runs: list[dict]) -> list[dict]:
+    """Runs of one device (e.g. the op and the model parts of a GPU session) become one run.
+
+    Cases keep their own ``extra_info`` (commit and device included); the run keeps every
+    part's command and date. A case measured twice keeps its later measurement.
+    """
+    by_slug: dict[str, dict] = {}
+    for run in runs:
+        slug = device_slug(run)
+        if slug not in by_slug:
+            merged = json.loads(json.dumps(run))
+            merged["machine_info"]["rstg"]["commands"] = [run["machine_info"]["rstg"]["command"]]
+            merged["parts"] = [{"datetime": run.get("datetime"), "commit": run.get("commit_info", {}).get("id")}]
+            by_slug[slug] = merged
+            continue
+        merged = by_slug[slug]
+        info = merged["machine_info"]["rstg"]
+        info["commands"].append(run["machine_info"]["rstg"]["command"])
+        info["peaks"] = {**info.get("peaks", {}), **run["machine_info"]["rstg"].get("peaks", {})}
+        merged["parts"].append({"datetime": run.get("datetime"), "commit": run.get("commit_info", {}).get("id")})
+        names = {b["fullname"] for b in run["benchmarks"]} | {u["fullname"] for u in run.get("rstg_unmeasured", [])}
+        merged["benchmarks"] = [b for b in merged["benchmarks"] if b["fullname"] not in names] + run["benchmarks"]
+        merged["rstg_unmeasured"] = [
+            u for u in merged.get("rstg_unmeasured", []) if u["fullname"] not in names
+        ] + run.get("rstg_unmeasured", [])
+    return list(by_slug.values())
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -148,15 +175,18 @@ def run_header(run: dict) -> list[str]:
         f"{dt}: {p['peak_gflops']:,.0f} GFLOP/s ({p['peak_source']})" for dt, p in info.get("peaks", {}).items()
     )
     v = info.get("versions", {})
+    parts = run.get("parts", [{}])
+    commits = ", ".join(f"`{c}`" for c in dict.fromkeys(p.get("commit") or commit.get("id", "?") for p in parts))
     scaled = sorted({r["case"] + ": " + r["scale"] for r in records(run) if r.get("scale", "full size") != "full size"})
     lines = [
         f"### {device}: {info['device_name'] if info['device'] == 'cuda' else info['cpu_model']}",
         "",
         f"- device: `{info['device']}` {info['device_name']}; CPU model: {info['cpu_model']}; "
         f"torch threads: {info['torch_threads']}",
-        f"- commit: `{commit.get('id', 'unknown')}`{dirty} (branch {commit.get('branch', '?')}); "
-        f"date: {run.get('datetime', '?')}",
-        f"- command: `{info['command']}`",
+        f"- commit: {commits}"
+        f"{dirty} (branch {commit.get('branch', '?')}); "
+        f"date: {', '.join(str(part['datetime']) for part in run.get('parts', [run]))}",
+        *[f"- command: `{c}`" for c in info.get("commands", [info["command"]])],
         f"- versions: torch {v.get('torch')}, triton {v.get('triton')}, torch_geometric {v.get('torch_geometric')}, "
         f"python {v.get('python')}, CUDA {info.get('cuda')}; rstg_fast build: {json.dumps(info.get('build_info', {}))}",
         f"- peak rates measured in this run: {peaks or 'none'}",
@@ -276,18 +306,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks.png")
     args = p.parse_args(argv)
 
-    given = [(str(path), load(path)) for path in args.runs]
+    given = merge([load(path) for path in args.runs])
     if args.no_store:
         if not given:
             p.error("--no-store needs at least one run")
-        runs = [(device_slug(run), run) for _, run in given]
+        runs = [(device_slug(run), run) for run in given]
     else:
         args.store.mkdir(parents=True, exist_ok=True)
-        for path, run in given:
+        for run in given:
             dest = args.store / f"{device_slug(run)}.json"
-            if Path(path).resolve() != dest.resolve():
-                shutil.copyfile(path, dest)
-            print(f"stored {path} as {dest}")
+            tmp = dest.with_suffix(".json.tmp")
+            for b in run["benchmarks"]:
+                b["stats"].pop("data", None)  # per-round times: the summary stats stay
+            tmp.write_text(json.dumps(run, indent=1))
+            os.replace(tmp, dest)
+            print(f"stored {dest}")
         runs = [(f.stem, load(f)) for f in sorted(args.store.glob("*.json"))]
         if not runs:
             p.error(f"no runs given and none stored in {args.store}")

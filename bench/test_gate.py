@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from benchkit.gate import check, tolerance
 
 

@@ -57,6 +57,7 @@ def base_info(case: Case, env: BenchEnv) -> dict:
         "heads": case.heads,
         "device": env.device,
         "device_name": device_name(env.device),
+        "commit": env.commit,
         "threads": torch.get_num_threads(),
     }
     info.update(case.shape.describe())

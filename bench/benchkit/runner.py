@@ -40,6 +40,7 @@ def mem_available_bytes() -> int:
 class BenchEnv:
     device: str
     peaks: Peaks
+    commit: str = "unknown"  # stored in every case's extra_info, next to its numbers
     unmeasured: list = field(default_factory=list)
     gate_cache: collections.OrderedDict = field(default_factory=collections.OrderedDict)
 
