@@ -167,13 +167,20 @@ def tables(run: dict) -> list[str]:
     return lines
 
 
+def _peak_text(dtype: str, p: dict) -> str:
+    text = f"{dtype}: {p['peak_gflops']:,.0f} GFLOP/s ({p['peak_source']})"
+    if p.get("peak_tf32_gflops"):
+        text += f", TF32 {p['peak_tf32_gflops']:,.0f} GFLOP/s"
+    if p.get("microkernel_gflops"):
+        text += f", cpu backend micro-kernel on cached data {p['microkernel_gflops']:,.0f} GFLOP/s"
+    return text
+
+
 def run_header(run: dict) -> list[str]:
     info, commit = run["machine_info"]["rstg"], run.get("commit_info", {})
     device = info["device_name"] if info["device"] == "cuda" else f"CPU, {info['cpu_count']} cores"
     dirty = " (uncommitted changes)" if commit.get("dirty") else ""
-    peaks = "; ".join(
-        f"{dt}: {p['peak_gflops']:,.0f} GFLOP/s ({p['peak_source']})" for dt, p in info.get("peaks", {}).items()
-    )
+    peaks = "; ".join(_peak_text(dt, p) for dt, p in info.get("peaks", {}).items())
     v = info.get("versions", {})
     parts = run.get("parts", [{}])
     commits = ", ".join(f"`{c}`" for c in dict.fromkeys(p.get("commit") or commit.get("id", "?") for p in parts))
@@ -210,13 +217,14 @@ def headline(run: dict) -> list[str]:
             continue
         best = min(fused, key=lambda r: r["time_ms"])
         ref = peers[REF]
+        line = f"{case} {dtype}: `{best['provider']}` forward+backward {ref['time_ms'] / best['time_ms']:.1f}x faster"
+        line += " than reference"
         mem = _ratio(ref.get("peak_mem_bytes"), best.get("peak_mem_bytes"))
-        out.append(
-            f"{case} {dtype}: `{best['provider']}` forward+backward "
-            f"{ref['time_ms'] / best['time_ms']:.1f}x faster than reference"
-            + (f", {mem:.1f}x less memory" if mem else "")
-            + (f", {100 * best['frac_peak']:.0f} % of peak" if best.get("frac_peak") else "")
-        )
+        if mem:
+            line += f", peak memory {mem:.1f}x lower" if mem >= 1 else f", peak memory {1 / mem:.1f}x higher"
+        if best.get("frac_peak"):
+            line += f", {100 * best['frac_peak']:.0f} % of peak"
+        out.append(line)
     return out
 
 

@@ -26,10 +26,10 @@ def op_flops(G: int, E: int, Hd: int, D: int, A: int, send_layers: int, mode: st
     return {"flops": times * (product + scores), "edge_flops": times * product}
 
 
-def counted_flops(fn: Callable[[], object]) -> int:
-    """Total FLOPs that FlopCounterMode records while ``fn`` runs."""
+def counted_flops(fn: Callable[[], object]) -> tuple[object, int]:
+    """``fn()``'s result and the total FLOPs that FlopCounterMode recorded while it ran."""
     from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
 
     with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
+        result = fn()
+    return result, int(counter.get_total_flops())

@@ -71,7 +71,12 @@ def cpu_peak(dtype: torch.dtype) -> dict:
         if dtype == torch.float64:
             gflops /= 2  # same vector width, half the lanes
             source += ", halved for float64"
-        return {"peak_gflops": gflops, "peak_source": source}
+        out = {"peak_gflops": gflops, "peak_source": source}
+        micro = getattr(_C, "cpu_microkernel_gflops", None)
+        if micro is not None and dtype == torch.float32:
+            # the cpu backend's own micro-kernel on cached data: what its edge products can reach
+            out["microkernel_gflops"] = float(micro(threads, 0.5))
+        return out
     return {
         "peak_gflops": _cpu_matmul_gflops(),
         "peak_source": f"torch.matmul 4096^3 float32, {threads} threads "

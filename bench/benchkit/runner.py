@@ -4,7 +4,8 @@ For one case (an implementation on a shape, mode and dtype):
 1. first call, timed on its own (``first_call_s``; for ``torch.compile`` it holds the
    compile, reported as ``compile_s = first_call_s - time``);
 2. correctness gate on its results (fails the test loudly: nothing is timed);
-3. peak memory of one more call (see ``measure.peak_memory``);
+3. peak memory of one more call (see ``measure.peak_memory``), whose duration sets the
+   number of host rounds;
 4. on a GPU, device time with CUDA events (``device_ms_*``);
 5. host time through pytest-benchmark (``benchmark.pedantic``; on a GPU each call ends with
    ``torch.cuda.synchronize()``), ``max(min_rounds, max_time / one call)`` rounds;
@@ -124,8 +125,9 @@ def measure(
     result.clear()
     if callable(flops):
         flops = flops()
+    t0 = time.perf_counter()
     info.update(_guard(lambda: peak_memory(call, device)))
-    one = _guard(lambda: wall_time(call, device))
+    one = time.perf_counter() - t0  # one warm call (plus microseconds of bookkeeping)
 
     if device == "cuda":
         dev = _guard(lambda: device_time(call))
