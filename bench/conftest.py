@@ -12,6 +12,7 @@ Options:
   --bench-scale=auto|full|N      auto: CPU default sizes (large shapes scaled down in G), full
                                  size on GPU; full: canonical sizes everywhere; N: G <= N
   --bench-heads=1                attention heads of the op cases
+  --bench-deadline=S             no case starts S seconds after the session start (they skip)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 
 import pytest
 import torch
@@ -45,6 +47,12 @@ def pytest_addoption(parser):
     group.addoption("--bench-modes", default=",".join(_MODES), help="comma list of op modes: fwd, fwdbwd")
     group.addoption("--bench-scale", default="auto", help="auto | full | N (cap on graphs per case)")
     group.addoption("--bench-heads", default=1, type=int, help="attention heads of the op cases")
+    group.addoption(
+        "--bench-deadline",
+        default=0.0,
+        type=float,
+        help="seconds after the session start when no new case starts (the rest skip, the JSON is still written)",
+    )
 
 
 def _split(value: str) -> list[str]:
@@ -111,9 +119,22 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("model_case", cases, ids=[c.id for c in cases])
 
 
+_SESSION_START = time.monotonic()
+
+
 @pytest.fixture(scope="session")
 def bench_env(request) -> BenchEnv:
     return request.config.stash[_ENV_KEY]
+
+
+@pytest.fixture(autouse=True)
+def _bench_deadline(request):
+    """Skip cases that would start after --bench-deadline, so a time-limited session (a GPU
+    call runs at most 10 minutes) still ends normally and writes its JSON."""
+    deadline = request.config.getoption("--bench-deadline")
+    elapsed = time.monotonic() - _SESSION_START
+    if deadline and elapsed > deadline:
+        pytest.skip(f"--bench-deadline={deadline:.0f}s reached ({elapsed:.0f}s into the session)")
 
 
 def commit_id() -> str:

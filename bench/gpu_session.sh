@@ -16,7 +16,9 @@
 # commit under test: the machine's copy of the tree has no .git), BENCH_ARGS (extra pytest
 # arguments for op/model, e.g. "--bench-dtypes=bfloat16 --bench-shapes=paper,dense"),
 # BENCH_TAG (suffix of the JSON names, to keep several calls' results apart),
-# PYTEST_TIMEOUT_S (per-phase wall-clock limit, default 540).
+# DEADLINE_S (seconds from the script's start by which everything must have ended, default
+# 570: a device call is cut at 600; benchmark phases stop starting cases in time to write
+# their JSON, and a phase with too little time left is skipped).
 #
 # One device call runs at most 10 minutes: a full run does not fit in one. See
 # docs/benchmarking.md ("On a GPU") for the sequence of calls; the JSONs come back with each
@@ -29,17 +31,19 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
 export RSTG_FAST_CUDA_ARCHS="${RSTG_FAST_CUDA_ARCHS:-90}"
-LIMIT="${PYTEST_TIMEOUT_S:-540}"
+START=$(date +%s)
+DEADLINE="${DEADLINE_S:-570}"
 TAG="${BENCH_TAG:-}"
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
 STAMP_FILE="${TMPDIR:-/tmp}/rstg_fast_build_stamp"  # outside the tree: kept while the machine is warm
 status=0
 
 log() { printf '\n== %s  %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+remaining() { echo $((DEADLINE - ($(date +%s) - START))); }
 
 tree_stamp() {
-    # content hash of what the build compiles: a changed source tree means a rebuild
-    find csrc python_bindings CMakeLists.txt setup.py pyproject.toml -type f -print0 2>/dev/null |
+    # content hash of what pip installs: a changed source tree means a reinstall
+    find rstg_fast csrc python_bindings CMakeLists.txt setup.py pyproject.toml -type f ! -name "*.so" ! -path "*__pycache__*" -print0 2>/dev/null |
         sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 
@@ -53,7 +57,7 @@ phase_build() {
     log "build: pip install --no-build-isolation . (sm_${RSTG_FAST_CUDA_ARCHS})"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     "$PY" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
-    if "$PY" -m pip install --no-build-isolation --no-deps --no-index . >"$OUT/build.log" 2>&1; then
+    if timeout "$(remaining)" "$PY" -m pip install --no-build-isolation --no-deps --no-index . >"$OUT/build.log" 2>&1; then
         tree_stamp >"$STAMP_FILE"
         (cd / && "$PY" -c "import rstg_fast; print('installed:', rstg_fast.__file__, rstg_fast.build_info())")
     else
@@ -68,12 +72,19 @@ ensure_built() { installed_ok || phase_build; }
 run_pytest() {  # name, json (or ""), pytest args...
     local name=$1 json=$2
     shift 2
-    local args=("$@")
-    [ -n "$json" ] && args+=("--benchmark-json=$json")
+    local args=("$@") left
+    left=$(remaining)
+    if [ "$left" -lt 60 ]; then
+        echo "$name: skipped, only ${left}s left of DEADLINE_S=$DEADLINE"
+        return 1
+    fi
+    # benchmarks: no case starts in the last 90 s (a case with a cold torch.compile of the
+    # model takes about a minute), so the JSON is written before the hard timeout below
+    [ -n "$json" ] && args+=("--benchmark-json=$json" "--bench-deadline=$((left - 90 > 30 ? left - 90 : 30))")
     log "$name: pytest ${args[*]}"
     # plain `pytest` (not python -m): the source tree stays off sys.path, so the installed
     # build (with its compiled kernels) is the one imported
-    timeout "$LIMIT" "$PY" -c "import sys, pytest; sys.path.pop(0) if sys.path[0] in ('', '.') else None; sys.exit(pytest.main(sys.argv[1:]))" \
+    timeout "$((left - 5))" "$PY" -c "import sys, pytest; sys.path.pop(0) if sys.path[0] in ('', '.') else None; sys.exit(pytest.main(sys.argv[1:]))" \
         "${args[@]}" 2>&1 | tee "$OUT/$name.log" | grep -E --line-buffered "passed|failed|error|Error|SKIPPED|FAILED|Wrote" | tail -n 60
     local rc=${PIPESTATUS[0]}
     echo "$name: exit $rc"

@@ -104,6 +104,15 @@ def _fmt_mib(b: int | None) -> str:
     return "-" if b is None else f"{b / 2**20:,.1f}"
 
 
+def _fmt_frac(r: dict) -> str:
+    if r.get("frac_peak") is None:
+        return "-"
+    text = f"{100 * r['frac_peak']:.1f}"
+    if r.get("frac_peak_tf32") is not None:
+        text += f" (TF32: {100 * r['frac_peak_tf32']:.1f})"
+    return text
+
+
 def _ratio(num, den):
     return num / den if num and den else None
 
@@ -160,7 +169,7 @@ def tables(run: dict) -> list[str]:
                 _fmt_mib(r.get("peak_mem_bytes")),
                 _fmt_ratio(_ratio(ref_mem, r.get("peak_mem_bytes"))) if ref_mem else "-",
                 f"{r['gflops_per_s']:,.1f}" if r.get("gflops_per_s") else "-",
-                f"{100 * r['frac_peak']:.1f}" if r.get("frac_peak") is not None else "-",
+                _fmt_frac(r),
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

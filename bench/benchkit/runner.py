@@ -121,7 +121,7 @@ def measure(
         result.update(call())
 
     info["first_call_s"] = _guard(lambda: wall_time(first, device))
-    info.update(gate(result))
+    info.update(_guard(lambda: gate(result)))
     result.clear()
     if callable(flops):
         flops = flops()
@@ -170,8 +170,9 @@ def measure(
         info["frac_peak"] = info["gflops_per_s"] / peak["peak_gflops"]
         if flops.get("edge_flops"):
             info["edge_gflops_per_s"] = flops["edge_flops"] / seconds / 1e9
-        if "peak_tf32_gflops" in peak:
+        if "peak_tf32_gflops" in peak:  # float32 on a GPU: kernels may use TF32 tensor cores
             info["peak_tf32_gflops"] = peak["peak_tf32_gflops"]
+            info["frac_peak_tf32"] = info["gflops_per_s"] / peak["peak_tf32_gflops"]
     info["status"] = "ok"
     benchmark.extra_info.update(info)
 
@@ -179,6 +180,8 @@ def measure(
 def run_case(benchmark, request, env: BenchEnv, info: dict, body: Callable[[], None]) -> None:
     """Run ``body`` (which calls ``measure``) turning out-of-memory into a record."""
     t0 = time.perf_counter()
+    if env.device == "cuda":
+        torch.cuda.empty_cache()  # memory cached by earlier cases must not shrink this one's budget
     try:
         body()
     except OutOfMemory as exc:
