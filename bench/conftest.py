@@ -151,7 +151,6 @@ def commit_id() -> str:
 def pytest_configure(config):
     device = bench_device(config)
     config.stash[_ENV_KEY] = BenchEnv(device=device, peaks=Peaks(device), commit=commit_id())
-    config.addinivalue_line("markers", "bench_level(level): op or model benchmark")
 
 
 def _versions() -> dict:

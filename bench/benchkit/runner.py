@@ -44,13 +44,21 @@ class BenchEnv:
     commit: str = "unknown"  # stored in every case's extra_info, next to its numbers
     unmeasured: list = field(default_factory=list)
     gate_cache: collections.OrderedDict = field(default_factory=collections.OrderedDict)
+    _gate_budget: int | None = None
 
     def gate_budget_bytes(self) -> int:
-        """Memory the float64 reference of the gate may take; larger gates run scaled down."""
-        if self.device == "cuda":
-            free, _ = torch.cuda.mem_get_info()
-            return free // 3
-        return min(2 << 30, mem_available_bytes() // 4)
+        """Memory the float64 reference of the gate may take; larger gates run scaled down.
+
+        Fixed at its first use, so every implementation of a case is gated on the same shape.
+        """
+        if self._gate_budget is None:
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
+                free, _ = torch.cuda.mem_get_info()
+                self._gate_budget = free // 3
+            else:
+                self._gate_budget = min(2 << 30, mem_available_bytes() // 4)
+        return self._gate_budget
 
     def run_budget_bytes(self) -> int | None:
         """On a CPU, a case predicted to need more is recorded as OOM instead of risking the
