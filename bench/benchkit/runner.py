@@ -57,7 +57,7 @@ class BenchEnv:
                 free, _ = torch.cuda.mem_get_info()
                 self._gate_budget = free // 3
             else:
-                self._gate_budget = min(2 << 30, mem_available_bytes() // 4)
+                self._gate_budget = min(6 << 30, mem_available_bytes() // 3)
         return self._gate_budget
 
     def run_budget_bytes(self) -> int | None:
