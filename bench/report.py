@@ -33,8 +33,11 @@ SHAPE_ORDER = ("syncmnist", "paper", "dense", "huge")
 
 # ----------------------------------------------------------------------------- loading
 def load(path: Path) -> dict:
-    with open(path) as f:
-        run = json.load(f)
+    try:
+        with open(path) as f:
+            run = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"{path}: cannot read a benchmark JSON ({exc})") from None
     if "benchmarks" not in run or "rstg" not in run.get("machine_info", {}):
         raise SystemExit(f"{path}: not a `pytest bench/ --benchmark-json` file of this suite")
     return run
