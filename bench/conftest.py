@@ -199,6 +199,28 @@ def pytest_benchmark_update_commit_info(config, commit_info):
         commit_info["source"] = "RSTG_BENCH_COMMIT"
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    """The report's tables for this session: the headline times (device time on a GPU, which
+    pytest-benchmark's own host-time table does not show), speedups, memory and FLOP rates."""
+    session = getattr(config, "_benchmarksession", None)
+    env = config.stash.get(_ENV_KEY, None)
+    if session is None or env is None:
+        return
+    done = [b for b in session.benchmarks if not b.has_error and b.extra_info.get("status") == "ok"]
+    if not done and not env.unmeasured:
+        return
+    import report  # bench/report.py: same tables as docs/benchmarks.md
+
+    run = {
+        "machine_info": {"rstg": {"device": env.device}},
+        "benchmarks": [{"name": b.name, "extra_info": b.extra_info} for b in done],
+        "rstg_unmeasured": env.unmeasured,
+    }
+    terminalreporter.section(f"rstg_fast benchmarks on {device_name(env.device)} (docs/benchmarking.md)")
+    for line in report.tables(run):
+        terminalreporter.write_line(line)
+
+
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     # Cases that could not be measured (out of memory) keep their extra_info here.
     output_json["rstg_unmeasured"] = config.stash[_ENV_KEY].unmeasured
