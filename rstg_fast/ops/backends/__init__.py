@@ -37,8 +37,15 @@ def _always(device: torch.device) -> str | None:
     return None
 
 
+def _cpu_kernels_missing(device: torch.device) -> str | None:
+    from rstg_fast._ext import extension  # lazy: checking never loads more than the module
+
+    return None if extension() is not None else "rstg_fast._C not built"
+
+
 BACKENDS: dict[str, BackendSpec] = {
     "reference": BackendSpec("reference", "rstg_fast.ops.backends.reference", ("cpu", "cuda"), _ALL_FLOATS, _always),
+    "cpu": BackendSpec("cpu", "rstg_fast.ops.backends.cpu", ("cpu",), (torch.float32, torch.float64), _cpu_kernels_missing),
 }
 
 
@@ -71,4 +78,4 @@ def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
 
 
 # Preference per device type, fastest first; filled in as fused backends land.
-AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": (), "cuda": ()}
+AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": ("cpu",), "cuda": ()}

@@ -1,0 +1,231 @@
+// Backward of message_attention on CPU (DESIGN.md section 7, "Backward dataflow").
+//
+// Per tile of the plan (ma_plan.h), recomputing instead of storing anything per edge:
+//   h = relu(S_j + R_i), z = h @ W2^T, m = relu(z + b2), a = exp(s - lse)
+//   Delta_c = <dO_i, O_i>_c,  ds = a * (<dO_i, m>_c - Delta_c)
+//   dz = a * dO_i * [m > 0],  dh = (dz @ W2) * [h > 0]
+//   dR_i += dh, dS_j += dh, dQ_i += scale ds K_j, dK_j += scale ds Q_i
+//   dW2 += dz^T @ h, db2 += colsum(dz)      (per-thread partials)
+// The three products (z, dh, dW2) run on the packed-panel micro-kernel. dS/dK scatter to
+// sources inside a graph block: blocks owned by one thread are written in place, the few
+// shared ones through per-thread slots (ma_blocks.h). dW2/db2 are summed over threads in
+// thread order at the end. Everything is deterministic for a fixed thread count.
+#include <memory>
+#include <vector>
+
+#include "cpu/ma_blocks.h"
+#include "cpu/ma_gemm.h"
+#include "cpu/ma_plan.h"
+#include "cpu/ma_tile.h"
+#include "message_attention_cpu.h"
+
+#ifdef RSTG_WITH_OPENMP
+#include <omp.h>
+#endif
+
+namespace rstg::cpu {
+namespace {
+
+template <typename T>
+struct BackwardScratch {
+  Scratch<T> h, z, a, ds, delta, dz, dzT, dh, dW2, db2;
+  BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dp, int64_t heads, int64_t gpb, bool w2)
+      : h(Mp * Hdp), z(w2 ? Mp * Dp : 0), a(Mp * heads), ds(Mp * heads), delta(gpb * heads),
+        dz(w2 ? Mp * Dp : 0), dzT(w2 ? Dp * Mp : 0), dh(Mp * Hdp), dW2(w2 ? Dp * Hdp : 0),
+        db2(w2 ? Dp : 0) {}
+};
+
+// Softmax and message gradients of a tile's rows. msg (ldm) holds m; writes ds [M, heads]
+// and either dz (row-major, ld Dp) plus dz^T (ld Mt) when W2 is present, or dh directly.
+template <typename T>
+void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, const T* msg,
+                   int64_t ldm, const T* a, T* delta, T* ds, T* dz, int64_t Dp, T* dzT,
+                   int64_t Mt, T* dh, int64_t ldh) {
+  const int64_t ne = t.e1 - t.e0, Dh = d.Dh();
+  for (int64_t gl = 0; gl < t.ng; ++gl) {
+    const int64_t row = (t.g0 + gl) * d.N + t.dst;
+    const T* dOi = dO + row * d.D;
+    for (int64_t c = 0; c < d.heads; ++c) delta[c] = dot(dOi + c * Dh, O + row * d.D + c * Dh, Dh);
+    for (int64_t e = 0; e < ne; ++e) {
+      const int64_t r = gl * ne + e;
+      const T* m = msg + r * ldm;
+      for (int64_t c = 0; c < d.heads; ++c) {
+        const T w = a[r * d.heads + c];
+        const int64_t k0 = c * Dh, k1 = k0 + Dh;
+        ds[r * d.heads + c] = w * (dot(dOi + k0, m + k0, Dh) - delta[c]);
+        T* out = dz ? dz + r * Dp : dh + r * ldh;  // without W2, dm is dh before the mask
+        for (int64_t k = k0; k < k1; ++k) out[k] = m[k] > T(0) ? w * dOi[k] : T(0);
+      }
+      if (dz) {
+        for (int64_t k = d.D; k < Dp; ++k) dz[r * Dp + k] = T(0);
+        for (int64_t k = 0; k < Dp; ++k) dzT[k * Mt + r] = dz[r * Dp + k];
+      }
+    }
+  }
+}
+
+// dR/dS (from dh) and dQ/dK (from ds) of one tile, into the block's targets.
+template <typename T>
+void scatter_gradients(const Dims& d, const Tile& t, const int64_t* indices, const T* Q,
+                       const T* K, const T* dh, int64_t ldh, const T* ds, T* const* tg) {
+  T *dS = tg[0], *dK = tg[1], *dR = tg[2], *dQ = tg[3];  // block targets, graph g0 first
+  const int64_t ne = t.e1 - t.e0, Ah = d.Ah();
+  const T scale = T(d.scale);
+  for (int64_t gl = 0; gl < t.ng; ++gl) {
+    const int64_t g = t.g0 + gl;
+    T* dRi = dR + (gl * d.N + t.dst) * d.Hd;
+    T* dQi = dQ + (gl * d.N + t.dst) * d.A;
+    const T* Qi = Q + (g * d.N + t.dst) * d.A;
+    for (int64_t e = 0; e < ne; ++e) {
+      const int64_t r = gl * ne + e, j = indices[t.e0 + e];
+      const T* dhr = dh + r * ldh;
+      add_into(dRi, dhr, d.Hd);
+      add_into(dS + (gl * d.N + j) * d.Hd, dhr, d.Hd);
+      const T* Kj = K + (g * d.N + j) * d.A;
+      T* dKj = dK + (gl * d.N + j) * d.A;
+      for (int64_t c = 0; c < d.heads; ++c) {
+        const T w = scale * ds[r * d.heads + c];
+        for (int64_t k = c * Ah; k < (c + 1) * Ah; ++k) {
+          dQi[k] += w * Kj[k];
+          dKj[k] += w * Qi[k];
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, const T* K,
+              const T* W2, const T* b2, const int64_t* indptr, const int64_t* indices,
+              const T* O, const T* lse, T* dS, T* dR, T* dQ, T* dK, T* dW2, T* db2,
+              int threads) {
+  constexpr int64_t NR = kNR<T>;
+  const bool w2 = d.has_w2;
+  const int64_t Hdp = round_up(d.Hd, kPad<T>), Dp = round_up(d.D, kPad<T>);
+  const double row_cost = double(d.Hd) * double(w2 ? 3 * d.D : 1) + double(2 * d.A + 3 * d.D);
+  Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0);
+  const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
+
+  Scratch<T> w2t(w2 ? Dp * d.Hd : 0);  // W2^T panels (K = Hd): z = h @ W2^T
+  Scratch<T> w2n(w2 ? Hdp * d.D : 0);  // W2 panels (K = D): dh = dz @ W2
+  std::vector<std::unique_ptr<BackwardScratch<T>>> scratch;
+  for (int t = 0; t < threads; ++t)
+    scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, Hdp, Dp, d.heads, plan.graphs_per_block, w2));
+  BlockOutputs<T> outs(plan, threads, {{dS, d.N * d.Hd}, {dK, d.N * d.A}, {dR, d.N * d.Hd}, {dQ, d.N * d.A}});
+
+#ifdef RSTG_WITH_OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+  {
+#ifdef RSTG_WITH_OPENMP
+    const int tid = omp_get_thread_num();
+#else
+    const int tid = 0;
+#endif
+    BackwardScratch<T>& ws = *scratch[tid];
+    if (w2) {
+#ifdef RSTG_WITH_OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+      for (int64_t p = 0; p < Dp / NR + Hdp / NR; ++p) {
+        if (p < Dp / NR)
+          pack_panel(W2, d.D, d.Hd, true, p, w2t.get());
+        else
+          pack_panel(W2, d.D, d.Hd, false, p - Dp / NR, w2n.get());
+      }
+    }
+#ifdef RSTG_WITH_OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+    for (int64_t row = 0; row < d.G * d.N; ++row) {
+      for (int64_t k = 0; k < d.Hd; ++k) dS[row * d.Hd + k] = dR[row * d.Hd + k] = T(0);
+      for (int64_t k = 0; k < d.A; ++k) dQ[row * d.A + k] = dK[row * d.A + k] = T(0);
+    }
+#ifdef RSTG_WITH_OPENMP
+#pragma omp barrier
+#endif
+    T* tg[4];
+    for (int64_t k = plan.thread_begin[tid]; k < plan.thread_begin[tid + 1]; ++k) {
+      const Tile& t = plan.tiles[k];
+      const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
+      build_h(d, t, indices, S, R, ws.h.get(), Hdp, Mt);
+      attention_weights(d, t, indices, Q, K, lse, ws.a.get());
+      outs.targets(tid, t.block, tg);
+      if (w2) {
+        T* z = ws.z.get();
+        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2t.get(), NR, d.Hd * NR, z, Dp);
+        for (int64_t r = 0; r < M; ++r)
+          for (int64_t c = 0; c < d.D; ++c) {
+            const T v = z[r * Dp + c] + b2[c];
+            z[r * Dp + c] = v > T(0) ? v : T(0);
+          }
+        row_gradients(d, t, dO, O, z, Dp, ws.a.get(), ws.delta.get(), ws.ds.get(), ws.dz.get(),
+                      Dp, ws.dzT.get(), Mt, ws.dh.get(), Hdp);
+        T* dz = ws.dz.get();
+        for (int64_t r = M; r < Mt; ++r)
+          for (int64_t c = 0; c < Dp; ++c) dz[r * Dp + c] = T(0);
+        gemm<T, false>(Mt, Hdp, d.D, dz, Dp, w2n.get(), NR, d.D * NR, ws.dh.get(), Hdp);
+        gemm<T, true>(Dp, Hdp, M, ws.dzT.get(), Mt, ws.h.get(), Hdp, NR, ws.dW2.get(), Hdp);
+        for (int64_t r = 0; r < M; ++r) add_into(ws.db2.get(), dz + r * Dp, d.D);
+      } else {
+        row_gradients<T>(d, t, dO, O, ws.h.get(), Hdp, ws.a.get(), ws.delta.get(), ws.ds.get(),
+                         nullptr, Dp, nullptr, Mt, ws.dh.get(), Hdp);
+      }
+      // The relu of the first layer: dh *= [h > 0] (h = relu(S_j + R_i)).
+      const T* h = ws.h.get();
+      T* dh = ws.dh.get();
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t c = 0; c < d.Hd; ++c)
+          if (!(h[r * Hdp + c] > T(0))) dh[r * Hdp + c] = T(0);
+      scatter_gradients(d, t, indices, Q, K, dh, Hdp, ws.ds.get(), tg);
+    }
+#ifdef RSTG_WITH_OPENMP
+#pragma omp barrier
+#endif
+    outs.reduce_shared(d.G);
+    if (w2) {
+      // Thread partials summed in thread order: a fixed order for a fixed thread count.
+#ifdef RSTG_WITH_OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+      for (int64_t n = 0; n < d.D; ++n) {
+        for (int64_t k = 0; k < d.Hd; ++k) {
+          T sum = T(0);
+          for (int t = 0; t < threads; ++t) sum += scratch[t]->dW2.get()[n * Hdp + k];
+          dW2[n * d.Hd + k] = sum;
+        }
+        T sum = T(0);
+        for (int t = 0; t < threads; ++t) sum += scratch[t]->db2.get()[n];
+        db2[n] = sum;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rstg::cpu
+
+namespace rstg {
+
+void message_attention_backward_cpu(bool is_double, const void* dO, const void* S, const void* R,
+                                    const void* Q, const void* K, const void* W2, const void* b2,
+                                    const int64_t* indptr, const int64_t* indices, const void* O,
+                                    const void* lse, int64_t G, int64_t N, int64_t Hd, int64_t A,
+                                    int64_t D, int64_t heads, double scale, void* dS, void* dR,
+                                    void* dQ, void* dK, void* dW2, void* db2, int threads) {
+  const cpu::Dims d{G, N, Hd, A, D, indptr[N], heads, scale, W2 != nullptr};
+  threads = cpu::clamp_threads(threads);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    auto c = [](const void* p) { return static_cast<const T*>(p); };
+    auto m = [](void* p) { return static_cast<T*>(p); };
+    cpu::backward<T>(d, c(dO), c(S), c(R), c(Q), c(K), c(W2), c(b2), indptr, indices, c(O),
+                     c(lse), m(dS), m(dR), m(dQ), m(dK), m(dW2), m(db2), threads);
+  };
+  if (is_double)
+    run(double(0));
+  else
+    run(float(0));
+}
+
+}  // namespace rstg
