@@ -69,8 +69,8 @@ double cpu_fma_peak_gflops(int threads, double seconds) {
 double cpu_microkernel_gflops(int threads, double seconds, int64_t m, int64_t k, int64_t n) {
   using T = float;
   threads = cpu::clamp_threads(threads);
-  const int64_t Mp = cpu::round_up(m, cpu::kMR), Np = cpu::round_up(n, cpu::kPad<T>);
-  const int64_t Kp = cpu::round_up(k, cpu::kPad<T>);
+  const int64_t Mp = cpu::round_up(m, cpu::kMR), Np = cpu::round_up(n, cpu::kNR<T>);
+  const int64_t Kp = k;
   std::vector<double> rate(threads, 0.0);
 #ifdef RSTG_WITH_OPENMP
 #pragma omp parallel num_threads(threads)

@@ -29,9 +29,10 @@ namespace {
 template <typename T>
 struct BackwardScratch {
   Scratch<T> h, z, a, ds, delta, dz, dzT, dh, dW2, db2;
-  BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dp, int64_t heads, int64_t gpb, bool w2)
+  // Mp rows of a tile; Hdp, Dp: Hd, D rounded up to kNR; Dm: D rounded up to kMR.
+  BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dp, int64_t Dm, int64_t heads, int64_t gpb, bool w2)
       : h(Mp * Hdp), z(w2 ? Mp * Dp : 0), a(Mp * heads), ds(Mp * heads), delta(gpb * heads),
-        dz(w2 ? Mp * Dp : 0), dzT(w2 ? Dp * Mp : 0), dh(Mp * Hdp), dW2(w2 ? Dp * Hdp : 0),
+        dz(w2 ? Mp * Dp : 0), dzT(w2 ? Dm * Mp : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0),
         db2(w2 ? Dp : 0) {}
 };
 
@@ -58,7 +59,7 @@ void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, const 
       }
       if (dz) {
         for (int64_t k = d.D; k < Dp; ++k) dz[r * Dp + k] = T(0);
-        for (int64_t k = 0; k < Dp; ++k) dzT[k * Mt + r] = dz[r * Dp + k];
+        for (int64_t k = 0; k < d.D; ++k) dzT[k * Mt + r] = dz[r * Dp + k];  // rows D.. stay 0
       }
     }
   }
@@ -101,7 +102,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
               int threads) {
   constexpr int64_t NR = kNR<T>;
   const bool w2 = d.has_w2;
-  const int64_t Hdp = round_up(d.Hd, kPad<T>), Dp = round_up(d.D, kPad<T>);
+  const int64_t Hdp = round_up(d.Hd, NR), Dp = round_up(d.D, NR), Dm = round_up(d.D, kMR);
   const double row_cost = double(d.Hd) * double(w2 ? 3 * d.D : 1) + double(2 * d.A + 3 * d.D);
   Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
@@ -110,7 +111,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
   Scratch<T> w2n(w2 ? Hdp * d.D : 0);  // W2 panels (K = D): dh = dz @ W2
   std::vector<std::unique_ptr<BackwardScratch<T>>> scratch;
   for (int t = 0; t < threads; ++t)
-    scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, Hdp, Dp, d.heads, plan.graphs_per_block, w2));
+    scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, Hdp, Dp, Dm, d.heads, plan.graphs_per_block, w2));
   BlockOutputs<T> outs(plan, threads, {{dS, d.N * d.Hd}, {dK, d.N * d.A}, {dR, d.N * d.Hd}, {dQ, d.N * d.A}});
 
 #ifdef RSTG_WITH_OPENMP
@@ -165,7 +166,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
         for (int64_t r = M; r < Mt; ++r)
           for (int64_t c = 0; c < Dp; ++c) dz[r * Dp + c] = T(0);
         gemm<T, false>(Mt, Hdp, d.D, dz, Dp, w2n.get(), NR, d.D * NR, ws.dh.get(), Hdp);
-        gemm<T, true>(Dp, Hdp, M, ws.dzT.get(), Mt, ws.h.get(), Hdp, NR, ws.dW2.get(), Hdp);
+        gemm<T, true>(Dm, Hdp, M, ws.dzT.get(), Mt, ws.h.get(), Hdp, NR, ws.dW2.get(), Hdp);
         for (int64_t r = 0; r < M; ++r) add_into(ws.db2.get(), dz + r * Dp, d.D);
       } else {
         row_gradients<T>(d, t, dO, O, ws.h.get(), Hdp, ws.a.get(), ws.delta.get(), ws.ds.get(),

@@ -61,7 +61,7 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
              const T* b2, const int64_t* indptr, const int64_t* indices, T* O, T* lse,
              int threads) {
   constexpr int64_t NR = kNR<T>;
-  const int64_t Hdp = round_up(d.Hd, kPad<T>), Dp = round_up(d.D, kPad<T>);
+  const int64_t Hdp = round_up(d.Hd, NR), Dp = round_up(d.D, NR);
   const double row_cost = double(d.Hd) * double(d.has_w2 ? d.D : 1) + double(d.A + d.D);
   Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
