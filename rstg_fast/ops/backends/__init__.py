@@ -37,10 +37,15 @@ def _always(device: torch.device) -> str | None:
     return None
 
 
-def _cpu_kernels_missing(device: torch.device) -> str | None:
-    from rstg_fast._ext import extension  # lazy: checking never loads more than the module
+_cpu_kernels: list[str | None] = []  # the answer, once known (a plain cache dynamo can trace)
 
-    return None if extension() is not None else "rstg_fast._C not built"
+
+def _cpu_kernels_missing(device: torch.device) -> str | None:
+    if not _cpu_kernels:
+        from rstg_fast._ext import extension  # lazy: loads the module on first use only
+
+        _cpu_kernels.append(None if extension() is not None else "rstg_fast._C not built")
+    return _cpu_kernels[0]
 
 
 BACKENDS: dict[str, BackendSpec] = {
