@@ -69,7 +69,7 @@ double cpu_fma_peak_gflops(int threads, double seconds) {
 double cpu_microkernel_gflops(int threads, double seconds, int64_t m, int64_t k, int64_t n) {
   using T = float;
   threads = cpu::clamp_threads(threads);
-  const int64_t Mp = cpu::round_up(m, cpu::kMR), Np = cpu::round_up(n, cpu::kNR<T>);
+  const int64_t Mp = cpu::round_up(m, cpu::kMR), Np = cpu::round_up(n, cpu::kLanes<T>);
   const int64_t Kp = k;
   std::vector<double> rate(threads, 0.0);
 #ifdef RSTG_WITH_OPENMP
@@ -84,13 +84,12 @@ double cpu_microkernel_gflops(int threads, double seconds, int64_t m, int64_t k,
     cpu::Scratch<T> a(Mp * Kp), w(n * k), packed(Np * k), c(Mp * Np);
     for (int64_t i = 0; i < Mp * Kp; ++i) a.get()[i] = T((i * 7) % 13) * T(0.01);
     for (int64_t i = 0; i < n * k; ++i) w.get()[i] = T((i * 5) % 11) * T(0.01);
-    for (int64_t p = 0; p < Np / cpu::kNR<T>; ++p) cpu::pack_panel(w.get(), n, k, true, p, packed.get());
-    constexpr int64_t NR = cpu::kNR<T>;
+    for (int64_t p = 0; p < cpu::num_panels<T>(n); ++p) cpu::pack_panel(w.get(), n, k, true, p, packed.get());
     int64_t reps = 0;
-    cpu::gemm<T, false>(Mp, Np, k, a.get(), Kp, packed.get(), NR, k * NR, c.get(), Np);
+    cpu::gemm<T, false>(Mp, Np, k, a.get(), Kp, packed.get(), true, 0, c.get(), Np);
     const auto t0 = Clock::now();
     do {
-      cpu::gemm<T, false>(Mp, Np, k, a.get(), Kp, packed.get(), NR, k * NR, c.get(), Np);
+      cpu::gemm<T, false>(Mp, Np, k, a.get(), Kp, packed.get(), true, 0, c.get(), Np);
       ++reps;
     } while (seconds_since(t0) < seconds);
     rate[tid] = 2.0 * double(m) * double(n) * double(k) * double(reps) / seconds_since(t0) * 1e-9;

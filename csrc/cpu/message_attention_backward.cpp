@@ -28,20 +28,20 @@ namespace {
 
 template <typename T>
 struct BackwardScratch {
-  Scratch<T> h, z, a, ds, delta, dz, dzT, dh, dW2, db2;
-  // Mp rows of a tile; Hdp, Dp: Hd, D rounded up to kNR; Dm: D rounded up to kMR.
-  BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dp, int64_t Dm, int64_t heads, int64_t gpb, bool w2)
-      : h(Mp * Hdp), z(w2 ? Mp * Dp : 0), a(Mp * heads), ds(Mp * heads), delta(gpb * heads),
-        dz(w2 ? Mp * Dp : 0), dzT(w2 ? Dm * Mp : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0),
-        db2(w2 ? Dp : 0) {}
+  Scratch<T> h, z, a, ds, delta, dz, dh, dW2, db2;
+  // Mp rows of a tile; Hdp: Hd rounded up to whole vectors; Dm: D rounded up to whole
+  // vectors and to kMR (dz's row stride and dW2's rows).
+  BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dm, int64_t heads, int64_t gpb, bool w2)
+      : h(Mp * Hdp), z(w2 ? Mp * Dm : 0), a(Mp * heads), ds(Mp * heads), delta(gpb * heads),
+        dz(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0), db2(w2 ? Dm : 0) {}
 };
 
 // Softmax and message gradients of a tile's rows. msg (ldm) holds m; writes ds [M, heads]
-// and either dz (row-major, ld Dp) plus dz^T (ld Mt) when W2 is present, or dh directly.
+// and either dz (row-major, ld Dp, zero in columns D..Dp) when W2 is present, or dh directly.
 template <typename T>
 void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, const T* msg,
-                   int64_t ldm, const T* a, T* delta, T* ds, T* dz, int64_t Dp, T* dzT,
-                   int64_t Mt, T* dh, int64_t ldh) {
+                   int64_t ldm, const T* a, T* delta, T* ds, T* dz, int64_t Dp, T* dh,
+                   int64_t ldh) {
   const int64_t ne = t.e1 - t.e0, Dh = d.Dh();
   for (int64_t gl = 0; gl < t.ng; ++gl) {
     const int64_t row = (t.g0 + gl) * d.N + t.dst;
@@ -57,10 +57,8 @@ void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, const 
         T* out = dz ? dz + r * Dp : dh + r * ldh;  // without W2, dm is dh before the mask
         for (int64_t k = k0; k < k1; ++k) out[k] = m[k] > T(0) ? w * dOi[k] : T(0);
       }
-      if (dz) {
+      if (dz)
         for (int64_t k = d.D; k < Dp; ++k) dz[r * Dp + k] = T(0);
-        for (int64_t k = 0; k < d.D; ++k) dzT[k * Mt + r] = dz[r * Dp + k];  // rows D.. stay 0
-      }
     }
   }
 }
@@ -100,9 +98,8 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
               const T* W2, const T* b2, const int64_t* indptr, const int64_t* indices,
               const T* O, const T* lse, T* dS, T* dR, T* dQ, T* dK, T* dW2, T* db2,
               int threads) {
-  constexpr int64_t NR = kNR<T>;
   const bool w2 = d.has_w2;
-  const int64_t Hdp = round_up(d.Hd, NR), Dp = round_up(d.D, NR), Dm = round_up(d.D, kMR);
+  const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(round_up(d.D, kLanes<T>), kMR);
   const double row_cost = double(d.Hd) * double(w2 ? 3 * d.D : 1) + double(2 * d.A + 3 * d.D);
   Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
@@ -111,7 +108,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
   Scratch<T> w2n(w2 ? Hdp * d.D : 0);  // W2 panels (K = D): dh = dz @ W2
   std::vector<std::unique_ptr<BackwardScratch<T>>> scratch;
   for (int t = 0; t < threads; ++t)
-    scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, Hdp, Dp, Dm, d.heads, plan.graphs_per_block, w2));
+    scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, Hdp, Dp, d.heads, plan.graphs_per_block, w2));
   BlockOutputs<T> outs(plan, threads, {{dS, d.N * d.Hd}, {dK, d.N * d.A}, {dR, d.N * d.Hd}, {dQ, d.N * d.A}});
 
 #ifdef RSTG_WITH_OPENMP
@@ -125,14 +122,15 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
 #endif
     BackwardScratch<T>& ws = *scratch[tid];
     if (w2) {
+      const int64_t pt = num_panels<T>(d.D), pn = num_panels<T>(d.Hd);
 #ifdef RSTG_WITH_OPENMP
 #pragma omp for schedule(static) nowait
 #endif
-      for (int64_t p = 0; p < Dp / NR + Hdp / NR; ++p) {
-        if (p < Dp / NR)
+      for (int64_t p = 0; p < pt + pn; ++p) {
+        if (p < pt)
           pack_panel(W2, d.D, d.Hd, true, p, w2t.get());
         else
-          pack_panel(W2, d.D, d.Hd, false, p - Dp / NR, w2n.get());
+          pack_panel(W2, d.D, d.Hd, false, p - pt, w2n.get());
       }
     }
 #ifdef RSTG_WITH_OPENMP
@@ -154,23 +152,23 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
       outs.targets(tid, t.block, tg);
       if (w2) {
         T* z = ws.z.get();
-        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2t.get(), NR, d.Hd * NR, z, Dp);
+        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, z, Dp);
         for (int64_t r = 0; r < M; ++r)
           for (int64_t c = 0; c < d.D; ++c) {
             const T v = z[r * Dp + c] + b2[c];
             z[r * Dp + c] = v > T(0) ? v : T(0);
           }
         row_gradients(d, t, dO, O, z, Dp, ws.a.get(), ws.delta.get(), ws.ds.get(), ws.dz.get(),
-                      Dp, ws.dzT.get(), Mt, ws.dh.get(), Hdp);
+                      Dp, ws.dh.get(), Hdp);
         T* dz = ws.dz.get();
         for (int64_t r = M; r < Mt; ++r)
           for (int64_t c = 0; c < Dp; ++c) dz[r * Dp + c] = T(0);
-        gemm<T, false>(Mt, Hdp, d.D, dz, Dp, w2n.get(), NR, d.D * NR, ws.dh.get(), Hdp);
-        gemm<T, true>(Dm, Hdp, M, ws.dzT.get(), Mt, ws.h.get(), Hdp, NR, ws.dW2.get(), Hdp);
+        gemm<T, false>(Mt, Hdp, d.D, dz, Dp, w2n.get(), true, 0, ws.dh.get(), Hdp);
+        gemm<T, true, true>(Dp, Hdp, M, dz, Dp, ws.h.get(), false, Hdp, ws.dW2.get(), Hdp);
         for (int64_t r = 0; r < M; ++r) add_into(ws.db2.get(), dz + r * Dp, d.D);
       } else {
         row_gradients<T>(d, t, dO, O, ws.h.get(), Hdp, ws.a.get(), ws.delta.get(), ws.ds.get(),
-                         nullptr, Dp, nullptr, Mt, ws.dh.get(), Hdp);
+                         nullptr, Dp, ws.dh.get(), Hdp);
       }
       // The relu of the first layer: dh *= [h > 0] (h = relu(S_j + R_i)).
       const T* h = ws.h.get();

@@ -60,8 +60,8 @@ template <typename T>
 void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, const T* W2,
              const T* b2, const int64_t* indptr, const int64_t* indices, T* O, T* lse,
              int threads) {
-  constexpr int64_t NR = kNR<T>;
-  const int64_t Hdp = round_up(d.Hd, NR), Dp = round_up(d.D, NR);
+  // Columns padded to whole vectors (the micro-kernel's narrowest panel).
+  const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(d.D, kLanes<T>);
   const double row_cost = double(d.Hd) * double(d.has_w2 ? d.D : 1) + double(d.A + d.D);
   Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
@@ -83,7 +83,7 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
 #endif
     ForwardScratch<T>& ws = *scratch[tid];
     if (d.has_w2) {
-      const int64_t panels = Dp / NR;
+      const int64_t panels = num_panels<T>(d.D);
 #ifdef RSTG_WITH_OPENMP
 #pragma omp for schedule(static) nowait
 #endif
@@ -108,7 +108,7 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
       outs.targets(tid, t.block, target);
       T* O_block = target[0];
       if (d.has_w2) {
-        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2p.get(), NR, d.Hd * NR, ws.z.get(), Dp);
+        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2p.get(), true, 0, ws.z.get(), Dp);
         accumulate_messages(d, t, ws.z.get(), Dp, b2, ws.a.get(), O_block);
       } else {
         accumulate_messages<T>(d, t, ws.h.get(), Hdp, nullptr, ws.a.get(), O_block);
