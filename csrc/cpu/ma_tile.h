@@ -62,6 +62,13 @@ inline T dot(const T* a, const T* b, int64_t n) {
   return s;
 }
 
+// Prefetches the n elements at p into L1: the next gathered source row is requested while
+// the current one is processed (rows are 1-2 KB, scattered over an L3-sized tensor).
+template <typename T>
+inline void prefetch_row(const T* p, int64_t n) {
+  for (int64_t k = 0; k < n; k += 64 / int64_t(sizeof(T))) __builtin_prefetch(p + k);
+}
+
 // h[r, :Hd] = relu(S[g, j] + R[g, dst]) for the tile's rows; columns Hd..ldh stay zero
 // (they were zeroed once and are never written), rows M..Mp are zeroed here.
 template <typename T>
@@ -73,6 +80,7 @@ void build_h(const Dims& d, const Tile& t, const int64_t* indices, const T* S, c
     const T* Ri = R + (g * d.N + t.dst) * d.Hd;
     for (int64_t e = 0; e < ne; ++e) {
       const T* Sj = S + (g * d.N + indices[t.e0 + e]) * d.Hd;
+      if (e + 1 < ne) prefetch_row(S + (g * d.N + indices[t.e0 + e + 1]) * d.Hd, d.Hd);
       T* hr = h + (gl * ne + e) * ldh;
       for (int64_t k = 0; k < d.Hd; ++k) {
         const T v = Sj[k] + Ri[k];
@@ -96,6 +104,7 @@ void attention_weights(const Dims& d, const Tile& t, const int64_t* indices, con
     const T* L = lse + (g * d.N + t.dst) * d.heads;
     for (int64_t e = 0; e < ne; ++e) {
       const T* Kj = K + (g * d.N + indices[t.e0 + e]) * d.A;
+      if (e + 1 < ne) prefetch_row(K + (g * d.N + indices[t.e0 + e + 1]) * d.A, d.A);
       T* ar = a + (gl * ne + e) * d.heads;
       for (int64_t c = 0; c < d.heads; ++c)
         ar[c] = std::exp(scale * dot(Qi + c * Ah, Kj + c * Ah, Ah) - L[c]);
