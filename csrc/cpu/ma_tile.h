@@ -112,29 +112,31 @@ void attention_weights(const Dims& d, const Tile& t, const int64_t* indices, con
   }
 }
 
-// lse[c] of one softmax row (destination dst of graph g); -inf when it has no sources.
-// s is scratch of deg * heads.
+// One softmax row (destination dst of graph g): writes lse[c] (-inf when it has no sources)
+// and the row's attention weights a[e * heads + c] = exp(s_e,c - lse[c]) for its deg edges.
 template <typename T>
-void row_lse(const Dims& d, int64_t g, int64_t dst, const int64_t* indptr,
-             const int64_t* indices, const T* Q, const T* K, T* s, T* lse) {
+void row_softmax(const Dims& d, int64_t g, int64_t dst, const int64_t* indptr,
+                 const int64_t* indices, const T* Q, const T* K, T* a, T* lse) {
   const int64_t e0 = indptr[dst], deg = indptr[dst + 1] - e0, Ah = d.Ah();
   const T scale = T(d.scale);
   const T* Qi = Q + (g * d.N + dst) * d.A;
   for (int64_t e = 0; e < deg; ++e) {
     const T* Kj = K + (g * d.N + indices[e0 + e]) * d.A;
+    if (e + 1 < deg) prefetch_row(K + (g * d.N + indices[e0 + e + 1]) * d.A, d.A);
     for (int64_t c = 0; c < d.heads; ++c)
-      s[e * d.heads + c] = scale * dot(Qi + c * Ah, Kj + c * Ah, Ah);
+      a[e * d.heads + c] = scale * dot(Qi + c * Ah, Kj + c * Ah, Ah);
   }
   for (int64_t c = 0; c < d.heads; ++c) {
     T mx = -std::numeric_limits<T>::infinity();
-    for (int64_t e = 0; e < deg; ++e) mx = std::max(mx, s[e * d.heads + c]);
+    for (int64_t e = 0; e < deg; ++e) mx = std::max(mx, a[e * d.heads + c]);
     if (deg == 0) {
       lse[c] = mx;
       continue;
     }
     T sum = T(0);
-    for (int64_t e = 0; e < deg; ++e) sum += std::exp(s[e * d.heads + c] - mx);
+    for (int64_t e = 0; e < deg; ++e) sum += std::exp(a[e * d.heads + c] - mx);
     lse[c] = mx + std::log(sum);
+    for (int64_t e = 0; e < deg; ++e) a[e * d.heads + c] = std::exp(a[e * d.heads + c] - lse[c]);
   }
 }
 

@@ -1,12 +1,14 @@
 // Forward of message_attention on CPU (DESIGN.md section 2).
 //
 // Two phases in one parallel region:
-//  1. score pass: lse[g, i, c] of every softmax row (E * A work, cheap), parallel over rows;
+//  1. score pass, parallel over the G * N softmax rows: lse[g, i, c] and the attention
+//     weights a = exp(s - lse) of every edge (G * E * heads scalars, E * A work: cheap);
 //  2. message pass over the tiles of the plan (ma_plan.h): h = relu(S_j + R_i) tile,
 //     z = h @ W2^T with the packed-panel micro-kernel, then the epilogue
-//     O[g, i] += exp(s - lse) * relu(z + b2), accumulated in edge order.
+//     O[g, i] += a * relu(z + b2), accumulated in edge order.
 // Knowing lse first makes every tile's weights final, so the pieces of a split hub row just
 // add up (no rescaling), and nothing of size E x D is ever stored.
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -25,9 +27,9 @@ namespace {
 
 template <typename T>
 struct ForwardScratch {
-  Scratch<T> h, z, a, s;
-  ForwardScratch(int64_t Mp, int64_t Hdp, int64_t Dp, int64_t heads, int64_t max_degree, bool has_w2)
-      : h(Mp * Hdp), z(has_w2 ? Mp * Dp : 0), a(Mp * heads), s(max_degree * heads) {}
+  Scratch<T> h, z, a;
+  ForwardScratch(int64_t Mp, int64_t Hdp, int64_t Dp, int64_t heads, bool has_w2)
+      : h(Mp * Hdp), z(has_w2 ? Mp * Dp : 0), a(Mp * heads) {}
 };
 
 // O rows of one tile: O[g, dst] += sum_e a[r, c] * msg[r, c-slice] for its graphs.
@@ -67,9 +69,10 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
 
   Scratch<T> w2p(d.has_w2 ? Dp * d.Hd : 0);  // W2^T in panels: K = Hd, width D
+  Scratch<T> weights(d.G * d.E * d.heads);   // a[g, e, c] of every edge, from the score pass
   std::vector<std::unique_ptr<ForwardScratch<T>>> scratch;
   for (int t = 0; t < threads; ++t)
-    scratch.push_back(std::make_unique<ForwardScratch<T>>(Mp, Hdp, Dp, d.heads, plan.max_degree, d.has_w2));
+    scratch.push_back(std::make_unique<ForwardScratch<T>>(Mp, Hdp, Dp, d.heads, d.has_w2));
   BlockOutputs<T> outs(plan, threads, {{O, d.N * d.D}});
 
 #ifdef RSTG_WITH_OPENMP
@@ -94,7 +97,9 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
 #endif
     for (int64_t row = 0; row < d.G * d.N; ++row) {
       for (int64_t k = 0; k < d.D; ++k) O[row * d.D + k] = T(0);
-      row_lse(d, row / d.N, row % d.N, indptr, indices, Q, K, ws.s.get(), lse + row * d.heads);
+      const int64_t g = row / d.N, i = row % d.N;
+      row_softmax(d, g, i, indptr, indices, Q, K, weights.get() + (g * d.E + indptr[i]) * d.heads,
+                  lse + row * d.heads);
     }
 #ifdef RSTG_WITH_OPENMP
 #pragma omp barrier
@@ -104,7 +109,10 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
       const Tile& t = plan.tiles[k];
       const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
       build_h(d, t, indices, S, R, ws.h.get(), Hdp, Mt);
-      attention_weights(d, t, indices, Q, K, lse, ws.a.get());
+      for (int64_t gl = 0; gl < t.ng; ++gl)  // the tile's weights, rows graph-major
+        std::memcpy(ws.a.get() + gl * (t.e1 - t.e0) * d.heads,
+                    weights.get() + ((t.g0 + gl) * d.E + t.e0) * d.heads,
+                    sizeof(T) * size_t((t.e1 - t.e0) * d.heads));
       outs.targets(tid, t.block, target);
       T* O_block = target[0];
       if (d.has_w2) {
