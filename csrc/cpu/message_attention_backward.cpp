@@ -36,11 +36,13 @@ struct BackwardScratch {
         dz(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0), db2(w2 ? Dm : 0) {}
 };
 
-// Softmax and message gradients of a tile's rows. msg (ldm) holds m; writes ds [M, heads]
-// and either dz (row-major, ld Dp, zero in columns D..Dp) when W2 is present, or dh directly.
+// Softmax and message gradients of a tile's rows. msg (ldm) holds z = h @ W2^T when b2 is
+// given (turned into m = relu(z + b2) in place, row by row) or m itself (one layer).
+// Writes ds [M, heads] and either dz (row-major, ld Dp, zero in columns D..Dp; its column
+// sums added to db2) when W2 is present, or dh (before the first layer's relu mask).
 template <typename T>
-void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, const T* msg,
-                   int64_t ldm, const T* a, T* delta, T* ds, T* dz, int64_t Dp, T* dh,
+void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg, int64_t ldm,
+                   const T* b2, const T* a, T* delta, T* ds, T* dz, int64_t Dp, T* db2, T* dh,
                    int64_t ldh) {
   const int64_t ne = t.e1 - t.e0, Dh = d.Dh();
   for (int64_t gl = 0; gl < t.ng; ++gl) {
@@ -49,24 +51,34 @@ void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, const 
     for (int64_t c = 0; c < d.heads; ++c) delta[c] = dot(dOi + c * Dh, O + row * d.D + c * Dh, Dh);
     for (int64_t e = 0; e < ne; ++e) {
       const int64_t r = gl * ne + e;
-      const T* m = msg + r * ldm;
+      T* __restrict m = msg + r * ldm;
+      if (b2) {
+        for (int64_t k = 0; k < d.D; ++k) {
+          const T v = m[k] + b2[k];
+          m[k] = v > T(0) ? v : T(0);
+        }
+      }
+      T* __restrict out = dz ? dz + r * Dp : dh + r * ldh;
       for (int64_t c = 0; c < d.heads; ++c) {
         const T w = a[r * d.heads + c];
         const int64_t k0 = c * Dh, k1 = k0 + Dh;
         ds[r * d.heads + c] = w * (dot(dOi + k0, m + k0, Dh) - delta[c]);
-        T* out = dz ? dz + r * Dp : dh + r * ldh;  // without W2, dm is dh before the mask
         for (int64_t k = k0; k < k1; ++k) out[k] = m[k] > T(0) ? w * dOi[k] : T(0);
       }
-      if (dz)
-        for (int64_t k = d.D; k < Dp; ++k) dz[r * Dp + k] = T(0);
+      if (dz) {
+        for (int64_t k = d.D; k < Dp; ++k) out[k] = T(0);
+        add_into(db2, out, d.D);
+      }
     }
   }
 }
 
-// dR/dS (from dh) and dQ/dK (from ds) of one tile, into the block's targets.
+// dR/dS (from dh, through the first layer's relu: dh * [h > 0]) and dQ/dK (from ds) of one
+// tile, into the block's targets.
 template <typename T>
 void scatter_gradients(const Dims& d, const Tile& t, const int64_t* indices, const T* Q,
-                       const T* K, const T* dh, int64_t ldh, const T* ds, T* const* tg) {
+                       const T* K, const T* h, const T* dh, int64_t ldh, const T* ds,
+                       T* const* tg) {
   T *dS = tg[0], *dK = tg[1], *dR = tg[2], *dQ = tg[3];  // block targets, graph g0 first
   const int64_t ne = t.e1 - t.e0, Ah = d.Ah();
   const T scale = T(d.scale);
@@ -77,9 +89,14 @@ void scatter_gradients(const Dims& d, const Tile& t, const int64_t* indices, con
     const T* Qi = Q + (g * d.N + t.dst) * d.A;
     for (int64_t e = 0; e < ne; ++e) {
       const int64_t r = gl * ne + e, j = indices[t.e0 + e];
-      const T* dhr = dh + r * ldh;
-      add_into(dRi, dhr, d.Hd);
-      add_into(dS + (gl * d.N + j) * d.Hd, dhr, d.Hd);
+      const T* __restrict dhr = dh + r * ldh;
+      const T* __restrict hr = h + r * ldh;
+      T* __restrict dSj = dS + (gl * d.N + j) * d.Hd;
+      for (int64_t k = 0; k < d.Hd; ++k) {
+        const T v = hr[k] > T(0) ? dhr[k] : T(0);
+        dRi[k] += v;
+        dSj[k] += v;
+      }
       const T* Kj = K + (g * d.N + j) * d.A;
       T* dKj = dK + (gl * d.N + j) * d.A;
       for (int64_t c = 0; c < d.heads; ++c) {
@@ -153,30 +170,18 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
       if (w2) {
         T* z = ws.z.get();
         gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, z, Dp);
-        for (int64_t r = 0; r < M; ++r)
-          for (int64_t c = 0; c < d.D; ++c) {
-            const T v = z[r * Dp + c] + b2[c];
-            z[r * Dp + c] = v > T(0) ? v : T(0);
-          }
-        row_gradients(d, t, dO, O, z, Dp, ws.a.get(), ws.delta.get(), ws.ds.get(), ws.dz.get(),
-                      Dp, ws.dh.get(), Hdp);
+        row_gradients(d, t, dO, O, z, Dp, b2, ws.a.get(), ws.delta.get(), ws.ds.get(),
+                      ws.dz.get(), Dp, ws.db2.get(), ws.dh.get(), Hdp);
         T* dz = ws.dz.get();
         for (int64_t r = M; r < Mt; ++r)
           for (int64_t c = 0; c < Dp; ++c) dz[r * Dp + c] = T(0);
         gemm<T, false>(Mt, Hdp, d.D, dz, Dp, w2n.get(), true, 0, ws.dh.get(), Hdp);
         gemm<T, true, true>(Dp, Hdp, M, dz, Dp, ws.h.get(), false, Hdp, ws.dW2.get(), Hdp);
-        for (int64_t r = 0; r < M; ++r) add_into(ws.db2.get(), dz + r * Dp, d.D);
       } else {
-        row_gradients<T>(d, t, dO, O, ws.h.get(), Hdp, ws.a.get(), ws.delta.get(), ws.ds.get(),
-                         nullptr, Dp, ws.dh.get(), Hdp);
+        row_gradients<T>(d, t, dO, O, ws.h.get(), Hdp, nullptr, ws.a.get(), ws.delta.get(),
+                         ws.ds.get(), nullptr, Dp, nullptr, ws.dh.get(), Hdp);
       }
-      // The relu of the first layer: dh *= [h > 0] (h = relu(S_j + R_i)).
-      const T* h = ws.h.get();
-      T* dh = ws.dh.get();
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t c = 0; c < d.Hd; ++c)
-          if (!(h[r * Hdp + c] > T(0))) dh[r * Hdp + c] = T(0);
-      scatter_gradients(d, t, indices, Q, K, dh, Hdp, ws.ds.get(), tg);
+      scatter_gradients(d, t, indices, Q, K, ws.h.get(), ws.dh.get(), Hdp, ws.ds.get(), tg);
     }
 #ifdef RSTG_WITH_OPENMP
 #pragma omp barrier
