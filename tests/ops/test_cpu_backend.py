@@ -82,7 +82,7 @@ def run(x, indptr, indices, heads, backend, dO):
     O, lse = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend=backend, return_lse=True)
     present = [k for k, v in leaves.items() if v is not None]
     grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
-    return O, lse, dict(zip(present, grads))
+    return O, lse, dict(zip(present, grads, strict=True))
 
 
 def compare_with_oracle(case: str, dtype: torch.dtype, threads: int, seed: int = 0) -> None:
@@ -130,7 +130,7 @@ def test_gradcheck_float64(one_layer):
     names = [k for k, v in x.items() if v is not None]
 
     def f(*ts):
-        kw = dict(zip(names, ts), **({"W2": None, "b2": None} if one_layer else {}))
+        kw = dict(zip(names, ts, strict=True), **({"W2": None, "b2": None} if one_layer else {}))
         return message_attention(**kw, indptr=indptr, indices=indices, heads=2, backend="cpu")
 
     with num_threads(3):
@@ -226,8 +226,16 @@ def test_kernels_write_every_output_element(one_layer):
     grads = [nan(G, N, Hd), nan(G, N, Hd), nan(G, N, A), nan(G, N, A)]
     grads += [None, None] if one_layer else [nan(D, Hd), nan(D)]
     ext.message_attention_backward_cpu(
-        False, dO.data_ptr(), *addr, indptr.data_ptr(), indices.data_ptr(), O.data_ptr(), lse.data_ptr(),
-        *sizes[2:], *(g.data_ptr() if g is not None else 0 for g in grads), 3,
+        False,
+        dO.data_ptr(),
+        *addr,
+        indptr.data_ptr(),
+        indices.data_ptr(),
+        O.data_ptr(),
+        lse.data_ptr(),
+        *sizes[2:],
+        *(g.data_ptr() if g is not None else 0 for g in grads),
+        3,
     )
     for g in grads:
         assert g is None or not g.isnan().any()

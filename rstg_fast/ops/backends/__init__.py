@@ -50,7 +50,9 @@ def _cpu_kernels_missing(device: torch.device) -> str | None:
 
 BACKENDS: dict[str, BackendSpec] = {
     "reference": BackendSpec("reference", "rstg_fast.ops.backends.reference", ("cpu", "cuda"), _ALL_FLOATS, _always),
-    "cpu": BackendSpec("cpu", "rstg_fast.ops.backends.cpu", ("cpu",), (torch.float32, torch.float64), _cpu_kernels_missing),
+    "cpu": BackendSpec(
+        "cpu", "rstg_fast.ops.backends.cpu", ("cpu",), (torch.float32, torch.float64), _cpu_kernels_missing
+    ),
 }
 
 

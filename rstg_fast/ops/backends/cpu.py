@@ -32,11 +32,10 @@ def forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale):
     G, N, Hd, A, D = _sizes(S, Q, W2)
     O = S.new_empty((G, N, D))
     lse = S.new_empty((G, N, heads))
+    inputs = [_addr(t) for t in (S, R, Q, K, W2, b2, indptr, indices)]
+    sizes = [G, N, Hd, A, D, heads, float(scale)]
     ext.message_attention_forward_cpu(
-        S.dtype == torch.float64,
-        *(_addr(t) for t in (S, R, Q, K, W2, b2, indptr, indices)),
-        G, N, Hd, A, D, heads, float(scale),
-        O.data_ptr(), lse.data_ptr(), torch.get_num_threads(),
+        S.dtype == torch.float64, *inputs, *sizes, O.data_ptr(), lse.data_ptr(), torch.get_num_threads()
     )
     return O, lse
 
@@ -49,11 +48,8 @@ def backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale):
     dQ, dK = torch.empty_like(Q), torch.empty_like(K)
     dW2 = torch.empty_like(W2) if W2 is not None else None
     db2 = torch.empty_like(b2) if b2 is not None else None
-    ext.message_attention_backward_cpu(
-        S.dtype == torch.float64,
-        *(_addr(t) for t in (dO, S, R, Q, K, W2, b2, indptr, indices, O, lse)),
-        G, N, Hd, A, D, heads, float(scale),
-        *(_addr(t) for t in (dS, dR, dQ, dK, dW2, db2)),
-        torch.get_num_threads(),
-    )
+    inputs = [_addr(t) for t in (dO, S, R, Q, K, W2, b2, indptr, indices, O, lse)]
+    sizes = [G, N, Hd, A, D, heads, float(scale)]
+    outputs = [_addr(t) for t in (dS, dR, dQ, dK, dW2, db2)]
+    ext.message_attention_backward_cpu(S.dtype == torch.float64, *inputs, *sizes, *outputs, torch.get_num_threads())
     return dS, dR, dQ, dK, dW2, db2
