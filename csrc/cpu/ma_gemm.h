@@ -11,9 +11,10 @@
 //
 // Layout conventions (all row-major, element strides):
 //   A  [Mp, K] with row stride lda; Mp a multiple of kMR (callers zero-pad the tail rows).
-//      With kTransA, A is read from its transpose: element (r, k) at A[k * lda + r]; the
-//      kMR elements a k-step broadcasts are then adjacent (backward: dW2 += dz^T @ h reads
-//      dz [M, D] in place, no transposed copy).
+//      A can also come in kMR-row blocks (kPackedA): block b (rows b*kMR ..) is K x kMR
+//      contiguous at A + b * kMR * K, element (r, k) at [k * kMR + r], so the kMR elements a
+//      k-step broadcasts are adjacent and a block is one contiguous stream (backward:
+//      dW2 += dz^T @ h, with dz^T written in this layout by the epilogue).
 //   B  [K, Np], either a plain matrix with row stride ldb, or "packed": column panels of
 //      kNR columns (the last one narrower, a whole number of vectors), panel p stored
 //      contiguously at B + p * kNR * K with its own width as row stride (pack_panel).
@@ -61,7 +62,8 @@ inline void vstore(T* p, const Vec<T>& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-// C[kMR, NV vectors] (= or +=) A[kMR, K] * B[K, NV vectors].
+// C[kMR, NV vectors] (= or +=) A[kMR, K] * B[K, NV vectors]; with kTransA, element (r, k) of
+// A is at A[k * lda + r] (packed row blocks have lda = kMR).
 template <typename T, int NV, bool kAccumulate, bool kTransA>
 inline void micro_kernel(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B,
                          int64_t ldb, T* __restrict C, int64_t ldc) {
@@ -88,26 +90,47 @@ inline void micro_kernel(int64_t K, const T* __restrict A, int64_t lda, const T*
     for (int v = 0; v < NV; ++v) vstore(C + r * ldc + v * L, c[r][v]);
 }
 
+// Columns [n0, n0 + NV vectors) of rows [m, m + kMR) of C; B points at the panel.
+template <typename T, int NV, bool kAccumulate, bool kPackedA>
+inline void block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
+                  int64_t m, int64_t n0) {
+  if constexpr (kPackedA)
+    micro_kernel<T, NV, kAccumulate, true>(K, A + m * K, kMR, B, ldb, C + m * ldc + n0, ldc);
+  else
+    micro_kernel<T, NV, kAccumulate, false>(K, A + m * lda, lda, B, ldb, C + m * ldc + n0, ldc);
+}
+
 // C[Mp, Np] (= or +=) A[Mp, K] * B[K, Np]; see the layout conventions above.
-// Row blocks outside, column panels inside: the kMR rows of A (kMR * K elements) stay in L1
-// while the panels of B stream from L2, where the packed W2 (at most a few MB) stays.
-template <typename T, bool kAccumulate, bool kTransA = false>
+// Loop order by the size of a B panel (K x kNR):
+//  - large K (h @ W2^T, dz @ W2: K = Hd or D): row blocks outside, panels inside; the kMR
+//    rows of A stay in L1 while the panels of B (the packed W2) stream from L2;
+//  - small K (dW2 += dz^T @ h: K = the tile's rows): panels outside, row blocks inside; the
+//    panel of B fits in L1 and A streams instead, several times less L2 traffic.
+template <typename T, bool kAccumulate, bool kPackedA = false>
 void gemm(int64_t Mp, int64_t Np, int64_t K, const T* A, int64_t lda, const T* B, bool packed,
           int64_t ldb, T* C, int64_t ldc) {
   constexpr int L = kLanes<T>, NR = kNR<T>;
   const int64_t full = Np / NR * NR, rest = (Np - full) / L;  // rest: 0 .. kNV - 1 vectors
-  for (int64_t m = 0; m < Mp; m += kMR) {
-    const T* Am = kTransA ? A + m : A + m * lda;
-    T* Cm = C + m * ldc;
-    for (int64_t n0 = 0; n0 < full; n0 += NR)
-      micro_kernel<T, kNV, kAccumulate, kTransA>(K, Am, lda, packed ? B + n0 * K : B + n0,
-                                                 packed ? NR : ldb, Cm + n0, ldc);
-    const T* Bp = packed ? B + full * K : B + full;
-    if (rest == 1)
-      micro_kernel<T, 1, kAccumulate, kTransA>(K, Am, lda, Bp, packed ? L : ldb, Cm + full, ldc);
+  const T* Brest = packed ? B + full * K : B + full;
+  auto panel = [&](int64_t n0) { return packed ? B + n0 * K : B + n0; };
+  auto rest_block = [&](int64_t m) {
+    if (rest == 1) block<T, 1, kAccumulate, kPackedA>(K, A, lda, Brest, packed ? L : ldb, C, ldc, m, full);
     if constexpr (kNV > 2)
       if (rest == 2)
-        micro_kernel<T, 2, kAccumulate, kTransA>(K, Am, lda, Bp, packed ? 2 * L : ldb, Cm + full, ldc);
+        block<T, 2, kAccumulate, kPackedA>(K, A, lda, Brest, packed ? 2 * L : ldb, C, ldc, m, full);
+  };
+  const int64_t ldp = packed ? NR : ldb;
+  if (K * NR * int64_t(sizeof(T)) > 24 * 1024) {
+    for (int64_t m = 0; m < Mp; m += kMR) {
+      for (int64_t n0 = 0; n0 < full; n0 += NR)
+        block<T, kNV, kAccumulate, kPackedA>(K, A, lda, panel(n0), ldp, C, ldc, m, n0);
+      rest_block(m);
+    }
+  } else {
+    for (int64_t n0 = 0; n0 < full; n0 += NR)
+      for (int64_t m = 0; m < Mp; m += kMR)
+        block<T, kNV, kAccumulate, kPackedA>(K, A, lda, panel(n0), ldp, C, ldc, m, n0);
+    for (int64_t m = 0; m < Mp; m += kMR) rest_block(m);
   }
 }
 

@@ -28,22 +28,25 @@ namespace {
 
 template <typename T>
 struct BackwardScratch {
-  Scratch<T> h, z, a, ds, delta, dz, dh, dW2, db2;
+  Scratch<T> h, z, a, ds, delta, dz, dzb, dh, dW2, db2;
   // Mp rows of a tile; Hdp: Hd rounded up to whole vectors; Dm: D rounded up to whole
   // vectors and to kMR (dz's row stride and dW2's rows).
   BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dm, int64_t heads, int64_t gpb, bool w2)
       : h(Mp * Hdp), z(w2 ? Mp * Dm : 0), a(Mp * heads), ds(Mp * heads), delta(gpb * heads),
-        dz(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0), db2(w2 ? Dm : 0) {}
+        dz(w2 ? Mp * Dm : 0), dzb(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0),
+        db2(w2 ? Dm : 0) {}
 };
 
 // Softmax and message gradients of a tile's rows. msg (ldm) holds z = h @ W2^T when b2 is
 // given (turned into m = relu(z + b2) in place, row by row) or m itself (one layer).
 // Writes ds [M, heads] and either dz (row-major, ld Dp, zero in columns D..Dp; its column
-// sums added to db2) when W2 is present, or dh (before the first layer's relu mask).
+// sums added to db2) and dz^T in kMR-row blocks for the dW2 product (dzb, K = M rows:
+// element (d, r) at (d / kMR) * kMR * M + r * kMR + d % kMR) when W2 is present, or dh
+// (before the first layer's relu mask).
 template <typename T>
 void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg, int64_t ldm,
-                   const T* b2, const T* a, T* delta, T* ds, T* dz, int64_t Dp, T* db2, T* dh,
-                   int64_t ldh) {
+                   const T* b2, const T* a, T* delta, T* ds, T* dz, int64_t Dp, T* dzb, T* db2,
+                   T* dh, int64_t ldh) {
   const int64_t ne = t.e1 - t.e0, Dh = d.Dh();
   for (int64_t gl = 0; gl < t.ng; ++gl) {
     const int64_t row = (t.g0 + gl) * d.N + t.dst;
@@ -68,6 +71,9 @@ void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg
       if (dz) {
         for (int64_t k = d.D; k < Dp; ++k) out[k] = T(0);
         add_into(db2, out, d.D);
+        const int64_t M = t.ng * ne;
+        for (int64_t k = 0; k < Dp; k += kMR)
+          for (int q = 0; q < kMR; ++q) dzb[k * M + r * kMR + q] = out[k + q];
       }
     }
   }
@@ -171,15 +177,15 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
         T* z = ws.z.get();
         gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, z, Dp);
         row_gradients(d, t, dO, O, z, Dp, b2, ws.a.get(), ws.delta.get(), ws.ds.get(),
-                      ws.dz.get(), Dp, ws.db2.get(), ws.dh.get(), Hdp);
+                      ws.dz.get(), Dp, ws.dzb.get(), ws.db2.get(), ws.dh.get(), Hdp);
         T* dz = ws.dz.get();
         for (int64_t r = M; r < Mt; ++r)
           for (int64_t c = 0; c < Dp; ++c) dz[r * Dp + c] = T(0);
         gemm<T, false>(Mt, Hdp, d.D, dz, Dp, w2n.get(), true, 0, ws.dh.get(), Hdp);
-        gemm<T, true, true>(Dp, Hdp, M, dz, Dp, ws.h.get(), false, Hdp, ws.dW2.get(), Hdp);
+        gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), 0, ws.h.get(), false, Hdp, ws.dW2.get(), Hdp);
       } else {
         row_gradients<T>(d, t, dO, O, ws.h.get(), Hdp, nullptr, ws.a.get(), ws.delta.get(),
-                         ws.ds.get(), nullptr, Dp, nullptr, ws.dh.get(), Hdp);
+                         ws.ds.get(), nullptr, Dp, nullptr, nullptr, ws.dh.get(), Hdp);
       }
       scatter_gradients(d, t, indices, Q, K, ws.h.get(), ws.dh.get(), Hdp, ws.ds.get(), tg);
     }
