@@ -41,6 +41,8 @@ CASES = {
     # 40 graphs of the 14-node graph: blocks of 15 graphs (about 96 rows per destination),
     # so threads own some blocks outright and share the blocks cut between their runs.
     "many-blocks": (40, 14, 8, 8, 16, 2, ("grid", ((3, 3), (2, 2), (1, 1)), 6)),
+    # The `huge` topology (1,039 nodes, 17,206 edges, a hub with 1,038 sources) at small widths.
+    "huge-graph": (2, 1039, 16, 8, 16, 2, ("grid", ((28, 28), (14, 14), (7, 7), (3, 3), (1, 1)), 28)),
     # One hub with 300 sources: more rows than a tile holds, so the row is cut into pieces.
     "star-hub": (2, 301, 8, 4, 16, 1, ("star", 300)),
 }
