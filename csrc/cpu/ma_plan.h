@@ -3,10 +3,10 @@
 //
 // All G graphs share one CSR, so a tile takes the edges [e0, e1) of destination `dst` in
 // the graphs [g0, g0 + ng): ng * (e1 - e0) rows that share R[:, dst], Q[:, dst] and one
-// index list. Graph blocks have a fixed size chosen so an average destination gives about
-// kTargetRows rows; a destination whose block exceeds kMaxRows rows (a skewed hub such as
-// the 1x1 node of `huge`, 1,038 sources) is cut into several edge ranges, so it never
-// serialises on one thread.
+// index list. Graph blocks have a fixed size (a multiple of the micro-tile rows) chosen so
+// an average destination gives about kTargetRows rows; a destination whose block exceeds
+// kMaxRows rows (a skewed hub such as the 1x1 node of `huge`, 1,038 sources) is cut into
+// several edge ranges, so it never serialises on one thread.
 //
 // The tile list depends only on the graph and the sizes, never on the thread count. Threads
 // take contiguous, cost-balanced runs of it (static), which makes every per-thread partial
@@ -39,9 +39,11 @@ constexpr int64_t kTargetRows = 96;
 constexpr int64_t kMaxRows = 192;
 
 // indptr [N+1]; row_cost: cost of one tile row (about the FLOPs of its products);
-// tile_cost: fixed cost of one tile (per-graph epilogues and index loads).
+// tile_cost: fixed cost of one tile (per-graph epilogues and index loads); row_multiple:
+// graph blocks are a multiple of it when they hold more than half of it (the micro-tile
+// rows, so tiles need no padding rows).
 Plan make_plan(const int64_t* indptr, int64_t num_nodes, int64_t num_graphs, int threads,
-               double row_cost, double tile_cost);
+               double row_cost, double tile_cost, int64_t row_multiple);
 
 // The first and last graph block that thread t touches are shared with a neighbour when
 // another thread also has tiles in them; such blocks go through per-thread buffers.

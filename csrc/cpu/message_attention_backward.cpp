@@ -124,7 +124,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
   const bool w2 = d.has_w2;
   const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(round_up(d.D, kLanes<T>), kMR);
   const double row_cost = double(d.Hd) * double(w2 ? 3 * d.D : 1) + double(2 * d.A + 3 * d.D);
-  Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0);
+  Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0, kMR);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
 
   Scratch<T> w2t(w2 ? Dp * d.Hd : 0);  // W2^T panels (K = Hd): z = h @ W2^T

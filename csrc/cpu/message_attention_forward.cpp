@@ -65,7 +65,7 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
   // Columns padded to whole vectors (the micro-kernel's narrowest panel).
   const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(d.D, kLanes<T>);
   const double row_cost = double(d.Hd) * double(d.has_w2 ? d.D : 1) + double(d.A + d.D);
-  Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0);
+  Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0, kMR);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
 
   Scratch<T> w2p(d.has_w2 ? Dp * d.Hd : 0);  // W2^T in panels: K = Hd, width D
