@@ -48,10 +48,27 @@ def _cpu_kernels_missing(device: torch.device) -> str | None:
     return _cpu_kernels[0]
 
 
+def _cuda_unavailable(device: torch.device) -> str | None:
+    from rstg_fast._ext import build_info
+
+    if not build_info()["cuda"]:
+        return "rstg_fast was built without CUDA (nvcc not found or RSTG_FAST_CUDA=0)"
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability(device) < (8, 0):
+        return "the CUDA kernels need compute capability 8.0 or newer (tensor-core bfloat16/tf32)"
+    return None
+
+
 BACKENDS: dict[str, BackendSpec] = {
     "reference": BackendSpec("reference", "rstg_fast.ops.backends.reference", ("cpu", "cuda"), _ALL_FLOATS, _always),
     "cpu": BackendSpec(
         "cpu", "rstg_fast.ops.backends.cpu", ("cpu",), (torch.float32, torch.float64), _cpu_kernels_missing
+    ),
+    "cuda": BackendSpec(
+        "cuda",
+        "rstg_fast.ops.backends.cuda",
+        ("cuda",),
+        (torch.float16, torch.bfloat16, torch.float32),
+        _cuda_unavailable,
     ),
 }
 
