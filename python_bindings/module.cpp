@@ -10,6 +10,7 @@
 
 #include "csr_check.h"
 #include "cuda/message_attention_cuda.h"
+#include "message_attention_cpu.h"
 
 namespace py = pybind11;
 
@@ -65,6 +66,42 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("indptr"), py::arg("indices"), py::arg("num_nodes"), py::arg("num_edges"),
       py::call_guard<py::gil_scoped_release>());
+  // message_attention CPU kernels: addresses of contiguous buffers; W2/b2/dW2/db2 are 0
+  // for one send layer. Sizes and the thread count are the caller's (rstg_fast/ops/backends/cpu.py).
+  m.def(
+      "message_attention_forward_cpu",
+      [](bool is_double, std::uintptr_t S, std::uintptr_t R, std::uintptr_t Q, std::uintptr_t K,
+         std::uintptr_t W2, std::uintptr_t b2, std::uintptr_t indptr, std::uintptr_t indices,
+         int64_t G, int64_t N, int64_t Hd, int64_t A, int64_t D, int64_t heads, double scale,
+         std::uintptr_t O, std::uintptr_t lse, int threads) {
+        rstg::message_attention_forward_cpu(
+            is_double, ptr<const void>(S), ptr<const void>(R), ptr<const void>(Q),
+            ptr<const void>(K), ptr<const void>(W2), ptr<const void>(b2),
+            ptr<const int64_t>(indptr), ptr<const int64_t>(indices), G, N, Hd, A, D, heads,
+            scale, ptr<void>(O), ptr<void>(lse), threads);
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "message_attention_backward_cpu",
+      [](bool is_double, std::uintptr_t dO, std::uintptr_t S, std::uintptr_t R,
+         std::uintptr_t Q, std::uintptr_t K, std::uintptr_t W2, std::uintptr_t b2,
+         std::uintptr_t indptr, std::uintptr_t indices, std::uintptr_t O, std::uintptr_t lse,
+         int64_t G, int64_t N, int64_t Hd, int64_t A, int64_t D, int64_t heads, double scale,
+         std::uintptr_t dS, std::uintptr_t dR, std::uintptr_t dQ, std::uintptr_t dK,
+         std::uintptr_t dW2, std::uintptr_t db2, int threads) {
+        rstg::message_attention_backward_cpu(
+            is_double, ptr<const void>(dO), ptr<const void>(S), ptr<const void>(R),
+            ptr<const void>(Q), ptr<const void>(K), ptr<const void>(W2), ptr<const void>(b2),
+            ptr<const int64_t>(indptr), ptr<const int64_t>(indices), ptr<const void>(O),
+            ptr<const void>(lse), G, N, Hd, A, D, heads, scale, ptr<void>(dS), ptr<void>(dR),
+            ptr<void>(dQ), ptr<void>(dK), ptr<void>(dW2), ptr<void>(db2), threads);
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def("cpu_fma_peak_gflops", &rstg::cpu_fma_peak_gflops, py::arg("threads"),
+        py::arg("seconds") = 0.5, py::call_guard<py::gil_scoped_release>());
+  m.def("cpu_microkernel_gflops", &rstg::cpu_microkernel_gflops, py::arg("threads"),
+        py::arg("seconds") = 0.5, py::arg("m") = 96, py::arg("k") = 512, py::arg("n") = 512,
+        py::call_guard<py::gil_scoped_release>());
 #ifdef RSTG_WITH_CUDA
   m.def(
       "check_csr_cuda",

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 if importlib.util.find_spec("triton") is None:  # not imported here: see SET_INTERPRET
-    pytest.skip("triton is not installed (pip install 'rstg_fast[triton]')", allow_module_level=True)
+    pytest.skip("triton is not installed (pip install triton)", allow_module_level=True)
 
 # Without a GPU the kernels (and triton.language's own jit functions, created when triton is
 # first imported) must be created in interpreter mode: TRITON_INTERPRET=1 is set for that

@@ -49,7 +49,7 @@ def _triton_unavailable(device: torch.device) -> str | None:
     import sys
 
     if importlib.util.find_spec("triton") is None:
-        return "triton is not installed (pip install 'rstg_fast[triton]')"
+        return "triton is not installed (pip install triton)"
     kernels = sys.modules.get("rstg_fast.ops.backends.triton.configs")
     live = os.environ.get("TRITON_INTERPRET") == "1"
     if device.type == "cpu":
@@ -60,6 +60,17 @@ def _triton_unavailable(device: torch.device) -> str | None:
     if device.type == "cuda" and not torch.cuda.is_available():
         return "CUDA is not available"
     return None
+
+
+_cpu_kernels: list[str | None] = []  # the answer, once known (a plain cache dynamo can trace)
+
+
+def _cpu_kernels_missing(device: torch.device) -> str | None:
+    if not _cpu_kernels:
+        from rstg_fast._ext import extension  # lazy: loads the module on first use only
+
+        _cpu_kernels.append(None if extension() is not None else "rstg_fast._C not built")
+    return _cpu_kernels[0]
 
 
 def _cuda_unavailable(device: torch.device) -> str | None:
@@ -77,6 +88,11 @@ BACKENDS: dict[str, BackendSpec] = {
     # float64 compiles for sm_90 (ptxas) and is exact in the interpreter; bfloat16 on CPU is
     # interpreter-only and uses float32 tl.dot there (see docs/triton_backend.md).
     "triton": BackendSpec("triton", "rstg_fast.ops.backends.triton", ("cuda", "cpu"), _ALL_FLOATS, _triton_unavailable),
+
+
+    "cpu": BackendSpec(
+        "cpu", "rstg_fast.ops.backends.cpu", ("cpu",), (torch.float32, torch.float64), _cpu_kernels_missing
+    ),
     "cuda": BackendSpec(
         "cuda",
         "rstg_fast.ops.backends.cuda",
@@ -115,6 +131,6 @@ def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
     return "reference"
 
 
-# Preference per device type, fastest first; filled in as fused backends land. ``triton``
-# joins "cuda" only once it has been measured on a GPU (docs/triton_backend.md).
-AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": (), "cuda": ()}
+# Preference per device type, fastest first (measured: docs/benchmarks.md). ``triton`` and
+# ``cuda`` join "cuda" only once they have run and been measured on a GPU.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": ("cpu",), "cuda": ()}

@@ -1,0 +1,159 @@
+// Per-tile building blocks shared by the forward and backward CPU kernels of
+// message_attention: sizes, the h tile, the attention weights of a tile's rows, and the
+// per-thread scratch. A tile's rows are ordered graph-major: row r = gl * ne + (e - e0)
+// for local graph gl in [0, ng) and edge e in [e0, e1), ne = e1 - e0.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <new>
+
+#include "cpu/ma_gemm.h"
+#include "cpu/ma_plan.h"
+
+namespace rstg::cpu {
+
+struct Dims {
+  int64_t G, N, Hd, A, D, E, heads;
+  double scale;
+  bool has_w2;
+  int64_t Dh() const { return D / heads; }  // message slice per head
+  int64_t Ah() const { return A / heads; }  // query/key slice per head
+};
+
+// 64-byte aligned, zero-initialised scratch, freed on scope exit.
+template <typename T>
+struct Scratch {
+  T* p = nullptr;
+  explicit Scratch(int64_t n) {
+    const size_t bytes = size_t(round_up(std::max<int64_t>(n, 1) * int64_t(sizeof(T)), 64));
+    p = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (!p) throw std::bad_alloc();
+    for (int64_t k = 0; k < n; ++k) p[k] = T(0);
+  }
+  ~Scratch() { std::free(p); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  T* get() const { return p; }
+};
+
+// <a, b> over n elements with four vector accumulators: the compiler does not vectorise a
+// floating-point reduction by itself (it would reorder the sum), and a scalar chain of
+// A = 512 dependent FMAs per score cost more than the rest of the epilogue together. The
+// order is fixed, so results stay deterministic.
+template <typename T>
+inline T dot(const T* a, const T* b, int64_t n) {
+  constexpr int L = kLanes<T>;
+  Vec<T> s0{}, s1{}, s2{}, s3{};
+  int64_t k = 0;
+  for (; k + 4 * L <= n; k += 4 * L) {
+    s0 += vload(a + k) * vload(b + k);
+    s1 += vload(a + k + L) * vload(b + k + L);
+    s2 += vload(a + k + 2 * L) * vload(b + k + 2 * L);
+    s3 += vload(a + k + 3 * L) * vload(b + k + 3 * L);
+  }
+  for (; k + L <= n; k += L) s0 += vload(a + k) * vload(b + k);
+  const Vec<T> v = (s0 + s1) + (s2 + s3);
+  T s = T(0);
+  for (int l = 0; l < L; ++l) s += v[l];
+  for (; k < n; ++k) s += a[k] * b[k];
+  return s;
+}
+
+// Prefetches the n elements at p into L1: the next gathered source row is requested while
+// the current one is processed (rows are 1-2 KB, scattered over an L3-sized tensor).
+template <typename T>
+inline void prefetch_row(const T* p, int64_t n) {
+  for (int64_t k = 0; k < n; k += 64 / int64_t(sizeof(T))) __builtin_prefetch(p + k);
+}
+
+// h[r, :Hd] = relu(S[g, j] + R[g, dst]) for the tile's rows; columns Hd..ldh stay zero
+// (they were zeroed once and are never written), rows M..Mp are zeroed here.
+template <typename T>
+void build_h(const Dims& d, const Tile& t, const int64_t* indices, const T* S, const T* R,
+             T* h, int64_t ldh, int64_t Mp) {
+  const int64_t ne = t.e1 - t.e0;
+  for (int64_t gl = 0; gl < t.ng; ++gl) {
+    const int64_t g = t.g0 + gl;
+    const T* Ri = R + (g * d.N + t.dst) * d.Hd;
+    for (int64_t e = 0; e < ne; ++e) {
+      const T* Sj = S + (g * d.N + indices[t.e0 + e]) * d.Hd;
+      if (e + 1 < ne) prefetch_row(S + (g * d.N + indices[t.e0 + e + 1]) * d.Hd, d.Hd);
+      T* hr = h + (gl * ne + e) * ldh;
+      for (int64_t k = 0; k < d.Hd; ++k) {
+        const T v = Sj[k] + Ri[k];
+        hr[k] = v > T(0) ? v : T(0);
+      }
+    }
+  }
+  for (int64_t r = t.ng * ne; r < Mp; ++r)
+    for (int64_t k = 0; k < ldh; ++k) h[r * ldh + k] = T(0);
+}
+
+// a[r, c] = exp(scale * <Q[g, dst, c], K[g, j, c]> - lse[g, dst, c]) for the tile's rows.
+template <typename T>
+void attention_weights(const Dims& d, const Tile& t, const int64_t* indices, const T* Q,
+                       const T* K, const T* lse, T* a) {
+  const int64_t ne = t.e1 - t.e0, Ah = d.Ah();
+  const T scale = T(d.scale);
+  for (int64_t gl = 0; gl < t.ng; ++gl) {
+    const int64_t g = t.g0 + gl;
+    const T* Qi = Q + (g * d.N + t.dst) * d.A;
+    const T* L = lse + (g * d.N + t.dst) * d.heads;
+    for (int64_t e = 0; e < ne; ++e) {
+      const T* Kj = K + (g * d.N + indices[t.e0 + e]) * d.A;
+      if (e + 1 < ne) prefetch_row(K + (g * d.N + indices[t.e0 + e + 1]) * d.A, d.A);
+      T* ar = a + (gl * ne + e) * d.heads;
+      for (int64_t c = 0; c < d.heads; ++c)
+        ar[c] = std::exp(scale * dot(Qi + c * Ah, Kj + c * Ah, Ah) - L[c]);
+    }
+  }
+}
+
+// One softmax row (destination dst of graph g): writes lse[c] (-inf when it has no sources)
+// and the row's attention weights a[e * heads + c] = exp(s_e,c - lse[c]) for its deg edges.
+template <typename T>
+void row_softmax(const Dims& d, int64_t g, int64_t dst, const int64_t* indptr,
+                 const int64_t* indices, const T* Q, const T* K, T* a, T* lse) {
+  const int64_t e0 = indptr[dst], deg = indptr[dst + 1] - e0, Ah = d.Ah();
+  const T scale = T(d.scale);
+  const T* Qi = Q + (g * d.N + dst) * d.A;
+  for (int64_t e = 0; e < deg; ++e) {
+    const T* Kj = K + (g * d.N + indices[e0 + e]) * d.A;
+    if (e + 1 < deg) prefetch_row(K + (g * d.N + indices[e0 + e + 1]) * d.A, d.A);
+    for (int64_t c = 0; c < d.heads; ++c)
+      a[e * d.heads + c] = scale * dot(Qi + c * Ah, Kj + c * Ah, Ah);
+  }
+  for (int64_t c = 0; c < d.heads; ++c) {
+    T mx = -std::numeric_limits<T>::infinity();
+    for (int64_t e = 0; e < deg; ++e) mx = std::max(mx, a[e * d.heads + c]);
+    if (deg == 0) {
+      lse[c] = mx;
+      continue;
+    }
+    T sum = T(0);
+    for (int64_t e = 0; e < deg; ++e) sum += std::exp(a[e * d.heads + c] - mx);
+    lse[c] = mx + std::log(sum);
+    for (int64_t e = 0; e < deg; ++e) a[e * d.heads + c] = std::exp(a[e * d.heads + c] - lse[c]);
+  }
+}
+
+// dst[k] += src[k]; one vectorisable loop used by every reduction.
+template <typename T>
+inline void add_into(T* __restrict dst, const T* __restrict src, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) dst[k] += src[k];
+}
+
+// The thread count the kernels run with; 1 without OpenMP.
+inline int clamp_threads(int threads) {
+#ifdef RSTG_WITH_OPENMP
+  return threads < 1 ? 1 : threads;
+#else
+  (void)threads;
+  return 1;
+#endif
+}
+
+}  // namespace rstg::cpu

@@ -1,0 +1,241 @@
+// Backward of message_attention on CPU (DESIGN.md section 7, "Backward dataflow").
+//
+// Per tile of the plan (ma_plan.h), recomputing instead of storing anything per edge:
+//   h = relu(S_j + R_i), z = h @ W2^T, m = relu(z + b2), a = exp(s - lse)
+//   Delta_c = <dO_i, O_i>_c,  ds = a * (<dO_i, m>_c - Delta_c)
+//   dz = a * dO_i * [m > 0],  dh = (dz @ W2) * [h > 0]
+//   dR_i += dh, dS_j += dh, dQ_i += scale ds K_j, dK_j += scale ds Q_i
+//   dW2 += dz^T @ h, db2 += colsum(dz)      (per-thread partials)
+// The three products (z, dh, dW2) run on the packed-panel micro-kernel. dS/dK scatter to
+// sources inside a graph block: blocks owned by one thread are written in place, the few
+// shared ones through per-thread slots (ma_blocks.h). dW2/db2 are summed over threads in
+// thread order at the end. Everything is deterministic for a fixed thread count.
+#include <memory>
+#include <vector>
+
+#include "cpu/ma_blocks.h"
+#include "cpu/ma_gemm.h"
+#include "cpu/ma_plan.h"
+#include "cpu/ma_tile.h"
+#include "message_attention_cpu.h"
+
+#ifdef RSTG_WITH_OPENMP
+#include <omp.h>
+#endif
+
+namespace rstg::cpu {
+namespace {
+
+template <typename T>
+struct BackwardScratch {
+  Scratch<T> h, z, a, ds, delta, dz, dzb, dh, dW2, db2;
+  // Mp rows of a tile; Hdp: Hd rounded up to whole vectors; Dm: D rounded up to whole
+  // vectors and to kMR (dz's row stride and dW2's rows).
+  BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dm, int64_t heads, int64_t gpb, bool w2)
+      : h(Mp * Hdp), z(w2 ? Mp * Dm : 0), a(Mp * heads), ds(Mp * heads), delta(gpb * heads),
+        dz(w2 ? Mp * Dm : 0), dzb(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0),
+        db2(w2 ? Dm : 0) {}
+};
+
+// Softmax and message gradients of a tile's rows. msg (ldm) holds z = h @ W2^T when b2 is
+// given (turned into m = relu(z + b2) in place, row by row) or m itself (one layer).
+// Writes ds [M, heads] and either dz (row-major, ld Dp, zero in columns D..Dp; its column
+// sums added to db2) and dz^T in kMR-row blocks for the dW2 product (dzb, K = M rows:
+// element (d, r) at (d / kMR) * kMR * M + r * kMR + d % kMR) when W2 is present, or dh
+// (before the first layer's relu mask).
+template <typename T>
+void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg, int64_t ldm,
+                   const T* b2, const T* a, T* delta, T* ds, T* dz, int64_t Dp, T* dzb, T* db2,
+                   T* dh, int64_t ldh) {
+  const int64_t ne = t.e1 - t.e0, Dh = d.Dh();
+  for (int64_t gl = 0; gl < t.ng; ++gl) {
+    const int64_t row = (t.g0 + gl) * d.N + t.dst;
+    const T* dOi = dO + row * d.D;
+    for (int64_t c = 0; c < d.heads; ++c) delta[c] = dot(dOi + c * Dh, O + row * d.D + c * Dh, Dh);
+    for (int64_t e = 0; e < ne; ++e) {
+      const int64_t r = gl * ne + e;
+      T* __restrict m = msg + r * ldm;
+      if (b2) {
+        for (int64_t k = 0; k < d.D; ++k) {
+          const T v = m[k] + b2[k];
+          m[k] = v > T(0) ? v : T(0);
+        }
+      }
+      T* __restrict out = dz ? dz + r * Dp : dh + r * ldh;
+      for (int64_t c = 0; c < d.heads; ++c) {
+        const T w = a[r * d.heads + c];
+        const int64_t k0 = c * Dh, k1 = k0 + Dh;
+        ds[r * d.heads + c] = w * (dot(dOi + k0, m + k0, Dh) - delta[c]);
+        for (int64_t k = k0; k < k1; ++k) out[k] = m[k] > T(0) ? w * dOi[k] : T(0);
+      }
+      if (dz) {
+        for (int64_t k = d.D; k < Dp; ++k) out[k] = T(0);
+        add_into(db2, out, d.D);
+        const int64_t M = t.ng * ne;
+        for (int64_t k = 0; k < Dp; k += kMR)
+          for (int q = 0; q < kMR; ++q) dzb[k * M + r * kMR + q] = out[k + q];
+      }
+    }
+  }
+}
+
+// dR/dS (from dh, through the first layer's relu: dh * [h > 0]) and dQ/dK (from ds) of one
+// tile, into the block's targets.
+template <typename T>
+void scatter_gradients(const Dims& d, const Tile& t, const int64_t* indices, const T* Q,
+                       const T* K, const T* h, const T* dh, int64_t ldh, const T* ds,
+                       T* const* tg) {
+  T *dS = tg[0], *dK = tg[1], *dR = tg[2], *dQ = tg[3];  // block targets, graph g0 first
+  const int64_t ne = t.e1 - t.e0, Ah = d.Ah();
+  const T scale = T(d.scale);
+  for (int64_t gl = 0; gl < t.ng; ++gl) {
+    const int64_t g = t.g0 + gl;
+    T* dRi = dR + (gl * d.N + t.dst) * d.Hd;
+    T* dQi = dQ + (gl * d.N + t.dst) * d.A;
+    const T* Qi = Q + (g * d.N + t.dst) * d.A;
+    for (int64_t e = 0; e < ne; ++e) {
+      const int64_t r = gl * ne + e, j = indices[t.e0 + e];
+      const T* __restrict dhr = dh + r * ldh;
+      const T* __restrict hr = h + r * ldh;
+      T* __restrict dSj = dS + (gl * d.N + j) * d.Hd;
+      for (int64_t k = 0; k < d.Hd; ++k) {
+        const T v = hr[k] > T(0) ? dhr[k] : T(0);
+        dRi[k] += v;
+        dSj[k] += v;
+      }
+      const T* Kj = K + (g * d.N + j) * d.A;
+      T* dKj = dK + (gl * d.N + j) * d.A;
+      for (int64_t c = 0; c < d.heads; ++c) {
+        const T w = scale * ds[r * d.heads + c];
+        for (int64_t k = c * Ah; k < (c + 1) * Ah; ++k) {
+          dQi[k] += w * Kj[k];
+          dKj[k] += w * Qi[k];
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, const T* K,
+              const T* W2, const T* b2, const int64_t* indptr, const int64_t* indices,
+              const T* O, const T* lse, T* dS, T* dR, T* dQ, T* dK, T* dW2, T* db2,
+              int threads) {
+  const bool w2 = d.has_w2;
+  const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(round_up(d.D, kLanes<T>), kMR);
+  const double row_cost = double(d.Hd) * double(w2 ? 3 * d.D : 1) + double(2 * d.A + 3 * d.D);
+  Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0, kMR);
+  const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
+
+  Scratch<T> w2t(w2 ? Dp * d.Hd : 0);  // W2^T panels (K = Hd): z = h @ W2^T
+  Scratch<T> w2n(w2 ? Hdp * d.D : 0);  // W2 panels (K = D): dh = dz @ W2
+  std::vector<std::unique_ptr<BackwardScratch<T>>> scratch;
+  for (int t = 0; t < threads; ++t)
+    scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, Hdp, Dp, d.heads, plan.graphs_per_block, w2));
+  BlockOutputs<T> outs(plan, threads, {{dS, d.N * d.Hd}, {dK, d.N * d.A}, {dR, d.N * d.Hd}, {dQ, d.N * d.A}});
+
+#ifdef RSTG_WITH_OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+  {
+#ifdef RSTG_WITH_OPENMP
+    const int tid = omp_get_thread_num();
+#else
+    const int tid = 0;
+#endif
+    BackwardScratch<T>& ws = *scratch[tid];
+    if (w2) {
+      const int64_t pt = num_panels<T>(d.D), pn = num_panels<T>(d.Hd);
+#ifdef RSTG_WITH_OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+      for (int64_t p = 0; p < pt + pn; ++p) {
+        if (p < pt)
+          pack_panel(W2, d.D, d.Hd, true, p, w2t.get());
+        else
+          pack_panel(W2, d.D, d.Hd, false, p - pt, w2n.get());
+      }
+    }
+#ifdef RSTG_WITH_OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+    for (int64_t row = 0; row < d.G * d.N; ++row) {
+      for (int64_t k = 0; k < d.Hd; ++k) dS[row * d.Hd + k] = dR[row * d.Hd + k] = T(0);
+      for (int64_t k = 0; k < d.A; ++k) dQ[row * d.A + k] = dK[row * d.A + k] = T(0);
+    }
+#ifdef RSTG_WITH_OPENMP
+#pragma omp barrier
+#endif
+    T* tg[4];
+    for (int64_t k = plan.thread_begin[tid]; k < plan.thread_begin[tid + 1]; ++k) {
+      const Tile& t = plan.tiles[k];
+      const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
+      build_h(d, t, indices, S, R, ws.h.get(), Hdp, Mt);
+      attention_weights(d, t, indices, Q, K, lse, ws.a.get());
+      outs.targets(tid, t.block, tg);
+      if (w2) {
+        T* z = ws.z.get();
+        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, z, Dp);
+        row_gradients(d, t, dO, O, z, Dp, b2, ws.a.get(), ws.delta.get(), ws.ds.get(),
+                      ws.dz.get(), Dp, ws.dzb.get(), ws.db2.get(), ws.dh.get(), Hdp);
+        T* dz = ws.dz.get();
+        for (int64_t r = M; r < Mt; ++r)
+          for (int64_t c = 0; c < Dp; ++c) dz[r * Dp + c] = T(0);
+        gemm<T, false>(Mt, Hdp, d.D, dz, Dp, w2n.get(), true, 0, ws.dh.get(), Hdp);
+        gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), 0, ws.h.get(), false, Hdp, ws.dW2.get(), Hdp);
+      } else {
+        row_gradients<T>(d, t, dO, O, ws.h.get(), Hdp, nullptr, ws.a.get(), ws.delta.get(),
+                         ws.ds.get(), nullptr, Dp, nullptr, nullptr, ws.dh.get(), Hdp);
+      }
+      scatter_gradients(d, t, indices, Q, K, ws.h.get(), ws.dh.get(), Hdp, ws.ds.get(), tg);
+    }
+#ifdef RSTG_WITH_OPENMP
+#pragma omp barrier
+#endif
+    outs.reduce_shared(d.G);
+    if (w2) {
+      // Thread partials summed in thread order: a fixed order for a fixed thread count.
+#ifdef RSTG_WITH_OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+      for (int64_t n = 0; n < d.D; ++n) {
+        for (int64_t k = 0; k < d.Hd; ++k) {
+          T sum = T(0);
+          for (int t = 0; t < threads; ++t) sum += scratch[t]->dW2.get()[n * Hdp + k];
+          dW2[n * d.Hd + k] = sum;
+        }
+        T sum = T(0);
+        for (int t = 0; t < threads; ++t) sum += scratch[t]->db2.get()[n];
+        db2[n] = sum;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rstg::cpu
+
+namespace rstg {
+
+void message_attention_backward_cpu(bool is_double, const void* dO, const void* S, const void* R,
+                                    const void* Q, const void* K, const void* W2, const void* b2,
+                                    const int64_t* indptr, const int64_t* indices, const void* O,
+                                    const void* lse, int64_t G, int64_t N, int64_t Hd, int64_t A,
+                                    int64_t D, int64_t heads, double scale, void* dS, void* dR,
+                                    void* dQ, void* dK, void* dW2, void* db2, int threads) {
+  const cpu::Dims d{G, N, Hd, A, D, indptr[N], heads, scale, W2 != nullptr};
+  threads = cpu::clamp_threads(threads);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    auto c = [](const void* p) { return static_cast<const T*>(p); };
+    auto m = [](void* p) { return static_cast<T*>(p); };
+    cpu::backward<T>(d, c(dO), c(S), c(R), c(Q), c(K), c(W2), c(b2), indptr, indices, c(O),
+                     c(lse), m(dS), m(dR), m(dQ), m(dK), m(dW2), m(db2), threads);
+  };
+  if (is_double)
+    run(double(0));
+  else
+    run(float(0));
+}
+
+}  // namespace rstg

@@ -1,0 +1,157 @@
+// Forward of message_attention on CPU (DESIGN.md section 2).
+//
+// Two phases in one parallel region:
+//  1. score pass, parallel over the G * N softmax rows: lse[g, i, c] and the attention
+//     weights a = exp(s - lse) of every edge (G * E * heads scalars, E * A work: cheap);
+//  2. message pass over the tiles of the plan (ma_plan.h): h = relu(S_j + R_i) tile,
+//     z = h @ W2^T with the packed-panel micro-kernel, then the epilogue
+//     O[g, i] += a * relu(z + b2), accumulated in edge order.
+// Knowing lse first makes every tile's weights final, so the pieces of a split hub row just
+// add up (no rescaling), and nothing of size E x D is ever stored.
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "cpu/ma_blocks.h"
+#include "cpu/ma_gemm.h"
+#include "cpu/ma_plan.h"
+#include "cpu/ma_tile.h"
+#include "message_attention_cpu.h"
+
+#ifdef RSTG_WITH_OPENMP
+#include <omp.h>
+#endif
+
+namespace rstg::cpu {
+namespace {
+
+template <typename T>
+struct ForwardScratch {
+  Scratch<T> h, z, a;
+  ForwardScratch(int64_t Mp, int64_t Hdp, int64_t Dp, int64_t heads, bool has_w2)
+      : h(Mp * Hdp), z(has_w2 ? Mp * Dp : 0), a(Mp * heads) {}
+};
+
+// O rows of one tile: O[g, dst] += sum_e a[r, c] * msg[r, c-slice] for its graphs.
+template <typename T>
+void accumulate_messages(const Dims& d, const Tile& t, const T* msg, int64_t ldm, const T* b2,
+                         const T* a, T* O_block) {
+  const int64_t ne = t.e1 - t.e0, Dh = d.Dh();
+  for (int64_t gl = 0; gl < t.ng; ++gl) {
+    T* __restrict out = O_block + (gl * d.N + t.dst) * d.D;
+    for (int64_t e = 0; e < ne; ++e) {
+      const int64_t r = gl * ne + e;
+      const T* __restrict m = msg + r * ldm;
+      for (int64_t c = 0; c < d.heads; ++c) {
+        const T w = a[r * d.heads + c];
+        const int64_t k0 = c * Dh, k1 = k0 + Dh;
+        if (b2) {
+          for (int64_t k = k0; k < k1; ++k) {
+            const T v = m[k] + b2[k];
+            out[k] += w * (v > T(0) ? v : T(0));
+          }
+        } else {
+          for (int64_t k = k0; k < k1; ++k) out[k] += w * m[k];
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, const T* W2,
+             const T* b2, const int64_t* indptr, const int64_t* indices, T* O, T* lse,
+             int threads) {
+  // Columns padded to whole vectors (the micro-kernel's narrowest panel).
+  const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(d.D, kLanes<T>);
+  const double row_cost = double(d.Hd) * double(d.has_w2 ? d.D : 1) + double(d.A + d.D);
+  Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0, kMR);
+  const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
+
+  Scratch<T> w2p(d.has_w2 ? Dp * d.Hd : 0);  // W2^T in panels: K = Hd, width D
+  Scratch<T> weights(d.G * d.E * d.heads);   // a[g, e, c] of every edge, from the score pass
+  std::vector<std::unique_ptr<ForwardScratch<T>>> scratch;
+  for (int t = 0; t < threads; ++t)
+    scratch.push_back(std::make_unique<ForwardScratch<T>>(Mp, Hdp, Dp, d.heads, d.has_w2));
+  BlockOutputs<T> outs(plan, threads, {{O, d.N * d.D}});
+
+#ifdef RSTG_WITH_OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+  {
+#ifdef RSTG_WITH_OPENMP
+    const int tid = omp_get_thread_num();
+#else
+    const int tid = 0;
+#endif
+    ForwardScratch<T>& ws = *scratch[tid];
+    if (d.has_w2) {
+      const int64_t panels = num_panels<T>(d.D);
+#ifdef RSTG_WITH_OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+      for (int64_t p = 0; p < panels; ++p) pack_panel(W2, d.D, d.Hd, true, p, w2p.get());
+    }
+#ifdef RSTG_WITH_OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+    for (int64_t row = 0; row < d.G * d.N; ++row) {
+      for (int64_t k = 0; k < d.D; ++k) O[row * d.D + k] = T(0);
+      const int64_t g = row / d.N, i = row % d.N;
+      row_softmax(d, g, i, indptr, indices, Q, K, weights.get() + (g * d.E + indptr[i]) * d.heads,
+                  lse + row * d.heads);
+    }
+#ifdef RSTG_WITH_OPENMP
+#pragma omp barrier
+#endif
+    T* target[1];
+    for (int64_t k = plan.thread_begin[tid]; k < plan.thread_begin[tid + 1]; ++k) {
+      const Tile& t = plan.tiles[k];
+      const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
+      build_h(d, t, indices, S, R, ws.h.get(), Hdp, Mt);
+      for (int64_t gl = 0; gl < t.ng; ++gl)  // the tile's weights, rows graph-major
+        std::memcpy(ws.a.get() + gl * (t.e1 - t.e0) * d.heads,
+                    weights.get() + ((t.g0 + gl) * d.E + t.e0) * d.heads,
+                    sizeof(T) * size_t((t.e1 - t.e0) * d.heads));
+      outs.targets(tid, t.block, target);
+      T* O_block = target[0];
+      if (d.has_w2) {
+        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2p.get(), true, 0, ws.z.get(), Dp);
+        accumulate_messages(d, t, ws.z.get(), Dp, b2, ws.a.get(), O_block);
+      } else {
+        accumulate_messages<T>(d, t, ws.h.get(), Hdp, nullptr, ws.a.get(), O_block);
+      }
+    }
+#ifdef RSTG_WITH_OPENMP
+#pragma omp barrier
+#endif
+    outs.reduce_shared(d.G);
+  }
+}
+
+}  // namespace
+}  // namespace rstg::cpu
+
+namespace rstg {
+
+void message_attention_forward_cpu(bool is_double, const void* S, const void* R, const void* Q,
+                                   const void* K, const void* W2, const void* b2,
+                                   const int64_t* indptr, const int64_t* indices, int64_t G,
+                                   int64_t N, int64_t Hd, int64_t A, int64_t D, int64_t heads,
+                                   double scale, void* O, void* lse, int threads) {
+  const cpu::Dims d{G, N, Hd, A, D, indptr[N], heads, scale, W2 != nullptr};
+  threads = cpu::clamp_threads(threads);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    cpu::forward<T>(d, static_cast<const T*>(S), static_cast<const T*>(R),
+                    static_cast<const T*>(Q), static_cast<const T*>(K),
+                    static_cast<const T*>(W2), static_cast<const T*>(b2), indptr, indices,
+                    static_cast<T*>(O), static_cast<T*>(lse), threads);
+  };
+  if (is_double)
+    run(double(0));
+  else
+    run(float(0));
+}
+
+}  // namespace rstg

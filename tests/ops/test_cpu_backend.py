@@ -1,0 +1,279 @@
+"""The ``cpu`` backend of ``message_attention`` in depth (C++/OpenMP, csrc/cpu/).
+
+Checked against the float64 ``reference`` oracle with the one tolerance rule of
+``rstg_testing.assert_close`` (float32: at most 2x the float32 reference's own error plus a
+floor of 2e-5 x max|expected|; float64: 1e-10 x max|expected|). The shared contract tests
+(test_message_attention.py) run on this backend too; this file adds the awkward shapes, the
+work-plan corner cases (hub rows split into pieces, graph blocks shared between threads),
+thread counts, determinism and poisoned outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from rstg_testing import assert_close, op_inputs, random_csr
+
+from rstg_fast._ext import require_extension
+from rstg_fast.graph import grid_graph
+from rstg_fast.ops import backends, message_attention
+
+DTYPES = {"f32": torch.float32, "f64": torch.float64}
+# A gradient that is zero in exact arithmetic (N = 1: every score of a row equal, so dQ = dK
+# = 0) is rounding noise in both implementations; the relative rule cannot apply. Inputs are
+# O(1), so noise above these absolute bounds would be a bug.
+ZERO_GRADIENT_NOISE = {torch.float32: 1e-5, torch.float64: 1e-13}
+
+# name: (G, N, Hd, A, D, heads, graph) with graph one of
+#   ("random", max_degree, skewed_row) | ("grid", scales, size) | ("star", hub_degree)
+CASES = {
+    "round": (4, 13, 64, 32, 64, 1, ("random", 6, None)),
+    "Hd13-D40-h2": (3, 13, 13, 8, 40, 2, ("random", 5, None)),
+    "D59": (2, 11, 32, 12, 59, 1, ("random", 5, None)),
+    "h4": (3, 9, 16, 16, 32, 4, ("random", 4, None)),
+    "N1": (3, 1, 16, 8, 24, 2, ("random", 3, None)),
+    "one-layer-h2": (3, 10, 40, 8, None, 2, ("random", 5, None)),
+    "one-layer-Hd13": (2, 7, 13, 4, None, 1, ("random", 4, None)),
+    "skewed-row": (3, 40, 16, 8, 24, 1, ("random", 20, 5)),
+    "grid-graph": (5, 14, 24, 16, 32, 2, ("grid", ((3, 3), (2, 2), (1, 1)), 6)),
+    # 40 graphs of the 14-node graph: blocks of 15 graphs (about 96 rows per destination),
+    # so threads own some blocks outright and share the blocks cut between their runs.
+    "many-blocks": (40, 14, 8, 8, 16, 2, ("grid", ((3, 3), (2, 2), (1, 1)), 6)),
+    # The `huge` topology (1,039 nodes, 17,206 edges, a hub with 1,038 sources) at small widths.
+    "huge-graph": (2, 1039, 16, 8, 16, 2, ("grid", ((28, 28), (14, 14), (7, 7), (3, 3), (1, 1)), 28)),
+    # One hub with 300 sources: more rows than a tile holds, so the row is cut into pieces.
+    "star-hub": (2, 301, 8, 4, 16, 1, ("star", 300)),
+}
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def star_csr(hub_degree: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Node 0 receives from every other node (and itself twice); each leaf from node 0."""
+    n = hub_degree + 1
+    hub = torch.cat([torch.tensor([0, 0]), torch.arange(1, n)])
+    indptr = torch.zeros(n + 1, dtype=torch.int64)
+    indptr[1] = hub.numel()
+    indptr[2:] = hub.numel() + torch.arange(1, n)
+    return indptr, torch.cat([hub, torch.zeros(n - 1, dtype=torch.int64)])
+
+
+def case_graph(name, gen):
+    _, N, *_, graph = CASES[name]
+    if graph[0] == "random":
+        return random_csr(N, graph[1], generator=gen, empty_rows=N > 2, skewed_row=graph[2])
+    if graph[0] == "grid":
+        g = grid_graph(graph[1], graph[2], graph[2])
+        return g.indptr, g.indices
+    return star_csr(graph[1])
+
+
+def run(x, indptr, indices, heads, backend, dO):
+    """O, lse and the gradients of every present input, for upstream gradient dO."""
+    leaves = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in x.items()}
+    O, lse = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend=backend, return_lse=True)
+    present = [k for k, v in leaves.items() if v is not None]
+    grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
+    return O, lse, dict(zip(present, grads, strict=True))
+
+
+def compare_with_oracle(case: str, dtype: torch.dtype, threads: int, seed: int = 0) -> None:
+    G, N, Hd, A, D, heads, _ = CASES[case]
+    gen = torch.Generator().manual_seed(seed)
+    indptr, indices = case_graph(case, gen)
+    N = indptr.numel() - 1
+    x64 = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen)
+    dO = torch.randn(G, N, D or Hd, generator=gen, dtype=torch.float64)
+    oracle = run(x64, indptr, indices, heads, "reference", dO)
+    low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
+    own = run(low, indptr, indices, heads, "reference", dO) if dtype != torch.float64 else None
+    with num_threads(threads):
+        got = run(low, indptr, indices, heads, "cpu", dO)
+    assert got[0].dtype == dtype and got[1].dtype == dtype
+    assert_close(got[0], oracle[0], own[0] if own else None, f"{case} O")
+    assert_close(got[1], oracle[1], own[1] if own else None, f"{case} lse")
+    for k in oracle[2]:
+        assert got[2][k].dtype == dtype
+        if oracle[2][k].abs().max() < 1e-12:  # exactly zero in exact arithmetic: rounding noise only
+            assert got[2][k].abs().max() <= ZERO_GRADIENT_NOISE[dtype], f"{case} d{k} should be zero"
+            continue
+        assert_close(got[2][k], oracle[2][k], own[2][k] if own else None, f"{case} d{k}")
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_and_gradients_match_oracle(case, dtype):
+    compare_with_oracle(case, dtype, threads=2)
+
+
+# 3 and 7 threads cut graph blocks between threads (shared blocks and their slot buffers);
+# 1 thread takes the whole plan.
+@pytest.mark.parametrize("threads", [1, 3, 7])
+@pytest.mark.parametrize("case", ["round", "star-hub", "one-layer-h2", "many-blocks"])
+def test_any_thread_count_matches_oracle(case, threads):
+    compare_with_oracle(case, torch.float32, threads=threads, seed=threads)
+
+
+@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
+def test_gradcheck_float64(one_layer):
+    gen = torch.Generator().manual_seed(11)
+    indptr, indices = random_csr(7, 4, generator=gen)
+    x = op_inputs(3, 7, 5 if not one_layer else 6, 4, None if one_layer else 6, dtype=torch.float64, generator=gen)
+    names = [k for k, v in x.items() if v is not None]
+
+    def f(*ts):
+        kw = dict(zip(names, ts, strict=True), **({"W2": None, "b2": None} if one_layer else {}))
+        return message_attention(**kw, indptr=indptr, indices=indices, heads=2, backend="cpu")
+
+    with num_threads(3):
+        assert torch.autograd.gradcheck(f, [x[k].requires_grad_(True) for k in names])
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
+def test_opcheck(one_layer, dtype):
+    gen = torch.Generator().manual_seed(12)
+    indptr, indices = random_csr(6, 3, generator=gen)
+    x = op_inputs(2, 6, 8, 4, None if one_layer else 6, dtype=dtype, generator=gen)
+    args = [t.requires_grad_(True) if t is not None else None for t in x.values()]
+    torch.library.opcheck(torch.ops.rstg_fast.message_attention.default, (*args, indptr, indices, 2, 0.7, "cpu"))
+
+
+def test_non_contiguous_inputs_match_contiguous():
+    gen = torch.Generator().manual_seed(13)
+    indptr, indices = random_csr(9, 4, generator=gen)
+    x = op_inputs(3, 9, 16, 8, 24, dtype=torch.float32, generator=gen)
+    dO = torch.randn(3, 9, 24, generator=gen)
+    # Same values, other layouts: transposed storage and a strided slice of a wider tensor.
+    strided = {
+        "S": x["S"].transpose(0, 1).contiguous().transpose(0, 1),
+        "R": torch.cat([x["R"], x["R"]], -1)[..., :16],
+        "Q": x["Q"].transpose(1, 2).contiguous().transpose(1, 2),
+        "K": x["K"],
+        "W2": x["W2"].t().contiguous().t(),
+        "b2": torch.stack([x["b2"], x["b2"]], 1)[:, 0],
+    }
+    assert not any(strided[k].is_contiguous() for k in ("S", "R", "Q", "W2", "b2"))
+    want = run(x, indptr, indices, 2, "cpu", dO)
+    got = run(strided, indptr, indices, 2, "cpu", dO)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    for k in want[2]:
+        assert torch.equal(got[2][k], want[2][k]), k
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_bitwise_deterministic_for_a_thread_count(threads):
+    gen = torch.Generator().manual_seed(14)
+    indptr, indices = random_csr(30, 12, generator=gen, skewed_row=4)
+    x = op_inputs(6, 30, 32, 16, 48, dtype=torch.float32, generator=gen)
+    dO = torch.randn(6, 30, 48, generator=gen)
+    with num_threads(threads):
+        first = run(x, indptr, indices, 2, "cpu", dO)
+        second = run(x, indptr, indices, 2, "cpu", dO)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    for k in first[2]:
+        assert torch.equal(first[2][k], second[2][k]), k
+
+
+def test_runs_under_use_deterministic_algorithms():
+    gen = torch.Generator().manual_seed(15)
+    indptr, indices = random_csr(8, 4, generator=gen)
+    x = op_inputs(2, 8, 8, 4, 8, dtype=torch.float32, generator=gen)
+    dO = torch.randn(2, 8, 8, generator=gen)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        a = run(x, indptr, indices, 1, "cpu", dO)
+        b = run(x, indptr, indices, 1, "cpu", dO)
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert torch.equal(a[0], b[0]) and all(torch.equal(a[2][k], b[2][k]) for k in a[2])
+
+
+def _kernel_args(x, indptr, indices, heads, scale):
+    G, N, Hd = x["S"].shape
+    A = x["Q"].shape[2]
+    D = x["W2"].shape[0] if x["W2"] is not None else Hd
+    addr = [t.data_ptr() if t is not None else 0 for t in (x["S"], x["R"], x["Q"], x["K"], x["W2"], x["b2"])]
+    return addr, [indptr.data_ptr(), indices.data_ptr(), G, N, Hd, A, D, heads, scale]
+
+
+@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
+def test_kernels_write_every_output_element(one_layer):
+    """Outputs start as NaN: an element a kernel forgets to write shows up as NaN."""
+    ext = require_extension()
+    gen = torch.Generator().manual_seed(16)
+    indptr, indices = random_csr(20, 8, generator=gen, skewed_row=2)
+    x = op_inputs(5, 20, 13, 8, None if one_layer else 40, dtype=torch.float32, generator=gen)
+    G, N, Hd, A, D = 5, 20, 13, 8, (13 if one_layer else 40)
+    nan = lambda *shape: torch.full(shape, float("nan"))  # noqa: E731
+    O, lse = nan(G, N, D), nan(G, N, 2)
+    addr, sizes = _kernel_args(x, indptr, indices, 2, 0.5)
+    with num_threads(3):
+        ext.message_attention_forward_cpu(False, *addr, *sizes, O.data_ptr(), lse.data_ptr(), 3)
+    assert not O.isnan().any() and not lse.isnan().any()
+    empty = indptr[1:] == indptr[:-1]
+    assert empty.any() and (O[:, empty] == 0).all() and (lse[:, empty] == float("-inf")).all()
+    dO = torch.randn(G, N, D, generator=gen)
+    grads = [nan(G, N, Hd), nan(G, N, Hd), nan(G, N, A), nan(G, N, A)]
+    grads += [None, None] if one_layer else [nan(D, Hd), nan(D)]
+    ext.message_attention_backward_cpu(
+        False,
+        dO.data_ptr(),
+        *addr,
+        indptr.data_ptr(),
+        indices.data_ptr(),
+        O.data_ptr(),
+        lse.data_ptr(),
+        *sizes[2:],
+        *(g.data_ptr() if g is not None else 0 for g in grads),
+        3,
+    )
+    for g in grads:
+        assert g is None or not g.isnan().any()
+
+
+def test_thread_counts_agree_to_rounding():
+    gen = torch.Generator().manual_seed(17)
+    g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+    x = op_inputs(40, 14, 32, 16, 32, dtype=torch.float64, generator=gen)
+    dO = torch.randn(40, 14, 32, generator=gen, dtype=torch.float64)
+    results = []
+    for threads in (1, 2, 4):
+        with num_threads(threads):
+            results.append(run(x, g.indptr, g.indices, 1, "cpu", dO))
+    for other in results[1:]:
+        torch.testing.assert_close(other[0], results[0][0], rtol=1e-12, atol=1e-12)
+        for k in results[0][2]:
+            torch.testing.assert_close(other[2][k], results[0][2][k], rtol=1e-11, atol=1e-11)
+
+
+def test_auto_picks_cpu_for_float32_and_float64_only():
+    cpu = torch.device("cpu")
+    assert backends.auto_backend(cpu, torch.float32) == "cpu"
+    assert backends.auto_backend(cpu, torch.float64) == "cpu"
+    assert backends.auto_backend(cpu, torch.bfloat16) == "reference"
+
+
+def test_half_inputs_rejected_with_value_error():
+    gen = torch.Generator().manual_seed(18)
+    g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+    x = op_inputs(2, 14, 8, 4, 8, dtype=torch.bfloat16, generator=gen)
+    with pytest.raises(ValueError, match="backend 'cpu' supports"):
+        message_attention(**x, indptr=g.indptr, indices=g.indices, backend="cpu")
+
+
+def test_peak_probes_report_positive_rates():
+    ext = require_extension()
+    assert ext.cpu_fma_peak_gflops(1, 0.01) > 0
+    assert ext.cpu_microkernel_gflops(1, 0.01, 12, 64, 64) > 0
