@@ -1,0 +1,62 @@
+"""The paper's SyncMNIST model: a 3-layer conv backbone, RSTG (RSTG-to-vec), a linear classifier.
+
+Backbone, per frame (weights shared over time), for ``64 x 64`` grey frames:
+
+    conv 3x3 (1 -> c/2), ReLU, max-pool 2      64 -> 32
+    conv 3x3 (c/2 -> c), ReLU, max-pool 2      32 -> 16
+    conv 6x6 stride 2 (c -> c), ReLU           16 -> 6
+
+giving the ``(B, c, T, 6, 6)`` volume of the canonical ``syncmnist`` shape (DESIGN.md §5).
+No batch norm: per-sample computation keeps data-parallel training equal to one process.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rstg_fast.data.syncmnist import NUM_CLASSES
+
+
+class ConvBackbone(nn.Module):
+    """``(B, 1, T, 64, 64)`` -> ``(B, channels, T, 6, 6)``."""
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        half = max(channels // 2, 1)
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, half, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(half, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, channels, 6, stride=2), nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)
+        y = self.layers(frames)
+        return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+class SyncMNISTNet(nn.Module):
+    """``(B, 1, T, 64, 64)`` float videos in ``[0, 1]`` -> ``(B, 46)`` logits.
+
+    ``rstg_kwargs`` go to :class:`rstg_fast.RSTG` (``node_dim``, ``message_dim``,
+    ``iterations``, ``schedule``, ``positional``, ``backend``, ...).
+    """
+
+    def __init__(self, channels: int = 64, num_classes: int = NUM_CLASSES, **rstg_kwargs: object) -> None:
+        super().__init__()
+        try:
+            from rstg_fast import RSTG
+        except ImportError as err:
+            raise ImportError(f"rstg_fast.RSTG is not available in this checkout ({err})") from None
+        self.backbone = ConvBackbone(channels)
+        self.rstg = RSTG(channels, readout="vec", **rstg_kwargs)
+        self.classifier = nn.Linear(self.rstg_dim(rstg_kwargs), num_classes)
+
+    @staticmethod
+    def rstg_dim(rstg_kwargs: dict) -> int:
+        return int(rstg_kwargs.get("node_dim", 512))
+
+    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.rstg(self.backbone(videos)))
