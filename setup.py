@@ -48,6 +48,9 @@ class CMakeBuild(build_ext):
         build_type = os.environ.get("CMAKE_BUILD_TYPE", "Release")
         build_temp = Path(self.build_temp) / ext.name
         build_temp.mkdir(parents=True, exist_ok=True)
+        # pip builds in a fresh isolated env each time; a cache that names the previous env's
+        # cmake/ninja/pybind11 would fail to configure. Objects are kept, so rebuilds stay quick.
+        (build_temp / "CMakeCache.txt").unlink(missing_ok=True)
         import pybind11
 
         cmake_args = [

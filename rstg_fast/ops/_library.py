@@ -90,3 +90,20 @@ def _backward(ctx, dO, _dlse):
 
 
 torch.library.register_autograd("rstg_fast::message_attention", _backward, setup_context=_setup_context)
+
+
+class MessageAttentionFunction(torch.autograd.Function):
+    """The same autograd as above, as a plain ``autograd.Function`` for eager calls.
+
+    ``register_autograd`` costs about 30 us more per call than this (measured in
+    docs/architecture.md); at the paper's shapes that is as much as the kernel itself, so
+    the public function uses this class in eager mode and the registered op when compiling.
+    """
+
+    @staticmethod
+    def forward(ctx, S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
+        output = torch.ops.rstg_fast.message_attention.default(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
+        _setup_context(ctx, (S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend), output)
+        return output
+
+    backward = staticmethod(_backward)

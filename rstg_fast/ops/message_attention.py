@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rstg_fast.ops import _library  # noqa: F401 - registers the torch ops
+from rstg_fast.ops._library import MessageAttentionFunction  # importing registers the torch ops
 from rstg_fast.ops._checks import check_inputs
 
 
@@ -61,5 +61,13 @@ def message_attention(
         indptr = indptr.long()
     if indices.dtype != torch.int64:
         indices = indices.long()
-    O, lse = torch.ops.rstg_fast.message_attention(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
+    args = (S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling() and _needs_grad(S, R, Q, K, W2, b2):
+        O, lse = MessageAttentionFunction.apply(*args)
+    else:  # no autograd needed, or being compiled: the registered op (its autograd is registered)
+        O, lse = torch.ops.rstg_fast.message_attention.default(*args)
     return (O, lse) if return_lse else O
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return any(t is not None and t.requires_grad for t in tensors)

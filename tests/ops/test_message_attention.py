@@ -1,0 +1,247 @@
+"""message_attention: the contract, checked for the reference and every backend usable here.
+
+Backend-specific depth (skew, determinism, launch limits) lives in test_<backend>_backend.py;
+this file holds what every backend must satisfy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from rstg_testing import assert_close, op_inputs, random_csr
+
+from rstg_fast.graph import grid_graph
+from rstg_fast.ops import backends, message_attention
+from rstg_fast.ops.backends.reference import message_attention_reference
+
+CPU = torch.device("cpu")
+
+
+def usable_backends() -> list[str]:
+    return [name for name, spec in backends.BACKENDS.items() if "cpu" in spec.devices and spec.unavailable(CPU) is None]
+
+
+BACKENDS_HERE = usable_backends()
+
+
+def edge_loop(S, R, Q, K, W2, b2, indptr, indices, heads, scale):
+    """The maths of DESIGN.md §2 as literal loops over graphs, destinations and sources."""
+    G, N, _ = S.shape
+    D = W2.shape[0] if W2 is not None else S.shape[2]
+    A = Q.shape[2]
+    dh, da = D // heads, A // heads
+    O = torch.zeros(G, N, D, dtype=torch.float64)
+    lse = torch.full((G, N, heads), -math.inf, dtype=torch.float64)
+    for g in range(G):
+        for i in range(N):
+            srcs = indices[indptr[i] : indptr[i + 1]].tolist()
+            if not srcs:
+                continue
+            for c in range(heads):
+                scores, messages = [], []
+                for j in srcs:
+                    h = torch.relu(S[g, j] + R[g, i])
+                    m = torch.relu(W2 @ h + b2) if W2 is not None else h
+                    scores.append(scale * float(Q[g, i, c * da : (c + 1) * da] @ K[g, j, c * da : (c + 1) * da]))
+                    messages.append(m[c * dh : (c + 1) * dh])
+                s = torch.tensor(scores, dtype=torch.float64)
+                a = torch.softmax(s, 0)
+                O[g, i, c * dh : (c + 1) * dh] = sum(w * m for w, m in zip(a, messages))
+                lse[g, i, c] = torch.logsumexp(s, 0)
+    return O, lse
+
+
+@pytest.mark.parametrize("heads,D", [(1, 6), (2, 6), (2, None)], ids=["h1", "h2", "h2-one-layer"])
+def test_reference_matches_edge_loop(heads, D):
+    gen = torch.Generator().manual_seed(0)
+    indptr, indices = random_csr(7, 4, generator=gen)
+    x = op_inputs(3, 7, 6, 4, D, dtype=torch.float64, generator=gen)
+    O, lse = message_attention(**x, indptr=indptr, indices=indices, heads=heads, backend="reference", return_lse=True)
+    O_loop, lse_loop = edge_loop(*x.values(), indptr, indices, heads, 1 / math.sqrt(4 // heads))
+    torch.testing.assert_close(O, O_loop)
+    torch.testing.assert_close(lse, lse_loop)
+    empty = (indptr[1:] == indptr[:-1]).nonzero().flatten()
+    assert empty.numel() > 0 and torch.all(O[:, empty] == 0) and torch.all(lse[:, empty] == -math.inf)
+
+
+CASES = {
+    # name: (G, N, Hd, A, D, heads, max_degree, skewed_row)
+    "paper-graph": (3, None, 16, 8, 12, 1, None, None),
+    "N1": (2, 1, 8, 4, 8, 1, 1, None),
+    "odd": (2, 13, 13, 8, 40, 2, 5, 3),
+    "h4-one-layer": (2, 9, 16, 8, None, 4, 4, None),
+}
+
+
+def case_inputs(name, dtype, gen):
+    G, N, Hd, A, D, heads, max_degree, skewed = CASES[name]
+    if N is None:
+        g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+        indptr, indices, N = g.indptr, g.indices, g.num_nodes
+    else:
+        indptr, indices = random_csr(N, max_degree, generator=gen, empty_rows=N > 2, skewed_row=skewed)
+    return op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen), indptr, indices, heads
+
+
+def dtypes_of(backend):
+    return [d for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16) if d in backends.BACKENDS[backend].dtypes]
+
+
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_and_gradients_match_float64_oracle(backend, case):
+    for dtype in dtypes_of(backend):
+        gen = torch.Generator().manual_seed(hash((backend, case, str(dtype))) % 2**31)
+        x64, indptr, indices, heads = case_inputs(case, dtype, gen)
+        present = {k: v for k, v in x64.items() if v is not None}
+        dO = torch.randn(x64["S"].shape[0], x64["S"].shape[1], (x64["W2"] if x64["W2"] is not None else x64["S"]).shape[-2 if x64["W2"] is not None else -1], generator=gen, dtype=torch.float64)
+
+        def run(xs, which):
+            leaves = {k: (v.detach().requires_grad_(True) if v is not None else None) for k, v in xs.items()}
+            O = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend=which)
+            grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
+            return O, dict(zip(present, grads))
+
+        oracle = run(x64, "reference")
+        low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
+        same_dtype_ref = run(low, "reference") if dtype != torch.float64 else None
+        got = run(low, backend)
+        assert got[0].dtype == dtype
+        assert_close(got[0], oracle[0], same_dtype_ref[0] if same_dtype_ref else None, f"{backend} O")
+        for k in present:
+            assert got[1][k].dtype == dtype
+            assert_close(got[1][k], oracle[1][k], same_dtype_ref[1][k] if same_dtype_ref else None, f"{backend} d{k}")
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS_HERE if torch.float64 in backends.BACKENDS[b].dtypes])
+@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
+def test_gradcheck_float64(backend, one_layer):
+    gen = torch.Generator().manual_seed(1)
+    indptr, indices = random_csr(6, 3, generator=gen)
+    x = op_inputs(2, 6, 6 if one_layer else 5, 4, None if one_layer else 6, dtype=torch.float64, generator=gen)
+    names = [k for k, v in x.items() if v is not None]
+    leaves = [x[k].requires_grad_(True) for k in names]
+
+    def f(*ts):
+        kw = dict(zip(names, ts))
+        kw.setdefault("W2", None)
+        kw.setdefault("b2", None)
+        return message_attention(**kw, indptr=indptr, indices=indices, heads=2, backend=backend)
+
+    assert torch.autograd.gradcheck(f, leaves)
+
+
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
+def test_opcheck(backend, one_layer):
+    gen = torch.Generator().manual_seed(2)
+    indptr, indices = random_csr(5, 3, generator=gen)
+    dtype = torch.float64 if torch.float64 in backends.BACKENDS[backend].dtypes else torch.float32
+    x = op_inputs(2, 5, 4, 4, None if one_layer else 6, dtype=dtype, generator=gen)
+    args = [t.requires_grad_(True) if t is not None else None for t in x.values()]
+    torch.library.opcheck(torch.ops.rstg_fast.message_attention.default, (*args, indptr, indices, 2, 0.7, backend))
+
+
+def test_default_scale_lse_and_int32_indices():
+    gen = torch.Generator().manual_seed(3)
+    g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+    x = op_inputs(2, 14, 8, 8, 8, dtype=torch.float64, generator=gen)
+    O, lse = message_attention(**x, indptr=g.indptr, indices=g.indices, heads=2, return_lse=True, backend="reference")
+    O_explicit = message_attention(**x, indptr=g.indptr.int(), indices=g.indices.int(), heads=2, scale=0.5)
+    torch.testing.assert_close(O, O_explicit)  # 1 / sqrt(8 / 2) = 0.5
+    ref_O, ref_lse = message_attention_reference(**x, indptr=g.indptr, indices=g.indices, heads=2, scale=0.5)
+    torch.testing.assert_close(lse, ref_lse)
+    assert not lse.requires_grad
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    gen = torch.Generator().manual_seed(4)
+    g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+    x = op_inputs(2, 14, 8, 8, 8, dtype=torch.float32, generator=gen)
+
+    def f(S, R, Q, K, W2, b2):
+        return message_attention(S, R, Q, K, W2, b2, g.indptr, g.indices, heads=2).sum(-1)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    leaves = [v.requires_grad_(True) for v in x.values()]
+    out = compiled(*leaves)
+    grads = torch.autograd.grad(out.sum(), leaves)
+    eager = f(*leaves)
+    torch.testing.assert_close(out, eager)
+    for a, b in zip(grads, torch.autograd.grad(eager.sum(), leaves)):
+        torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------- validation
+def _valid():
+    gen = torch.Generator().manual_seed(5)
+    g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+    x = op_inputs(2, 14, 8, 4, 6, dtype=torch.float32, generator=gen)
+    return dict(x, indptr=g.indptr.clone(), indices=g.indices.clone())
+
+
+def _bad_cases():
+    def set_(key, value):
+        return lambda kw: kw.__setitem__(key, value(kw))
+
+    return {
+        "S-rank": ("S", set_("S", lambda kw: kw["S"][0])),
+        "R-shape": ("R", set_("R", lambda kw: kw["R"][:, :3])),
+        "Q-graphs": ("Q", set_("Q", lambda kw: kw["Q"][:1])),
+        "K-shape": ("K", set_("K", lambda kw: kw["K"][..., :2])),
+        "W2-shape": ("W2", set_("W2", lambda kw: kw["W2"][:, :3])),
+        "b2-shape": ("b2", set_("b2", lambda kw: kw["b2"][:2])),
+        "b2-without-W2": ("b2", set_("W2", lambda kw: None)),
+        "dtype-mixed": ("K", set_("K", lambda kw: kw["K"].double())),
+        "dtype-int": ("S", lambda kw: [kw.__setitem__(k, kw[k].long()) for k in ("S", "R", "Q", "K", "W2", "b2")]),
+        "indptr-length": ("indptr", set_("indptr", lambda kw: kw["indptr"][:-1])),
+        "indptr-dtype": ("indptr", set_("indptr", lambda kw: kw["indptr"].float())),
+        "indptr-start": ("indptr", set_("indptr", lambda kw: kw["indptr"] + 1)),
+        "indptr-end": ("indptr", set_("indices", lambda kw: kw["indices"][:-1])),
+        "indptr-monotone": ("indptr", set_("indptr", lambda kw: kw["indptr"].index_put((torch.tensor([3]),), torch.tensor(0)))),
+        "indices-high": ("indices", set_("indices", lambda kw: kw["indices"].index_put((torch.tensor([7]),), torch.tensor(14)))),
+        "indices-negative": ("indices", set_("indices", lambda kw: kw["indices"].index_put((torch.tensor([0]),), torch.tensor(-1)))),
+        "indices-2d": ("indices", set_("indices", lambda kw: kw["indices"][None])),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_cases()))
+def test_bad_input_raises_value_error_naming_argument(case):
+    name, mutate = _bad_cases()[case]
+    kw = _valid()
+    mutate(kw)
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        message_attention(**kw, backend="reference")
+
+
+@pytest.mark.parametrize(
+    "options,name",
+    [({"heads": 3}, "heads"), ({"heads": 0}, "heads"), ({"heads": 1.5}, "heads"), ({"scale": float("nan")}, "scale"),
+     ({"backend": "nope"}, "backend"), ({"backend": 3}, "backend")],
+    ids=["heads-divide", "heads-zero", "heads-float", "scale-nan", "backend-name", "backend-type"],
+)
+def test_bad_options_raise_value_error(options, name):
+    with pytest.raises(ValueError, match=name):
+        message_attention(**_valid(), **options)
+
+
+def test_csr_check_is_cached_but_sees_in_place_edits():
+    kw = _valid()
+    message_attention(**kw, backend="reference")
+    kw["indices"][5] = 99  # in-place edit bumps the version counter: checked again
+    with pytest.raises(ValueError, match=r"indices\[5\] = 99"):
+        message_attention(**kw, backend="reference")
+
+
+def test_csr_checker_runs_in_the_compiled_extension():
+    from rstg_fast._ext import require_extension
+
+    ext = require_extension()
+    g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+    assert ext.check_csr_cpu(g.indptr.data_ptr(), g.indices.data_ptr(), 14, 90) == (-1, 0)
+    bad = g.indices.clone()
+    bad[17] = 14
+    assert ext.check_csr_cpu(g.indptr.data_ptr(), bad.data_ptr(), 14, 90) == (3, 17)

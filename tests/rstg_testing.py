@@ -1,0 +1,99 @@
+"""Shared test utilities: random CSR graphs, op inputs, and the one tolerance rule.
+
+Tolerance rule (STYLE.md): an implementation in dtype ``d`` is compared with a float64
+oracle; its error may be at most ``2x`` the error PyTorch's own reference makes in the same
+dtype, plus a floor per dtype (table below). Failures print the worst indices.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Absolute floors, relative to the magnitude of the expected tensor (max |x|).
+TOLERANCE_FLOOR = {
+    torch.float64: 1e-10,
+    torch.float32: 2e-5,
+    torch.float16: 2e-3,
+    torch.bfloat16: 1.6e-2,
+}
+
+
+def random_csr(
+    num_nodes: int,
+    max_degree: int,
+    *,
+    generator: torch.Generator,
+    empty_rows: bool = True,
+    duplicates: bool = True,
+    skewed_row: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random CSR-by-destination graph ``(indptr, indices)``.
+
+    ``empty_rows`` leaves some destinations without sources; ``duplicates`` repeats some
+    sources within a row; ``skewed_row`` gives that row ``4 * max_degree`` sources.
+    """
+    degrees = torch.randint(0 if empty_rows else 1, max_degree + 1, (num_nodes,), generator=generator)
+    if empty_rows and num_nodes > 2:
+        degrees[1] = 0
+    if skewed_row is not None:
+        degrees[skewed_row] = 4 * max_degree
+    rows = []
+    for i, d in enumerate(degrees.tolist()):
+        if duplicates:
+            row = torch.randint(0, num_nodes, (d,), generator=generator)
+        else:
+            row = torch.randperm(num_nodes, generator=generator)[:d]
+            degrees[i] = row.numel()
+        rows.append(torch.sort(row).values)
+    indptr = torch.zeros(num_nodes + 1, dtype=torch.int64)
+    indptr[1:] = torch.cumsum(degrees, 0)
+    indices = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64)
+    return indptr, indices.to(torch.int64)
+
+
+def op_inputs(
+    G: int, N: int, Hd: int, A: int, D: int | None, *, dtype: torch.dtype, generator: torch.Generator, device="cpu"
+) -> dict[str, torch.Tensor | None]:
+    """Random S, R, Q, K, W2, b2 (W2/b2 None when D is None), scaled to keep values O(1)."""
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=generator, dtype=torch.float64) * scale).to(dtype).to(device)
+
+    return {
+        "S": rnd(G, N, Hd),
+        "R": rnd(G, N, Hd),
+        "Q": rnd(G, N, A),
+        "K": rnd(G, N, A),
+        "W2": rnd(D, Hd, scale=Hd**-0.5) if D is not None else None,
+        "b2": rnd(D, scale=0.1) if D is not None else None,
+    }
+
+
+def assert_close(
+    actual: torch.Tensor, expected_f64: torch.Tensor, expected_same_dtype: torch.Tensor | None, name: str
+) -> None:
+    """``actual`` vs a float64 oracle, allowed 2x the same-dtype reference's own error + floor."""
+    dtype = actual.dtype
+    a, e = actual.detach().double().cpu(), expected_f64.detach().double().cpu()
+    assert a.shape == e.shape, f"{name}: shape {tuple(a.shape)} != expected {tuple(e.shape)}"
+    finite = torch.isfinite(e)
+    assert torch.equal(torch.isfinite(a), finite), f"{name}: non-finite pattern differs (unwritten or NaN output?)"
+    assert torch.equal(a[~finite], e[~finite]), f"{name}: infinite entries differ"
+    a, e = a[finite], e[finite]
+    if e.numel() == 0:
+        return
+    magnitude = float(e.abs().max().clamp_min(1e-30)) if e.numel() else 1.0
+    own_error = 0.0
+    if expected_same_dtype is not None and dtype != torch.float64:
+        own = expected_same_dtype.detach().double().cpu()[finite]
+        own_error = float((own - e).abs().max())
+    bound = 2.0 * own_error + TOLERANCE_FLOOR[dtype] * magnitude
+    err = (a - e).abs()
+    worst = float(err.max())
+    if not worst <= bound:
+        top = torch.topk(err.flatten(), min(5, err.numel()))
+        detail = ", ".join(f"[{int(i)}] got {float(a.flatten()[i]):.6g} want {float(e.flatten()[i]):.6g}" for i in top.indices)
+        raise AssertionError(
+            f"{name} ({dtype}): max error {worst:.3g} > bound {bound:.3g} "
+            f"(2 x own-dtype error {own_error:.3g} + floor {TOLERANCE_FLOOR[dtype]:.1g} x {magnitude:.3g}); worst {detail}"
+        )

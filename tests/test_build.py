@@ -1,0 +1,37 @@
+"""The build: what build_info reports, lazy imports, and the README/CI command agreement."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import rstg_fast
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_build_info_reports_the_cpu_extension():
+    info = rstg_fast.build_info()
+    assert {"cpu", "cuda", "cuda_archs"} <= set(info)
+    assert info["cpu"] is True, "the C++ CPU kernels are always built by pip install ."
+    assert isinstance(info["cuda_archs"], list)
+    if info["cuda"]:
+        assert {80, 90} <= set(info["cuda_archs"])
+    else:
+        assert info["cuda_archs"] == []
+
+
+def test_import_is_lazy():
+    code = (
+        "import sys, rstg_fast; "
+        "assert 'triton' not in sys.modules, 'triton imported'; "
+        "assert 'rstg_fast._C' not in sys.modules, 'extension loaded at import'; "
+        "import torch; assert not torch.cuda.is_initialized()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci_cmd = [l for l in (ROOT / ".ci" / "readme_test_command.sh").read_text().splitlines() if l and not l.startswith(("#", "set "))]
+    assert len(ci_cmd) == 1
+    assert ci_cmd[0] in readme, f"README must contain CI's test command {ci_cmd[0]!r}"
