@@ -1,0 +1,90 @@
+"""Per-size graph tensors of an RSTG model, built lazily and cached.
+
+The edges (integer cells) and the pooling/painting weights (area resize) depend on the
+feature map's ``H x W``, which the constructor does not know. The first forward at a new
+size builds them once and stores them as non-persistent buffers of a child module
+(``model.graphs["HxW"]``): they follow ``.to(device/dtype)``, stay out of ``state_dict``,
+and are reused by every later call at that size.
+
+Under ``torch.compile`` a size not yet cached is built at trace time by
+:func:`_graph_constants` (``assume_constant_result``: the tensors become graph constants),
+which needs static spatial sizes (compile with ``dynamic=False`` if the size changes).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from rstg_fast.graph import grid_graph
+from rstg_fast.pooling import paint_matrix, pooling_matrix
+
+_NAMES = ("indptr", "indices", "src", "dst", "pool", "paint")
+
+
+class SizeGraph(NamedTuple):
+    """The graph tensors of one map size: ``indptr (N+1,)``, ``indices (E,)`` (CSR by
+    destination, for the fused op); ``src, dst (E,)`` (edge list, for the reference);
+    ``pool (N, H*W)`` and ``paint (H*W, N)`` (:mod:`rstg_fast.pooling`)."""
+
+    indptr: torch.Tensor
+    indices: torch.Tensor
+    src: torch.Tensor
+    dst: torch.Tensor
+    pool: torch.Tensor
+    paint: torch.Tensor
+
+
+@functools.lru_cache(maxsize=64)
+def _graph_cpu(scales: tuple[tuple[int, int], ...], height: int, width: int) -> tuple[torch.Tensor, ...]:
+    g = grid_graph(scales, height, width)
+    src, dst = g.edge_index()
+    return g.indptr, g.indices, src, dst, pooling_matrix(scales, height, width), paint_matrix(scales, height, width)
+
+
+@torch.compiler.assume_constant_result
+def _graph_constants(scales: tuple[tuple[int, int], ...], height: int, width: int) -> tuple[torch.Tensor, ...]:
+    return tuple(t.clone() for t in _graph_cpu(scales, height, width))
+
+
+class GraphTensors(nn.Module):
+    """The :class:`SizeGraph` of one map size, as non-persistent buffers."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]) -> None:
+        super().__init__()
+        for name, t in zip(_NAMES, tensors):
+            self.register_buffer(name, t, persistent=False)
+
+
+class GraphCache(nn.Module):
+    """``ModuleDict``-backed cache ``"HxW" -> GraphTensors`` for fixed ``scales``."""
+
+    def __init__(self, scales: tuple[tuple[int, int], ...]) -> None:
+        super().__init__()
+        self.scales = scales
+        self.sizes = nn.ModuleDict()
+
+    def get(self, height: int, width: int, like: torch.Tensor) -> SizeGraph:
+        """The graph for ``height x width`` on ``like``'s device, float tensors in its dtype."""
+        key = f"{height}x{width}"
+        if key in self.sizes:
+            g = self.sizes[key]
+            tensors = tuple(getattr(g, n) for n in _NAMES)
+            if g.pool.device == like.device and g.pool.dtype == like.dtype:
+                return SizeGraph(*tensors)
+            if not torch.compiler.is_compiling():  # moved once, then cached again
+                g.to(device=like.device, dtype=like.dtype)
+                return SizeGraph(*(getattr(g, n) for n in _NAMES))
+            return SizeGraph(*_converted(tensors, like))
+        if torch.compiler.is_compiling():
+            return SizeGraph(*_converted(_graph_constants(self.scales, height, width), like))
+        g = GraphTensors(_converted(tuple(t.clone() for t in _graph_cpu(self.scales, height, width)), like))
+        self.sizes[key] = g
+        return SizeGraph(*(getattr(g, n) for n in _NAMES))
+
+
+def _converted(ts: tuple[torch.Tensor, ...], like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(t.to(like.device, like.dtype if t.is_floating_point() else t.dtype) for t in ts)

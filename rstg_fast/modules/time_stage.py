@@ -1,0 +1,83 @@
+"""The time processing stage: one recurrent cell per node, run over the frames.
+
+Written out (not ``nn.LSTM``) for two reasons: ``torch.compile(fullgraph=True)`` does not
+trace ``nn.LSTM``/``nn.GRU``, and the ``homogeneous`` ablation needs the same cell for a
+single step in the space stage. Parameter names, gate order and initialisation follow
+``nn.LSTMCell`` / ``nn.GRUCell`` (gates ``i, f, g, o`` / ``r, z, n``), so their weights load
+unchanged. The input projection of all frames is one matmul; only the recurrence loops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+State = tuple[torch.Tensor, ...]
+
+_GATES = {"lstm": 4, "gru": 3}
+
+
+class TimeStage(nn.Module):
+    """``h_i^t = f_time(v_i^t, h_i^{t-1})`` for every node, LSTM (default) or GRU, hidden = ``dim``.
+
+    Args:
+        dim: node feature size (input and hidden size).
+        cell: ``"lstm"`` or ``"gru"``.
+    """
+
+    def __init__(self, dim: int, cell: str = "lstm") -> None:
+        super().__init__()
+        if cell not in _GATES:
+            raise ValueError(f"time_cell must be 'lstm' or 'gru', got {cell!r}")
+        self.dim, self.cell_type = int(dim), cell
+        gates = _GATES[cell] * self.dim
+        self.weight_ih = nn.Parameter(torch.empty(gates, self.dim))
+        self.weight_hh = nn.Parameter(torch.empty(gates, self.dim))
+        self.bias_ih = nn.Parameter(torch.empty(gates))
+        self.bias_hh = nn.Parameter(torch.empty(gates))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.dim)  # as nn.LSTMCell / nn.GRUCell
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def initial_state(self, like: torch.Tensor) -> State:
+        """Zero state ``(h,)`` or ``(h, c)``, each shaped like ``like`` ``(..., dim)``."""
+        z = torch.zeros_like(like)
+        return (z, z) if self.cell_type == "lstm" else (z,)
+
+    def _recur(self, xp: torch.Tensor, state: State) -> State:
+        """One step from the projected input ``xp = W_ih x + b_ih`` ``(..., gates * dim)``."""
+        hp = F.linear(state[0], self.weight_hh, self.bias_hh)
+        if self.cell_type == "lstm":
+            i, f, g, o = (xp + hp).chunk(4, -1)
+            c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+        xr, xz, xn = xp.chunk(3, -1)
+        hr, hz, hn = hp.chunk(3, -1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return ((1 - z) * n + z * state[0],)
+
+    def step(self, x: torch.Tensor, state: State) -> State:
+        """One step of the cell: input ``x (..., dim)``, state of the same shape. Returns the new
+        state; its first element is the output."""
+        return self._recur(F.linear(x, self.weight_ih, self.bias_ih), state)
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Run over the frames. ``x (B, T, N, dim)`` -> ``(y (B, T, N, dim), last state)``.
+
+        ``state`` (each ``(B, N, dim)``) continues a previous call (streaming); None = zeros.
+        """
+        xp = F.linear(x, self.weight_ih, self.bias_ih)  # every frame's input projection at once
+        if state is None:
+            state = self.initial_state(x[:, 0])
+        outs = []
+        for t in range(x.shape[1]):
+            state = self._recur(xp[:, t], state)
+            outs.append(state[0])
+        return torch.stack(outs, 1), state
