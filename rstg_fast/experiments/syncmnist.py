@@ -23,15 +23,15 @@ import numpy as np
 
 PRESETS: dict[str, dict] = {
     # a few minutes on a 2-core CPU; learns well above chance but is far from converged
-    "quick": dict(epochs=4, steps_per_epoch=60, batch_size=32, test_videos=1024, channels=32, node_dim=64,
-                  message_dim=64, iterations=2, lr=2e-3),
+    "quick": dict(epochs=4, steps_per_epoch=100, batch_size=16, test_videos=1024, channels=32, node_dim=64,
+                  message_dim=64, iterations=2, lr=3e-3),
     # the paper-sized run, meant for a GPU
     "full": dict(epochs=30, steps_per_epoch=1000, batch_size=64, test_videos=10000, channels=64, node_dim=512,
                  message_dim=512, iterations=3, lr=5e-4),
 }
 SCHEDULES = ("all_time_stages", "one_time_stage", "space_only", "time_only", "homogeneous")
 # settings that may change between a run and its --resume (they do not change the maths)
-RESUME_FREE = {"out", "resume", "overwrite", "device", "progress", "stop_after_steps", "ckpt_steps", "eval_batch_size"}
+RESUME_FREE = {"out", "resume", "overwrite", "device", "progress", "threads", "no_plot", "stop_after_steps", "ckpt_steps", "eval_batch_size"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--eval-batch-size", type=int, default=128)
     p.add_argument("--ckpt-steps", type=int, default=0, help="also checkpoint every N steps (0: only per epoch)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch (0: torch's default); 1 is much faster on a busy machine")
+    p.add_argument("--no-plot", action="store_true", help="skip the training-curve plot")
     p.add_argument("--progress", choices=("auto", "none"), default="auto")
     p.add_argument("--stop-after-steps", type=int, default=0, help=argparse.SUPPRESS)  # tests: simulate a kill
 

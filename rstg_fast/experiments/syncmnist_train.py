@@ -77,6 +77,8 @@ def _check_resume_config(old: dict, new: dict) -> None:
 
 def train(cfg: dict) -> dict | None:
     """Train and evaluate; returns the final report (``None`` if stopped early on purpose)."""
+    if cfg["threads"] > 0:
+        torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = init_distributed(device)
     if device.type == "cuda" and info.world > 1:
@@ -178,7 +180,6 @@ def train(cfg: dict) -> dict | None:
         checkpoint(epoch, 0, elapsed)
         if info.is_main:
             write_jsonl(os.path.join(out, "metrics.jsonl"), history)
-            plot_curves(os.path.join(out, "curves.png"), history)
             h = history[-1]
             print(f"\nepoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {100 * h['train_acc']:.2f} %, "
                   f"test loss {h['test_loss']:.4f} acc {100 * h['test_acc']:.2f} % ({elapsed:.0f} s)", file=sys.stderr)
@@ -196,6 +197,8 @@ def train(cfg: dict) -> dict | None:
     }
     if info.is_main:
         dump_json(os.path.join(out, "result.json"), result)
+        if not cfg["no_plot"]:
+            result["plot"] = plot_curves(os.path.join(out, "curves.png"), history)
         print(main_report(result))
     return result
 

@@ -26,7 +26,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def tiny_argv(out, source, *extra):
     return ["--quick", "--out", str(out), "--source", str(source), "--epochs", "2", "--steps-per-epoch", "2",
             "--batch-size", "4", "--test-videos", "6", "--eval-batch-size", "4", "--channels", "8", "--node-dim", "16",
-            "--message-dim", "16", "--iterations", "1", "--progress", "none", "--backend", "reference", *extra]
+            "--message-dim", "16", "--iterations", "1", "--progress", "none", "--backend", "reference", "--threads", "1",
+            *(() if "--plot" in extra else ("--no-plot",)), *(e for e in extra if e != "--plot")]
 
 
 def cfg_of(argv):
@@ -43,7 +44,9 @@ def source(tmp_path_factory):
 
 
 def test_short_run_and_outputs(tmp_path, source):
-    result = train(cfg_of(tiny_argv(tmp_path, source)))
+    result = train(cfg_of(tiny_argv(tmp_path, source, "--plot")))
+    if result["plot"] is not None:  # matplotlib installed
+        assert open(tmp_path / "curves.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert 0.0 <= result["test_acc"] <= 1.0 and result["steps"] == 4
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["epoch"] for r in rows] == [1, 2]
