@@ -35,7 +35,8 @@ def area_matrix(in_size: int, out_size: int) -> torch.Tensor:
     o = torch.arange(out_size, dtype=torch.int64)[:, None]
     i = torch.arange(in_size, dtype=torch.int64)[None, :]
     # overlap length times out_size: pixel [i*out, (i+1)*out) vs span [o*in, (o+1)*in)
-    overlap = (torch.minimum((i + 1) * out_size, (o + 1) * in_size) - torch.maximum(i * out_size, o * in_size)).clamp_min(0)
+    lo = torch.maximum(i * out_size, o * in_size)
+    overlap = (torch.minimum((i + 1) * out_size, (o + 1) * in_size) - lo).clamp_min(0)
     return overlap.to(torch.float64) / in_size
 
 

@@ -10,7 +10,8 @@ logger = logging.getLogger(__name__)
 
 
 def fast_copy(ref: nn.Module, backend: str = "auto") -> nn.Module:
-    """A :class:`rstg_fast.RSTG` with ``ref``'s configuration, weights, device, dtype and mode."""
+    """A :class:`rstg_fast.RSTG` with ``ref``'s configuration, weights, device, dtype, train/eval
+    mode and ``requires_grad`` flags (hooks registered on ``ref`` are not carried over)."""
     from rstg_fast.modules.rstg import RSTG
 
     fast = RSTG(**{**ref.config, "backend": backend})
@@ -18,6 +19,9 @@ def fast_copy(ref: nn.Module, backend: str = "auto") -> nn.Module:
     if param is not None:
         fast.to(device=param.device, dtype=param.dtype)
     fast.load_state_dict(ref.state_dict())
+    frozen = {name for name, p in ref.named_parameters() if not p.requires_grad}
+    for name, p in fast.named_parameters():
+        p.requires_grad_(name not in frozen)
     fast.train(ref.training)
     return fast
 

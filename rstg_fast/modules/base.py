@@ -15,7 +15,8 @@ from rstg_fast.graph import check_scales, positional_maps
 from rstg_fast.modules.blocks import MapReadout, vec_readout
 from rstg_fast.modules.graph_cache import GraphCache, SizeGraph
 from rstg_fast.modules.space_base import SpaceStageBase
-from rstg_fast.modules.time_stage import State, TimeStage
+from rstg_fast.modules.time_stage import TimeStage
+from rstg_fast.pooling import pool_nodes
 
 SCHEDULES = ("all_time_stages", "one_time_stage", "space_only", "time_only", "homogeneous")
 
@@ -93,11 +94,19 @@ class RSTGBase(nn.Module):
         self.readout_kind = _choice("readout", readout, ("vec", "map"))
         self.time_readout = _choice("time_readout", time_readout, ("mean", "last"))
         if scalewise_update and schedule == "homogeneous":
-            raise ValueError("scalewise_update must be False with schedule='homogeneous' (the recurrent cell is the update)")
+            raise ValueError(
+                "scalewise_update must be False with schedule='homogeneous' (the recurrent cell is the update)"
+            )
         self.positional = bool(positional)
         self.dim_map = _positive_int("dim_map", dim_map)
         if self.positional and any(dim_map < max(sh, sw) for sh, sw in self.scales):
-            raise ValueError(f"dim_map must be at least the largest scale side, got dim_map={dim_map} for scales {self.scales}")
+            raise ValueError(
+                f"dim_map must be at least the largest scale side, got dim_map={dim_map} for scales {self.scales}"
+            )
+        from rstg_fast.ops import backends
+
+        if not isinstance(backend, str) or (backend != "auto" and backend not in backends.BACKENDS):
+            raise ValueError(f"backend must be 'auto' or one of {sorted(backends.BACKENDS)}, got {backend!r}")
         self.backend = backend
         self.num_nodes = sum(sh * sw for sh, sw in self.scales)
 
@@ -137,8 +146,6 @@ class RSTGBase(nn.Module):
 
     def embed(self, x: torch.Tensor, graph: SizeGraph) -> torch.Tensor:
         """Area-pool ``x (B, C, T, H, W)`` to the nodes and project: ``(B, T, N, node_dim)``."""
-        from rstg_fast.pooling import pool_nodes
-
         v = pool_nodes(x, graph.pool)
         return self.input_proj(v) if self.input_proj is not None else v
 
@@ -201,4 +208,7 @@ class RSTGBase(nn.Module):
         return RSTGStream(self)
 
     def extra_repr(self) -> str:
-        return f"scales={self.scales}, iterations={self.iterations}, schedule={self.schedule!r}, readout={self.readout_kind!r}"
+        return (
+            f"scales={self.scales}, iterations={self.iterations}, "
+            f"schedule={self.schedule!r}, readout={self.readout_kind!r}"
+        )

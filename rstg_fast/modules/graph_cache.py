@@ -45,9 +45,15 @@ def _graph_cpu(scales: tuple[tuple[int, int], ...], height: int, width: int) -> 
     return g.indptr, g.indices, src, dst, pooling_matrix(scales, height, width), paint_matrix(scales, height, width)
 
 
-@torch.compiler.assume_constant_result
 def _graph_constants(scales: tuple[tuple[int, int], ...], height: int, width: int) -> tuple[torch.Tensor, ...]:
     return tuple(t.clone() for t in _graph_cpu(scales, height, width))
+
+
+# What `torch.compiler.assume_constant_result` does (the whole of its implementation in
+# torch 2.4-2.13), without importing torch._dynamo: that import costs seconds and would make
+# `import rstg_fast` slow. tests/test_model.py compiles with fullgraph=True, so a torch
+# release that changes the mechanism fails loudly there.
+_graph_constants._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 class GraphTensors(nn.Module):

@@ -38,7 +38,11 @@ class SpaceStage(SpaceStageBase):
             pos = F.linear(self.pos, torch.cat([W1[:, 2 * D : 2 * D + P], W1[:, 2 * D + P :]]))  # (N, 2M)
             S = S + pos[:, :M]
             R = R + pos[:, M:]
-        W2, b2 = (self.send[2].weight, self.send[2].bias) if self.send_layers == 2 else (None, None)
+        W2 = b2 = None
+        if self.send_layers == 2:
+            # under autocast S is in the autocast dtype while the parameters are not; the op
+            # is not autocast-aware and wants one dtype
+            W2, b2 = self.send[2].weight.to(S.dtype), self.send[2].bias.to(S.dtype)
         return message_attention(
             S, R, Q, K, W2, b2, graph.indptr, graph.indices, heads=self.heads, scale=self.scale, backend=self.backend
         )

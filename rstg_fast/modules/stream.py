@@ -14,7 +14,8 @@ class RSTGStream:
     returns for the frames seen so far (up to floating-point rounding): for
     ``readout="map"`` the current frame's map ``(B, C, H, W)``; for ``readout="vec"`` the
     readout over all frames so far ``(B, node_dim)`` (a running mean for
-    ``time_readout="mean"``, the current frame for ``"last"``). Each step costs one frame of
+    ``time_readout="mean"``, the current frame for ``"last"``; for ``space_only`` every frame
+    so far has the same final nodes, so the current frame's readout is already the answer). Each step costs one frame of
     work: the recurrent states of every time stage (and, for ``space_only``, the running sum
     of the first mean over time) are carried, nothing is recomputed. Gradients flow as in the
     model (wrap in ``torch.no_grad()`` for inference).
@@ -44,7 +45,9 @@ class RSTGStream:
         if m.readout is not None:
             return m.readout(v, x, graph.paint)[:, :, 0]
         nodes = v[:, 0].sum(1)  # (B, node_dim) this frame's node sum
-        if m.time_readout == "last":
+        if m.time_readout == "last" or m.schedule == "space_only":
+            # space_only: the state is the running mean over time, so every frame so far has
+            # this same final value and the readout over them is this frame's
             return nodes
         self._vec_sum = nodes if self._vec_sum is None else self._vec_sum + nodes
         return self._vec_sum / self.frames

@@ -72,12 +72,35 @@ class TimeStage(nn.Module):
         """Run over the frames. ``x (B, T, N, dim)`` -> ``(y (B, T, N, dim), last state)``.
 
         ``state`` (each ``(B, N, dim)``) continues a previous call (streaming); None = zeros.
+        Eager mode uses PyTorch's fused sequence kernels (cuDNN on CUDA); under
+        ``torch.compile`` the loop below is traced instead (same maths).
         """
-        xp = F.linear(x, self.weight_ih, self.bias_ih)  # every frame's input projection at once
         if state is None:
             state = self.initial_state(x[:, 0])
+        if torch.compiler.is_compiling():
+            return self._loop(x, state)
+        return self._fused(x, state)
+
+    def _loop(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        xp = F.linear(x, self.weight_ih, self.bias_ih)  # every frame's input projection at once
         outs = []
         for t in range(x.shape[1]):
             state = self._recur(xp[:, t], state)
             outs.append(state[0])
         return torch.stack(outs, 1), state
+
+    def _fused(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        B, T, N, D = x.shape
+        seq = x.permute(0, 2, 1, 3).reshape(B * N, T, D)  # one sequence per (video, node)
+        hx = tuple(s.reshape(1, B * N, D) for s in state)
+        params = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
+        # biases, layers, dropout, train, bidirectional, batch_first; "train" only tells cuDNN to
+        # keep what backward needs, so it follows grad mode (gradients in eval mode work)
+        args = (params, True, 1, 0.0, torch.is_grad_enabled(), False, True)
+        if self.cell_type == "lstm":
+            out, h, c = torch.lstm(seq, hx, *args)
+            new: State = (h.view(B, N, D), c.view(B, N, D))
+        else:
+            out, h = torch.gru(seq, hx[0], *args)
+            new = (h.view(B, N, D),)
+        return out.view(B, N, T, D).transpose(1, 2), new

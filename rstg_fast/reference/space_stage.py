@@ -44,4 +44,4 @@ class ReferenceSpaceStage(SpaceStageBase):
         # gather: sum_j a_ij m_ij, head c weighting slice c of the message
         a_edge = a[:, dst, src]  # (G, E, h)
         weighted = (a_edge.unsqueeze(-1) * m.view(G, E, h, M // h)).reshape(G, E, M)
-        return v.new_zeros(G, N, M).index_add(1, dst, weighted)
+        return weighted.new_zeros(G, N, M).index_add(1, dst, weighted)

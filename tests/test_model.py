@@ -1,0 +1,186 @@
+"""rstg_fast.RSTG (fused op) against rstg_fast.reference.RSTG (per-edge): same keys, same
+outputs and parameter gradients in float64 for every schedule, readout and option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rstg_fast
+import rstg_fast.reference
+from model_cases import SCHEDULES, TINY, make, pair, video
+from rstg_testing import assert_close
+
+# options crossed with every schedule x readout below (rotated, to keep the suite fast)
+OPTIONS = [
+    dict(heads=2, positional=True),
+    dict(heads=1, positional=False, send_layers=1, update_layers=1),
+    dict(heads=2, time_cell="gru", norm="none", time_readout="last"),
+    dict(heads=1, positional=True, scalewise_update=True, attention_scale=1.0),
+    dict(heads=2, send_layers=1, update_layers=2, time_cell="gru"),
+]
+
+
+def _close64(actual, expected, name):
+    """float64 agreement to 1e-10 of max(1, |expected|) (the key bias gradient is exactly zero
+    in theory, so a purely relative bound would judge rounding noise)."""
+    bound = 1e-10 * max(1.0, float(expected.abs().max()))
+    err = float((actual - expected).abs().max())
+    assert err <= bound, f"{name}: max error {err:.3g} > {bound:.3g}"
+
+
+def _check_pair(ref, fast, x, name):
+    """Outputs and every parameter's gradient of a random linear functional agree."""
+    y_ref, y_fast = ref(x), fast(x)
+    assert_close(y_fast, y_ref, None, f"{name} output")
+    w = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(7), dtype=y_ref.dtype)
+    (y_ref * w).sum().backward()
+    (y_fast * w).sum().backward()
+    ref_params, fast_params = dict(ref.named_parameters()), dict(fast.named_parameters())
+    assert ref_params.keys() == fast_params.keys()
+    for key, p in ref_params.items():
+        assert p.grad is not None and fast_params[key].grad is not None, f"{name}: no gradient for {key}"
+        _close64(fast_params[key].grad, p.grad, f"{name} grad {key}")
+
+
+def _case_id(schedule, readout, i):
+    return f"{schedule}-{readout}-opt{i}"
+
+
+CASES = [
+    (schedule, readout, OPTIONS[(s + 2 * r) % len(OPTIONS)])
+    for s, schedule in enumerate(SCHEDULES)
+    for r, readout in enumerate(("vec", "map"))
+    if not (schedule == "homogeneous" and OPTIONS[(s + 2 * r) % len(OPTIONS)].get("scalewise_update"))
+]
+
+
+@pytest.mark.parametrize(
+    "schedule,readout,options", CASES, ids=[_case_id(s, r, OPTIONS.index(o)) for s, r, o in CASES]
+)
+def test_fast_matches_reference(schedule, readout, options):
+    ref, fast = pair(schedule=schedule, readout=readout, **options)
+    _check_pair(ref, fast, video(H=7, W=5), f"{schedule}/{readout}")
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=[f"opt{i}" for i in range(len(OPTIONS))])
+def test_fast_matches_reference_all_time_stages_every_option(options):
+    ref, fast = pair(readout="map", **options)
+    _check_pair(ref, fast, video(), "all_time_stages")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(schedule="homogeneous", time_cell="gru", message_dim=16),
+        dict(scales=((4, 4), (2, 2), (1, 1)), heads=4),
+        dict(scales=((1, 1),)),  # one node, no edges
+        dict(iterations=1, in_channels=16),  # no input projection
+        dict(iterations=0),
+    ],
+    ids=["homogeneous-gru", "4x4-heads4", "single-node", "K1-noproj", "K0"],
+)
+def test_fast_matches_reference_odd_configs(kwargs):
+    C = kwargs.pop("in_channels", 12)
+    ref, fast = pair(C, **kwargs)
+    _check_pair(ref, fast, video(C=C, H=8, W=9), str(kwargs))
+
+
+def test_state_dict_round_trip_both_directions():
+    kwargs = dict(positional=True, heads=2, readout="map", scalewise_update=True)
+    ref = make(rstg_fast.reference.RSTG, seed=3, **kwargs)
+    fast = make(rstg_fast.RSTG, seed=4, **kwargs)
+    assert list(ref.state_dict().keys()) == list(fast.state_dict().keys())
+    x = video()
+    assert (ref(x) - fast(x)).abs().max() > 1e-3  # different weights before loading
+    ref.load_state_dict(fast.state_dict())  # fast -> reference
+    assert_close(ref(x), fast(x), None, "fast->ref")
+    fresh = make(rstg_fast.RSTG, seed=5, **kwargs)
+    fresh.load_state_dict(ref.state_dict())  # reference -> fast
+    assert_close(fresh(x), ref(x), None, "ref->fast")
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_state_dict_keys_equal(schedule):
+    for readout in ("vec", "map"):
+        ref = rstg_fast.reference.RSTG(12, **TINY, schedule=schedule, readout=readout, positional=True)
+        fast = rstg_fast.RSTG(12, **TINY, schedule=schedule, readout=readout, positional=True)
+        assert list(ref.state_dict()) == list(fast.state_dict())
+        assert {k: v.shape for k, v in ref.state_dict().items()} == {k: v.shape for k, v in fast.state_dict().items()}
+
+
+def test_float32_matches_float64_reference():
+    ref, _ = pair(positional=True, heads=2, readout="map")
+    fast32 = rstg_fast.RSTG(12, **TINY, positional=True, heads=2, readout="map")
+    fast32.load_state_dict(ref.state_dict())
+    ref32 = rstg_fast.reference.RSTG(12, **TINY, positional=True, heads=2, readout="map")
+    ref32.load_state_dict(ref.state_dict())
+    x = video()
+    assert_close(fast32(x.float()), ref(x), ref32(x.float()), "float32 output")
+
+
+def test_backend_is_passed_to_the_op_and_settable():
+    fast = rstg_fast.RSTG(12, **TINY, backend="reference")
+    assert fast.space.backend == "reference"
+    fast.backend = "auto"
+    assert fast.space.backend == "auto"
+
+
+def test_space_stage_and_time_stage_are_exported():
+    assert rstg_fast.SpaceStage is type(rstg_fast.RSTG(12, **TINY).space)
+    assert rstg_fast.TimeStage is type(rstg_fast.RSTG(12, **TINY).time)
+
+
+@pytest.mark.slow  # about a minute on a cold inductor cache (C++ kernel builds), 20 s warm
+def test_torch_compile_fullgraph_matches_eager():
+    torch._dynamo.reset()
+    # small on purpose: inductor compiles C++ for every kernel, slow on a busy CPU
+    small = dict(iterations=1, scales=((2, 2), (1, 1)), dtype=torch.float32)
+    model = make(rstg_fast.RSTG, positional=True, heads=2, readout="map", **small)
+    x = video(T=2, H=4, W=4, dtype=torch.float32)
+    compiled = torch.compile(model, fullgraph=True)
+    got = compiled(x)  # first call on a fresh model: the graph is built at trace time
+    want = model(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    want.sum().backward()
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("readout", ["vec", "map"])
+def test_autocast_bfloat16_runs_and_is_close(readout):
+    # mixed precision training: the fused op gets one dtype even though parameters are float32
+    ref, _ = pair(positional=True, heads=2, readout=readout)
+    fast = rstg_fast.RSTG(12, **TINY, positional=True, heads=2, readout=readout)
+    fast.load_state_dict(ref.state_dict())
+    x = video()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = fast(x.float())
+    y.float().sum().backward()
+    want = ref(x)
+    err = float(((y.double() - want).abs().max() / want.abs().max()).detach())
+    assert err < 0.05, err  # bfloat16 has 8 mantissa bits; three rounds of matmuls
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fast.parameters())
+
+
+def test_deterministic_mode_is_honoured():
+    # every op of both models has a deterministic path (or raises); repeated runs are bitwise equal
+    ref, fast = pair(positional=True, heads=2, readout="map")
+    x = video()
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for model in (ref, fast):
+            outs, grads = [], []
+            for _ in range(2):
+                model.zero_grad()
+                y = model(x)
+                y.square().sum().backward()
+                outs.append(y.detach())
+                grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+            assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+    finally:
+        torch.use_deterministic_algorithms(previous)

@@ -1,0 +1,50 @@
+"""RSTG.stream(): frame by frame, equal to the batch forward on the frames so far."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rstg_fast
+import rstg_fast.reference
+from model_cases import SCHEDULES, make, video
+
+
+def _check_stream(model, x):
+    stream = model.stream()
+    T = x.shape[2]
+    for t in range(T):
+        got = stream.step(x[:, :, t])
+        batch = model(x[:, :, : t + 1])
+        want = batch[:, :, -1] if model.readout_kind == "map" else batch
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-11, msg=f"frame {t}")
+    return stream
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("readout", ["vec", "map"])
+def test_stream_equals_batch_fast(schedule, readout):
+    model = make(rstg_fast.RSTG, schedule=schedule, readout=readout, positional=True, heads=2)
+    _check_stream(model, video(T=4, H=7, W=5))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(time_readout="last"), dict(time_cell="gru", iterations=1), dict(schedule="space_only", iterations=0)],
+)
+def test_stream_equals_batch_options(kwargs):
+    _check_stream(make(rstg_fast.RSTG, **kwargs), video(T=3))
+
+
+def test_stream_reference_model_and_reset():
+    model = make(rstg_fast.reference.RSTG, readout="map")
+    x = video(T=3)
+    stream = _check_stream(model, x)
+    stream.reset()
+    torch.testing.assert_close(stream(x[:, :, 0]), model(x[:, :, :1])[:, :, 0], rtol=0, atol=1e-11)
+
+
+def test_stream_rejects_video_shaped_input():
+    stream = make(rstg_fast.RSTG).stream()
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        stream.step(video())

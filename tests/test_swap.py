@@ -1,0 +1,81 @@
+"""swap_in: reference RSTG blocks inside a user's model become rstg_fast.RSTG, same behaviour."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+import rstg_fast
+import rstg_fast.reference
+from model_cases import TINY, make, video
+from rstg_fast.swap import fast_copy
+
+
+class Net(nn.Module):
+    """A user's model: a map block inside a Sequential, a vec head at the top level."""
+
+    def __init__(self):
+        super().__init__()
+        block = make(rstg_fast.reference.RSTG, readout="map", seed=1, positional=True)
+        self.body = nn.Sequential(nn.Conv3d(12, 12, 1), block)
+        self.head = make(rstg_fast.reference.RSTG, seed=2, schedule="homogeneous", heads=2)
+        self.fc = nn.Linear(TINY["node_dim"], 3)
+
+    def forward(self, x):
+        return self.fc(self.head(self.body(x)))
+
+
+def test_swap_in_replaces_every_reference_block(caplog):
+    net = Net().double().eval()
+    x = video()
+    want = net(x)
+    with caplog.at_level(logging.INFO, logger="rstg_fast.swap"):
+        names = rstg_fast.swap_in(net)
+    assert sorted(names) == ["body.1", "head"]
+    assert "body.1" in caplog.text and "head" in caplog.text
+    assert type(net.head) is rstg_fast.RSTG
+    assert type(net.body[1]) is rstg_fast.RSTG
+    assert not any(isinstance(m, rstg_fast.reference.RSTG) for m in net.modules())
+    assert not net.training and not net.head.training
+    p = next(net.head.parameters())
+    assert p.dtype == torch.float64 and p.device == x.device
+    assert net.head.schedule == "homogeneous" and net.body[1].readout_kind == "map" and net.body[1].positional
+    torch.testing.assert_close(net(x), want, rtol=0, atol=1e-10)
+    assert rstg_fast.swap_in(net) == []  # nothing left to replace
+
+
+def test_swap_in_keeps_train_mode_and_gradients_flow():
+    net = Net().double().train()
+    rstg_fast.swap_in(net)
+    assert net.head.training and net.body[1].training
+    net(video()).sum().backward()
+    assert net.body[1].space.send[0].weight.grad is not None
+
+
+def test_top_level_reference_model():
+    ref = make(rstg_fast.reference.RSTG, heads=2, scalewise_update=True).eval()
+    assert rstg_fast.swap_in(ref) == [""]  # cannot replace itself in place
+    assert type(ref) is rstg_fast.reference.RSTG
+    fast = fast_copy(ref)
+    assert type(fast) is rstg_fast.RSTG and not fast.training
+    x = video()
+    torch.testing.assert_close(fast(x), ref(x), rtol=0, atol=1e-10)
+
+
+def test_fast_copy_keeps_frozen_parameters_frozen():
+    ref = make(rstg_fast.reference.RSTG)
+    ref.space.requires_grad_(False)
+    fast = fast_copy(ref)
+    assert all(not p.requires_grad for p in fast.space.parameters())
+    assert all(p.requires_grad for p in fast.final_time.parameters())
+
+
+def test_fast_copy_float32_and_backend():
+    ref = rstg_fast.reference.RSTG(12, **TINY, time_cell="gru", send_layers=1, update_layers=1)
+    fast = fast_copy(ref, backend="reference")
+    assert fast.space.backend == "reference"
+    assert fast.space.send_layers == 1 and len(fast.space.update.mlps[0]) == 2
+    x = video(dtype=torch.float32)
+    torch.testing.assert_close(fast(x), ref(x), rtol=1e-5, atol=1e-5)
