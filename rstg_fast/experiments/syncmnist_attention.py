@@ -87,29 +87,27 @@ def main(argv: list[str] | None = None) -> int:
     truth = label_pair(int(batch.labels[idx]))
     guess = label_pair(pred)
     n = len(mats)
-    fig = plt.figure(figsize=(2.6 * max(n, 1) + 5, 4.6))
-    grid = fig.add_gridspec(2, 5 + n, height_ratios=[1, 1])
-    for t in range(10):
-        ax = fig.add_subplot(grid[t // 5, t % 5])
+    fig = plt.figure(figsize=(10, 1.6 + 3.6))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.2, 3.6])
+    for t, ax in enumerate(top.subplots(1, 10)):
         ax.imshow(batch.videos[idx, t], cmap="gray", vmin=0, vmax=255)
         ax.set_axis_off()
         ax.set_title(f"t={t}", fontsize=7)
     sizes = [sh * sw for sh, sw in model.rstg.scales]
     cuts = np.cumsum(sizes)[:-1] - 0.5
-    for k, m in enumerate(mats):
-        ax = fig.add_subplot(grid[:, 5 + k])
-        im = ax.imshow(m, cmap="viridis", vmin=0, vmax=max(m.max(), 1e-6))
+    axes = np.atleast_1d(bottom.subplots(1, max(n, 1)))
+    for k, (ax, m) in enumerate(zip(axes, mats)):
+        im = ax.imshow(m, cmap="viridis", vmin=0, vmax=max(float(m.max()), 1e-6))
         for c in cuts:
             ax.axhline(c, color="w", lw=0.6)
             ax.axvline(c, color="w", lw=0.6)
-        ax.set_title(f"iteration {k + 1}: a[i, j]", fontsize=8)
+        ax.set_title(f"space stage, iteration {k + 1}: a[i, j]", fontsize=8)
         ax.set_xlabel("source node j", fontsize=7)
         ax.set_ylabel("destination node i", fontsize=7)
         ax.tick_params(labelsize=6)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(f"digits {batch.digits[idx].tolist()}, synced pair {truth}, predicted {guess} "
+        bottom.colorbar(im, ax=ax, fraction=0.046)
+    bottom.suptitle(f"digits {batch.digits[idx].tolist()}, synced pair {truth}, predicted {guess} "
                  f"(nodes 0-8: 3x3, 9-12: 2x2, 13: 1x1; mean over frames)", fontsize=9)
-    fig.tight_layout()
     fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")
     return 0

@@ -25,6 +25,8 @@ def _norm(channels: int) -> nn.GroupNorm:
     # per-sample statistics (unlike batch norm), so DDP equals one process; without a norm the
     # default init shrinks the mostly-black frames to near-constant features and RSTG's
     # output barely depends on the video at the start of training
+    # (the convs before it have no bias: the norm would cancel it, leaving a parameter whose
+    # gradient is rounding noise, which Adam turns into full-size random steps)
     return nn.GroupNorm(min(8, channels), channels)
 
 
@@ -35,9 +37,9 @@ class ConvBackbone(nn.Module):
         super().__init__()
         half = max(channels // 2, 1)
         self.layers = nn.Sequential(
-            nn.Conv2d(1, half, 4, stride=2, padding=1), _norm(half), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(half, channels, 3, padding=1), _norm(channels), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(channels, channels, 3), _norm(channels), nn.ReLU(),
+            nn.Conv2d(1, half, 4, stride=2, padding=1, bias=False), _norm(half), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(half, channels, 3, padding=1, bias=False), _norm(channels), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, channels, 3, bias=False), _norm(channels), nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -120,7 +120,7 @@ def test_ddp_two_cpu_processes_match_one(tmp_path, source):
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = load_checkpoint(str(one / "checkpoint.pt")), load_checkpoint(str(two / "checkpoint.pt"))
     for k in a["model"]:
-        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-4, atol=1e-5, msg=k)
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
     for ha, hb in zip(a["history"], b["history"]):
         assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-4)
         assert hb["test_acc"] == ha["test_acc"]
