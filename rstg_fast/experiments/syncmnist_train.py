@@ -103,6 +103,18 @@ def train(cfg: dict) -> dict | None:
 
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg).to(device)
+    pretrain_acc: list[float] = []
+    if state is None and cfg["pretrain_steps"] > 0:
+        # single-digit warm-up of the backbone (syncmnist_pretrain.py says why)
+        from rstg_fast.experiments.syncmnist_pretrain import pretrain_backbone
+
+        pbar = Progress(cfg["pretrain_steps"], desc="pretrain backbone", unit="step",
+                        disable=not info.is_main or cfg["progress"] == "none")
+        pretrain_acc = pretrain_backbone(model.backbone, cfg["channels"], cfg, device, pbar.update_to)
+        pbar.close()
+        if info.is_main and pretrain_acc:
+            print(f"backbone pretraining: single-digit accuracy {100 * pretrain_acc[-1]:.1f} % "
+                  f"over its last 50 steps", file=sys.stderr)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["dtype"] == "float16")
     epoch, step, history, run_time = 0, 0, [], 0.0
@@ -115,6 +127,7 @@ def train(cfg: dict) -> dict | None:
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         epoch, step, history, run_time = state["epoch"], state["step"], state["history"], state["train_time_s"]
+        pretrain_acc = list(state["pretrain_acc"])
         running = list(state["running"]) if info.is_main else [0.0, 0.0, 0.0]
     net = model
     if world > 1:
@@ -129,7 +142,7 @@ def train(cfg: dict) -> dict | None:
             "torch_rng": torch.get_rng_state(),
             **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
             "epoch": next_epoch, "step": next_step, "history": history, "running": totals,
-            "train_time_s": elapsed, "config": cfg,
+            "train_time_s": elapsed, "config": cfg, "pretrain_acc": pretrain_acc,
         })
 
     test_set = TestSet(cfg, info)
@@ -193,7 +206,7 @@ def train(cfg: dict) -> dict | None:
         "epochs": cfg["epochs"], "steps": total, "train_time_s": last["time_s"], "digits": cfg["digits"],
         "schedule": cfg["schedule"], "positional": cfg["positional"], "device": str(device), "dtype": cfg["dtype"],
         "world": world, "test_videos": cfg["test_videos"], "torch": torch.__version__, "config": cfg,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "pretrain_acc": pretrain_acc,
     }
     if info.is_main:
         dump_json(os.path.join(out, "result.json"), result)

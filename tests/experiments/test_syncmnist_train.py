@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +28,7 @@ def tiny_argv(out, source, *extra):
     return ["--quick", "--out", str(out), "--source", str(source), "--epochs", "2", "--steps-per-epoch", "2",
             "--batch-size", "4", "--test-videos", "6", "--eval-batch-size", "4", "--channels", "8", "--node-dim", "16",
             "--message-dim", "16", "--iterations", "1", "--progress", "none", "--backend", "reference", "--threads", "1",
+            *(() if "--pretrain-steps" in extra else ("--pretrain-steps", "0")),
             *(() if "--plot" in extra else ("--no-plot",)), *(e for e in extra if e != "--plot")]
 
 
@@ -79,6 +81,32 @@ def test_exact_resume(tmp_path, source, stop):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k  # bitwise on CPU
     assert _strip_times(a["history"]) == _strip_times(b["history"])
+
+
+def test_backbone_pretraining_then_exact_resume(tmp_path, source):
+    full, part = tmp_path / "full", tmp_path / "part"
+    result = train(cfg_of(tiny_argv(full, source, "--pretrain-steps", "3")))
+    assert len(result["pretrain_acc"]) == 0  # one entry per 50 steps
+    train(cfg_of(tiny_argv(part, source, "--pretrain-steps", "3", "--stop-after-steps", "1")))
+    train(cfg_of(tiny_argv(part, source, "--pretrain-steps", "3", "--resume")))
+    a, b = load_checkpoint(str(full / "checkpoint.pt")), load_checkpoint(str(part / "checkpoint.pt"))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    no_pre = tmp_path / "none"
+    train(cfg_of(tiny_argv(no_pre, source)))
+    c = load_checkpoint(str(no_pre / "checkpoint.pt"))
+    assert not torch.equal(a["model"]["backbone.layers.0.weight"], c["model"]["backbone.layers.0.weight"])
+
+
+def test_digit_frames_match_the_pool(source):
+    from rstg_fast.data.mnist import digit_pool
+    from rstg_fast.experiments.syncmnist_pretrain import digit_frames
+
+    frames, labels = digit_frames(5, seed=0, step=0, source=str(source))
+    again, _ = digit_frames(5, seed=0, step=0, source=str(source))
+    assert frames.shape == (5, 64, 64) and frames.dtype == np.uint8 and np.array_equal(frames, again)
+    assert set(labels.tolist()) <= set(digit_pool("train", str(source)).labels.tolist())
+    assert (frames.reshape(5, -1).max(1) > 0).all()
 
 
 def test_refuses_to_clobber_or_change_settings(tmp_path, source):
