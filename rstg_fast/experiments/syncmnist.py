@@ -23,7 +23,7 @@ import numpy as np
 
 PRESETS: dict[str, dict] = {
     # a few minutes on a 2-core CPU; learns well above chance but is far from converged
-    "quick": dict(epochs=4, steps_per_epoch=100, batch_size=16, test_videos=1024, channels=32, node_dim=64,
+    "quick": dict(epochs=4, steps_per_epoch=250, batch_size=16, test_videos=1024, channels=32, node_dim=64,
                   message_dim=64, iterations=2, lr=3e-3, pretrain_steps=400),
     # the paper-sized run, meant for a GPU
     "full": dict(epochs=30, steps_per_epoch=1000, batch_size=64, test_videos=10000, channels=64, node_dim=512,
@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       ("pretrain_steps", int)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help="(default from the preset)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: momentum 0.9")
     p.add_argument("--eval-batch-size", type=int, default=128)
     p.add_argument("--ckpt-steps", type=int, default=0, help="also checkpoint every N steps (0: only per epoch)")
     p.add_argument("--threads", type=int, default=0,
@@ -84,9 +85,13 @@ def resolve(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rstg_fast.experiments.syncmnist_runtime import shutdown_distributed
     from rstg_fast.experiments.syncmnist_train import train
 
-    result = train(resolve(args))
+    try:
+        result = train(resolve(args))
+    finally:
+        shutdown_distributed()
     return 0 if result is not None else 1
 
 

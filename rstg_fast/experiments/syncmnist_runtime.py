@@ -32,6 +32,13 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group (a clean exit; torchrun otherwise may see an abort)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_sum(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
     """Sum a few float64 numbers over ranks (identity in a world of one)."""
     if info.world == 1:

@@ -115,7 +115,10 @@ def train(cfg: dict) -> dict | None:
         if info.is_main and pretrain_acc:
             print(f"backbone pretraining: single-digit accuracy {100 * pretrain_acc[-1]:.1f} % "
                   f"over its last 50 steps", file=sys.stderr)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    if cfg["optimizer"] == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["dtype"] == "float16")
     epoch, step, history, run_time = 0, 0, [], 0.0
     running = [0.0, 0.0, 0.0]  # loss sum, correct, count of the current epoch (all ranks)

@@ -138,18 +138,44 @@ def test_bad_flags(tmp_path, source):
 
 def test_ddp_two_cpu_processes_match_one(tmp_path, source):
     """torchrun with 2 gloo processes, each half of every batch == one process (up to reduction order)."""
+    # SGD: Adam would turn rounding noise in near-zero gradients into lr-sized steps
+    extra = ("--optimizer", "sgd", "--lr", "0.05")
     one = tmp_path / "one"
-    train(cfg_of(tiny_argv(one, source)))
+    train(cfg_of(tiny_argv(one, source, *extra)))
     two = tmp_path / "two"
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "rstg_fast.cli", "syncmnist", *tiny_argv(two, source), "--device", "cpu"]
+           "-m", "rstg_fast.cli", "syncmnist", *tiny_argv(two, source, *extra), "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = load_checkpoint(str(one / "checkpoint.pt")), load_checkpoint(str(two / "checkpoint.pt"))
     for k in a["model"]:
         torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+    # and the batch statistics are global: a per-rank batch norm would differ far more
+    assert not torch.equal(a["model"]["classifier.0.running_mean"], torch.zeros(16))
     for ha, hb in zip(a["history"], b["history"]):
         assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-4)
         assert hb["test_acc"] == ha["test_acc"]
     assert json.load(open(two / "result.json"))["world"] == 2
+
+
+def test_global_batch_norm_equals_batchnorm1d():
+    from rstg_fast.experiments.syncmnist_model import GlobalBatchNorm
+
+    torch.manual_seed(0)
+    x = (torch.randn(13, 7, dtype=torch.float64) * 1e-3 + 5.0).requires_grad_()
+    ours, ref = GlobalBatchNorm(7).double(), torch.nn.BatchNorm1d(7).double()
+    with torch.no_grad():
+        for m in (ours, ref):
+            m.weight.uniform_(0.5, 1.5)
+        ref.weight.copy_(ours.weight)
+    y, y_ref = ours(x), ref(x)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn_like(y)
+    gx, = torch.autograd.grad(y, x, g)
+    gx_ref, = torch.autograd.grad(y_ref, x, g)
+    torch.testing.assert_close(gx, gx_ref)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    ours.eval(), ref.eval()
+    torch.testing.assert_close(ours(x), ref(x))
