@@ -47,8 +47,12 @@ class Progress:
         if force or now - self._last >= 5.0 or self.n == self.total:
             self._last = now
             rate = (self.n) / max(now - self._start, 1e-9)
-            print(f"{self.desc}: {self.n}/{self.total} {self.unit} [{now - self._start:.0f}s, {rate:.2f} {self.unit}/s] {self._postfix}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{self.desc}: {self.n}/{self.total} {self.unit} "
+                f"[{now - self._start:.0f}s, {rate:.2f} {self.unit}/s] {self._postfix}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self._tqdm is not None:

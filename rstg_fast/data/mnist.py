@@ -81,7 +81,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 def _find(directory: str, prefix: str, kind: str) -> str:
     for sep in ("-", "."):
         for ext in ("", ".gz"):
-            candidate = os.path.join(directory, f"{prefix}-{kind}{sep}{'idx3' if kind == 'images' else 'idx1'}-ubyte{ext}")
+            candidate = os.path.join(
+                directory, f"{prefix}-{kind}{sep}{'idx3' if kind == 'images' else 'idx1'}-ubyte{ext}"
+            )
             if os.path.isfile(candidate):
                 return candidate
     raise ValueError(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -118,7 +118,9 @@ class ShardDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", cache_shards: int = 2) -> None:
         root = os.fspath(root)
-        names = sorted(f for f in os.listdir(root) if f.startswith(f"{split}-") and f.endswith(".npz") and ".tmp" not in f)
+        names = sorted(
+            f for f in os.listdir(root) if f.startswith(f"{split}-") and f.endswith(".npz") and ".tmp" not in f
+        )
         if not names:
             raise ValueError(f"root: no {split} shards in {root!r}")
         self.paths = [os.path.join(root, f) for f in names]
@@ -157,8 +159,17 @@ class OnTheFlySyncMNIST(Dataset):
     ``generate(block, ..., stream=b)``), so item ``i`` is the same whatever the access
     order, process or batch size. Items as :class:`ShardDataset`."""
 
-    def __init__(self, num_videos: int, num_digits: int = 3, split: str = "train", seed: int = 0, *,
-                 block: int = 256, source: str | None = None, cache_blocks: int = 4) -> None:
+    def __init__(
+        self,
+        num_videos: int,
+        num_digits: int = 3,
+        split: str = "train",
+        seed: int = 0,
+        *,
+        block: int = 256,
+        source: str | None = None,
+        cache_blocks: int = 4,
+    ) -> None:
         if num_videos <= 0 or block <= 0:
             raise ValueError(f"num_videos and block must be > 0, got {num_videos} and {block}")
         self.num_videos, self.num_digits, self.split, self.seed = num_videos, num_digits, split, seed

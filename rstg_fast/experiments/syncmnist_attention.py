@@ -28,7 +28,9 @@ from rstg_fast.experiments.syncmnist_train import build_model
 from rstg_fast.ops import message_attention
 
 
-def attention_weights(stage: torch.nn.Module, v: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+def attention_weights(
+    stage: torch.nn.Module, v: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor
+) -> torch.Tensor:
     """``(G, N, N)`` attention ``a[g, i, j]`` (heads averaged) of one space stage on ``v (G, N, D)``.
 
     ``lse`` comes from the fused op; ``s_ij`` from the stage's query and key layers.
@@ -43,8 +45,9 @@ def attention_weights(stage: torch.nn.Module, v: torch.Tensor, indptr: torch.Ten
         R = R + F.linear(stage.pos, W1[:, 2 * D + P :])
     Q, K = stage.query(v), stage.key(v)
     W2, b2 = (stage.send[2].weight, stage.send[2].bias) if stage.send_layers == 2 else (None, None)
-    _, lse = message_attention(S, R, Q, K, W2, b2, indptr, indices, heads=stage.heads, scale=stage.scale,
-                               return_lse=True)  # lse (G, N, heads)
+    _, lse = message_attention(
+        S, R, Q, K, W2, b2, indptr, indices, heads=stage.heads, scale=stage.scale, return_lse=True
+    )  # lse (G, N, heads)
     G, N, _ = v.shape
     h = stage.heads
     dst = torch.repeat_interleave(torch.arange(N), indptr[1:] - indptr[:-1])
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [sh * sw for sh, sw in model.rstg.scales]
     cuts = np.cumsum(sizes)[:-1] - 0.5
     axes = np.atleast_1d(bottom.subplots(1, max(n, 1)))
-    for k, (ax, m) in enumerate(zip(axes, mats)):
+    for k, (ax, m) in enumerate(zip(axes, mats, strict=True)):
         im = ax.imshow(m, cmap="viridis", vmin=0, vmax=max(float(m.max()), 1e-6))
         for c in cuts:
             ax.axhline(c, color="w", lw=0.6)
@@ -106,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_ylabel("destination node i", fontsize=7)
         ax.tick_params(labelsize=6)
         bottom.colorbar(im, ax=ax, fraction=0.046)
-    bottom.suptitle(f"digits {batch.digits[idx].tolist()}, synced pair {truth}, predicted {guess} "
-                 f"(nodes 0-8: 3x3, 9-12: 2x2, 13: 1x1; mean over frames)", fontsize=9)
+    bottom.suptitle(
+        f"digits {batch.digits[idx].tolist()}, synced pair {truth}, predicted {guess} "
+        f"(nodes 0-8: 3x3, 9-12: 2x2, 13: 1x1; mean over frames)",
+        fontsize=9,
+    )
     fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")
     return 0

@@ -38,9 +38,17 @@ class ConvBackbone(nn.Module):
         super().__init__()
         half = max(channels // 2, 1)
         self.layers = nn.Sequential(
-            nn.Conv2d(1, half, 4, stride=2, padding=1, bias=False), _norm(half), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(half, channels, 3, padding=1, bias=False), _norm(channels), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(channels, channels, 3, bias=False), _norm(channels), nn.ReLU(),
+            nn.Conv2d(1, half, 4, stride=2, padding=1, bias=False),
+            _norm(half),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(half, channels, 3, padding=1, bias=False),
+            _norm(channels),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels, channels, 3, bias=False),
+            _norm(channels),
+            nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,9 @@ def digit_frames(n: int, seed: int, step: int, source: str | None = None) -> tup
     return frames, pool.labels[idx]
 
 
-def pretrain_backbone(backbone: nn.Module, channels: int, cfg: dict, device: torch.device,
-                      progress=None) -> list[float]:
+def pretrain_backbone(
+    backbone: nn.Module, channels: int, cfg: dict, device: torch.device, progress=None
+) -> list[float]:
     """Train ``backbone`` (``(B, 1, T, 64, 64) -> (B, C, T, 6, 6)``) in place for
     ``cfg["pretrain_steps"]`` steps of 64 digits; returns the running accuracy per 50 steps.
 

@@ -17,7 +17,13 @@ from rstg_fast.data.syncmnist import generate
 from rstg_fast.experiments.syncmnist import RESUME_FREE, dump_json, epoch_order, main_report
 from rstg_fast.experiments.syncmnist_model import SyncMNISTNet
 from rstg_fast.experiments.syncmnist_runtime import (
-    DistInfo, all_sum, init_distributed, load_checkpoint, plot_curves, save_checkpoint, write_jsonl,
+    DistInfo,
+    all_sum,
+    init_distributed,
+    load_checkpoint,
+    plot_curves,
+    save_checkpoint,
+    write_jsonl,
 )
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -25,8 +31,13 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 def build_model(cfg: dict) -> SyncMNISTNet:
     return SyncMNISTNet(
-        cfg["channels"], node_dim=cfg["node_dim"], message_dim=cfg["message_dim"], iterations=cfg["iterations"],
-        schedule=cfg["schedule"], positional=cfg["positional"], backend=cfg["backend"],
+        cfg["channels"],
+        node_dim=cfg["node_dim"],
+        message_dim=cfg["message_dim"],
+        iterations=cfg["iterations"],
+        schedule=cfg["schedule"],
+        positional=cfg["positional"],
+        backend=cfg["backend"],
     )
 
 
@@ -70,7 +81,9 @@ class TestSet:
 
 
 def _check_resume_config(old: dict, new: dict) -> None:
-    diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if k not in RESUME_FREE and old.get(k) != new.get(k)}
+    diff = {
+        k: (old.get(k), new.get(k)) for k in set(old) | set(new) if k not in RESUME_FREE and old.get(k) != new.get(k)
+    }
     if diff:
         raise ValueError(f"--resume: the checkpoint was made with other settings: {diff} (checkpoint, now)")
 
@@ -108,13 +121,19 @@ def train(cfg: dict) -> dict | None:
         # single-digit warm-up of the backbone (syncmnist_pretrain.py says why)
         from rstg_fast.experiments.syncmnist_pretrain import pretrain_backbone
 
-        pbar = Progress(cfg["pretrain_steps"], desc="pretrain backbone", unit="step",
-                        disable=not info.is_main or cfg["progress"] == "none")
+        pbar = Progress(
+            cfg["pretrain_steps"],
+            desc="pretrain backbone",
+            unit="step",
+            disable=not info.is_main or cfg["progress"] == "none",
+        )
         pretrain_acc = pretrain_backbone(model.backbone, cfg["channels"], cfg, device, pbar.update_to)
         pbar.close()
         if info.is_main and pretrain_acc:
-            print(f"backbone pretraining: single-digit accuracy {100 * pretrain_acc[-1]:.1f} % "
-                  f"over its last 50 steps", file=sys.stderr)
+            print(
+                f"backbone pretraining: single-digit accuracy {100 * pretrain_acc[-1]:.1f} % over its last 50 steps",
+                file=sys.stderr,
+            )
     if cfg["optimizer"] == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
     else:
@@ -134,24 +153,41 @@ def train(cfg: dict) -> dict | None:
         running = list(state["running"]) if info.is_main else [0.0, 0.0, 0.0]
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     def checkpoint(next_epoch: int, next_step: int, elapsed: float) -> None:
         totals = all_sum(running, info, device)  # every rank joins the reduction
         if not info.is_main:
             return
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
-            "epoch": next_epoch, "step": next_step, "history": history, "running": totals,
-            "train_time_s": elapsed, "config": cfg, "pretrain_acc": pretrain_acc,
-        })
+        save_checkpoint(
+            ckpt_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                "epoch": next_epoch,
+                "step": next_step,
+                "history": history,
+                "running": totals,
+                "train_time_s": elapsed,
+                "config": cfg,
+                "pretrain_acc": pretrain_acc,
+            },
+        )
 
     test_set = TestSet(cfg, info)
     total = cfg["epochs"] * steps
-    bar = Progress(total, desc="train", unit="step", initial=epoch * steps + step,
-                   disable=not info.is_main or cfg["progress"] == "none")
+    bar = Progress(
+        total,
+        desc="train",
+        unit="step",
+        initial=epoch * steps + step,
+        disable=not info.is_main or cfg["progress"] == "none",
+    )
     rows = slice(info.rank * bsz // world, (info.rank + 1) * bsz // world)
     t0 = time.perf_counter() - run_time
     model.train()
@@ -189,27 +225,51 @@ def train(cfg: dict) -> dict | None:
         loss_sum, correct, count = all_sum(running, info, device)
         test_loss, test_acc = test_set.evaluate(model, cfg, device, info)
         elapsed = time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "step": (epoch + 1) * steps, "lr": lr_at(cfg, (epoch + 1) * steps - 1),
-                        "train_loss": loss_sum / count, "train_acc": correct / count,
-                        "test_loss": test_loss, "test_acc": test_acc, "time_s": round(elapsed, 3)})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "step": (epoch + 1) * steps,
+                "lr": lr_at(cfg, (epoch + 1) * steps - 1),
+                "train_loss": loss_sum / count,
+                "train_acc": correct / count,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "time_s": round(elapsed, 3),
+            }
+        )
         epoch, step, running = epoch + 1, 0, [0.0, 0.0, 0.0]
         checkpoint(epoch, 0, elapsed)
         if info.is_main:
             write_jsonl(os.path.join(out, "metrics.jsonl"), history)
             h = history[-1]
-            print(f"\nepoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {100 * h['train_acc']:.2f} %, "
-                  f"test loss {h['test_loss']:.4f} acc {100 * h['test_acc']:.2f} % ({elapsed:.0f} s)", file=sys.stderr)
+            print(
+                f"\nepoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {100 * h['train_acc']:.2f} %, "
+                f"test loss {h['test_loss']:.4f} acc {100 * h['test_acc']:.2f} % ({elapsed:.0f} s)",
+                file=sys.stderr,
+            )
         if cfg["stop_after_steps"] and epoch * steps >= cfg["stop_after_steps"] and epoch < cfg["epochs"]:
             bar.close()
             return None
     bar.close()
     last = history[-1]
     result = {
-        "test_acc": last["test_acc"], "test_loss": last["test_loss"], "train_acc": last["train_acc"],
-        "epochs": cfg["epochs"], "steps": total, "train_time_s": last["time_s"], "digits": cfg["digits"],
-        "schedule": cfg["schedule"], "positional": cfg["positional"], "device": str(device), "dtype": cfg["dtype"],
-        "world": world, "test_videos": cfg["test_videos"], "torch": torch.__version__, "config": cfg,
-        "threads": torch.get_num_threads(), "pretrain_acc": pretrain_acc,
+        "test_acc": last["test_acc"],
+        "test_loss": last["test_loss"],
+        "train_acc": last["train_acc"],
+        "epochs": cfg["epochs"],
+        "steps": total,
+        "train_time_s": last["time_s"],
+        "digits": cfg["digits"],
+        "schedule": cfg["schedule"],
+        "positional": cfg["positional"],
+        "device": str(device),
+        "dtype": cfg["dtype"],
+        "world": world,
+        "test_videos": cfg["test_videos"],
+        "torch": torch.__version__,
+        "config": cfg,
+        "threads": torch.get_num_threads(),
+        "pretrain_acc": pretrain_acc,
     }
     if info.is_main:
         dump_json(os.path.join(out, "result.json"), result)
@@ -217,4 +277,3 @@ def train(cfg: dict) -> dict | None:
             result["plot"] = plot_curves(os.path.join(out, "curves.png"), history)
         print(main_report(result))
     return result
-

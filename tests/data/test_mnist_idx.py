@@ -40,7 +40,9 @@ def test_load_idx_dir_round_trip(tmp_path, gz):
         assert labels.dtype == np.int64 and images.dtype == np.uint8
 
 
-@pytest.mark.parametrize(("code", "dtype"), [(0x08, np.uint8), (0x0B, np.int16), (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)])
+@pytest.mark.parametrize(
+    ("code", "dtype"), [(0x08, np.uint8), (0x0B, np.int16), (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)]
+)
 def test_parse_idx_dtypes(code, dtype):
     arr = (np.random.default_rng(1).standard_normal((3, 5, 2)) * 100).astype(dtype)
     out = parse_idx(idx_bytes(arr, code))

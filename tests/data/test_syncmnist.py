@@ -200,11 +200,29 @@ def test_make_syncmnist_command(tmp_path, capsys):
     src = tmp_path / "mnist"
     src.mkdir()
     write_mnist_dir(src, n_train=30, n_test=20)
-    argv = ["make-syncmnist", "--out", str(tmp_path / "ds"), "--split", "test", "--num-videos", "5",
-            "--shard-size", "2", "--source", str(src), "--examples", "2"]
+    argv = [
+        "make-syncmnist",
+        "--out",
+        str(tmp_path / "ds"),
+        "--split",
+        "test",
+        "--num-videos",
+        "5",
+        "--shard-size",
+        "2",
+        "--source",
+        str(src),
+        "--examples",
+        "2",
+    ]
     assert main(argv) == 0
-    assert sorted(os.listdir(tmp_path / "ds")) == ["meta.json", "test-00000.npz", "test-00001.npz", "test-00002.npz",
-                                                  "test-examples.png"]
+    assert sorted(os.listdir(tmp_path / "ds")) == [
+        "meta.json",
+        "test-00000.npz",
+        "test-00001.npz",
+        "test-00002.npz",
+        "test-examples.png",
+    ]
     assert len(ShardDataset(tmp_path / "ds", "test")) == 5
     assert main(argv) == 0  # resumed: nothing to do, same files
     assert "wrote 5 test videos in 3 shards" in capsys.readouterr().out

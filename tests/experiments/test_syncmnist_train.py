@@ -25,11 +25,40 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def tiny_argv(out, source, *extra):
-    return ["--quick", "--out", str(out), "--source", str(source), "--epochs", "2", "--steps-per-epoch", "2",
-            "--batch-size", "4", "--test-videos", "6", "--eval-batch-size", "4", "--channels", "8", "--node-dim", "16",
-            "--message-dim", "16", "--iterations", "1", "--progress", "none", "--backend", "reference", "--threads", "1",
-            *(() if "--pretrain-steps" in extra else ("--pretrain-steps", "0")),
-            *(() if "--plot" in extra else ("--no-plot",)), *(e for e in extra if e != "--plot")]
+    return [
+        "--quick",
+        "--out",
+        str(out),
+        "--source",
+        str(source),
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "4",
+        "--test-videos",
+        "6",
+        "--eval-batch-size",
+        "4",
+        "--channels",
+        "8",
+        "--node-dim",
+        "16",
+        "--message-dim",
+        "16",
+        "--iterations",
+        "1",
+        "--progress",
+        "none",
+        "--backend",
+        "reference",
+        "--threads",
+        "1",
+        *(() if "--pretrain-steps" in extra else ("--pretrain-steps", "0")),
+        *(() if "--plot" in extra else ("--no-plot",)),
+        *(e for e in extra if e != "--plot"),
+    ]
 
 
 def cfg_of(argv):
@@ -61,6 +90,7 @@ def test_short_run_and_outputs(tmp_path, source):
     model.load_state_dict(ck["model"])
     from rstg_fast.experiments.syncmnist_runtime import DistInfo
     from rstg_fast.experiments.syncmnist_train import TestSet
+
     loss, acc = TestSet(ck["config"], DistInfo()).evaluate(model, ck["config"], torch.device("cpu"), DistInfo())
     assert loss == pytest.approx(rows[-1]["test_loss"], rel=1e-6) and acc == rows[-1]["test_acc"]
 
@@ -75,7 +105,10 @@ def test_exact_resume(tmp_path, source, stop):
     train(cfg_of(tiny_argv(full, source)))
     part = tmp_path / "part"
     assert train(cfg_of(tiny_argv(part, source, "--stop-after-steps", str(stop)))) is None
-    assert load_checkpoint(str(part / "checkpoint.pt"))["epoch"] * 2 + load_checkpoint(str(part / "checkpoint.pt"))["step"] == stop
+    assert (
+        load_checkpoint(str(part / "checkpoint.pt"))["epoch"] * 2 + load_checkpoint(str(part / "checkpoint.pt"))["step"]
+        == stop
+    )
     train(cfg_of(tiny_argv(part, source, "--resume")))
     a, b = load_checkpoint(str(full / "checkpoint.pt")), load_checkpoint(str(part / "checkpoint.pt"))
     for k in a["model"]:
@@ -119,7 +152,9 @@ def test_refuses_to_clobber_or_change_settings(tmp_path, source):
 
 @pytest.mark.parametrize("schedule", syncmnist.SCHEDULES)
 def test_ablation_flags_train(tmp_path, source, schedule):
-    argv = tiny_argv(tmp_path, source, "--schedule", schedule, "--positional", "--epochs", "1", "--steps-per-epoch", "1")
+    argv = tiny_argv(
+        tmp_path, source, "--schedule", schedule, "--positional", "--epochs", "1", "--steps-per-epoch", "1"
+    )
     assert train(cfg_of(argv))["schedule"] == schedule
 
 
@@ -144,8 +179,20 @@ def test_ddp_two_cpu_processes_match_one(tmp_path, source):
     train(cfg_of(tiny_argv(one, source, *extra)))
     two = tmp_path / "two"
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "rstg_fast.cli", "syncmnist", *tiny_argv(two, source, *extra), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "rstg_fast.cli",
+        "syncmnist",
+        *tiny_argv(two, source, *extra),
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = load_checkpoint(str(one / "checkpoint.pt")), load_checkpoint(str(two / "checkpoint.pt"))
@@ -153,7 +200,7 @@ def test_ddp_two_cpu_processes_match_one(tmp_path, source):
         torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
     # and the batch statistics are global: a per-rank batch norm would differ far more
     assert not torch.equal(a["model"]["classifier.0.running_mean"], torch.zeros(16))
-    for ha, hb in zip(a["history"], b["history"]):
+    for ha, hb in zip(a["history"], b["history"], strict=True):
         assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-4)
         assert hb["test_acc"] == ha["test_acc"]
     assert json.load(open(two / "result.json"))["world"] == 2
@@ -172,8 +219,8 @@ def test_global_batch_norm_equals_batchnorm1d():
     y, y_ref = ours(x), ref(x)
     torch.testing.assert_close(y, y_ref)
     g = torch.randn_like(y)
-    gx, = torch.autograd.grad(y, x, g)
-    gx_ref, = torch.autograd.grad(y_ref, x, g)
+    (gx,) = torch.autograd.grad(y, x, g)
+    (gx_ref,) = torch.autograd.grad(y_ref, x, g)
     torch.testing.assert_close(gx, gx_ref)
     torch.testing.assert_close(ours.running_mean, ref.running_mean)
     torch.testing.assert_close(ours.running_var, ref.running_var)
