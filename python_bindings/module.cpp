@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "csr_check.h"
+#include "cuda/message_attention_cuda.h"
 
 namespace py = pybind11;
 
@@ -77,5 +78,9 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("indptr"), py::arg("indices"), py::arg("num_nodes"), py::arg("num_edges"),
       py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+  m.def("message_attention_forward_cuda", &rstg::message_attention_forward_cuda, py::arg("args"),
+        py::arg("scale"), py::call_guard<py::gil_scoped_release>());
+  m.def("message_attention_backward_cuda", &rstg::message_attention_backward_cuda, py::arg("args"),
+        py::arg("scale"), py::call_guard<py::gil_scoped_release>());
 #endif
 }

@@ -32,6 +32,12 @@ def require_extension() -> ModuleType:
 
 
 def build_info() -> dict[str, Any]:
+    """What this build of rstg_fast contains (computed once per process; see below)."""
+    return dict(_build_info())
+
+
+@functools.lru_cache(maxsize=None)
+def _build_info() -> dict[str, Any]:
     """What this build of rstg_fast contains.
 
     Returns a dict with ``cpu`` (the C++ CPU kernels are built), ``cuda`` (the CUDA

@@ -26,21 +26,34 @@ def fast_copy(ref: nn.Module, backend: str = "auto") -> nn.Module:
     return fast
 
 
-def swap_in(model: nn.Module, backend: str = "auto") -> list[str]:
+class SwapResult(list):
+    """The qualified names replaced (a ``list[str]``), plus ``.model``: the model to use from
+    now on (the same object, changed in place, or the new fast RSTG when the model itself was
+    a reference RSTG)."""
+
+    def __init__(self, names: list[str], model: nn.Module) -> None:
+        super().__init__(names)
+        self.model = model
+
+
+def swap_in(model: nn.Module, backend: str = "auto") -> SwapResult:
     """Replace every :class:`rstg_fast.reference.RSTG` inside ``model`` by an equivalent
-    :class:`rstg_fast.RSTG` (same configuration, weights, device, dtype, train/eval mode).
+    :class:`rstg_fast.RSTG` (same configuration, weights, device, dtype, train/eval mode and
+    ``requires_grad`` flags; see :func:`fast_copy`).
 
-    Replacement is in place, on the parent module. Returns the qualified names replaced (also
-    logged at INFO). A ``model`` that *is* a reference RSTG has no parent to replace it in:
-    it is returned unchanged with ``[""]`` as the name list; use :func:`fast_copy` for it::
+    Submodules are replaced in place, on their parent. Returns the qualified names replaced
+    (also logged at INFO) as a list that also carries ``.model``. A ``model`` that *is* a
+    reference RSTG has no parent to be replaced in: it is left untouched, the names are
+    ``[""]`` and ``.model`` is the new fast RSTG. So one line serves both cases::
 
-        fast = rstg_fast.swap.fast_copy(ref) if isinstance(ref, RefRSTG) else ref
+        model = rstg_fast.swap_in(model).model
     """
     from rstg_fast.reference import RSTG as RefRSTG
 
     if isinstance(model, RefRSTG):
-        logger.info("swap_in: the model itself is a reference RSTG; use fast_copy(model)")
-        return [""]
+        fast = fast_copy(model, backend)
+        logger.info("swap_in: replaced the top-level reference RSTG by rstg_fast.RSTG (returned as .model)")
+        return SwapResult([""], fast)
     replaced = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
@@ -49,4 +62,4 @@ def swap_in(model: nn.Module, backend: str = "auto") -> list[str]:
                 replaced.append(f"{name}.{child_name}" if name else child_name)
     for name in replaced:
         logger.info("swap_in: replaced %s by rstg_fast.RSTG", name)
-    return replaced
+    return SwapResult(replaced, model)

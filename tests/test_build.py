@@ -35,3 +35,16 @@ def test_readme_test_command_is_what_ci_runs():
     ci_cmd = [l for l in (ROOT / ".ci" / "readme_test_command.sh").read_text().splitlines() if l and not l.startswith(("#", "set "))]
     assert len(ci_cmd) == 1
     assert ci_cmd[0] in readme, f"README must contain CI's test command {ci_cmd[0]!r}"
+
+
+def test_readme_python_examples_run():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 2
+    namespace: dict = {}
+    for block in blocks:  # later blocks reuse names of earlier ones, as a reader would
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert tuple(namespace["y"].shape) == (2, 128)
+    assert tuple(namespace["O"].shape) == (16, 14, 64)

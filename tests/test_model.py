@@ -24,6 +24,7 @@ OPTIONS = [
 def _close64(actual, expected, name):
     """float64 agreement to 1e-10 of max(1, |expected|) (the key bias gradient is exactly zero
     in theory, so a purely relative bound would judge rounding noise)."""
+    actual, expected = actual.detach(), expected.detach()
     bound = 1e-10 * max(1.0, float(expected.abs().max()))
     err = float((actual - expected).abs().max())
     assert err <= bound, f"{name}: max error {err:.3g} > {bound:.3g}"
@@ -184,3 +185,26 @@ def test_deterministic_mode_is_honoured():
             assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
     finally:
         torch.use_deterministic_algorithms(previous)
+
+
+@pytest.mark.parametrize("cls", [rstg_fast.reference.RSTG, rstg_fast.RSTG], ids=["reference", "fast"])
+def test_gradcheck_input(cls):
+    # float64 gradcheck of the whole model with respect to its input (tiny sizes)
+    model = make(cls, 4, node_dim=8, message_dim=8, heads=2, positional=True, readout="map", iterations=1)
+    x = video(B=1, C=4, T=2, H=5, W=4).requires_grad_(True)
+    assert torch.autograd.gradcheck(model, (x,), fast_mode=True)
+
+
+def test_space_stage_on_its_own_with_a_grid_graph():
+    from rstg_fast.graph import grid_graph
+    from rstg_fast.reference import ReferenceSpaceStage
+
+    g = torch.Generator().manual_seed(0)
+    fast = rstg_fast.SpaceStage(16, 24, heads=2).double()
+    ref = ReferenceSpaceStage(16, 24, heads=2).double()
+    ref.load_state_dict(fast.state_dict())
+    v = torch.randn(4, 14, 16, generator=g, dtype=torch.float64)
+    graph = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+    out = fast(v, graph)
+    assert out.shape == (4, 14, 16)
+    _close64(out, ref(v, graph), "space stage")

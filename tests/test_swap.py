@@ -33,6 +33,7 @@ def test_swap_in_replaces_every_reference_block(caplog):
     want = net(x)
     with caplog.at_level(logging.INFO, logger="rstg_fast.swap"):
         names = rstg_fast.swap_in(net)
+    assert names.model is net
     assert sorted(names) == ["body.1", "head"]
     assert "body.1" in caplog.text and "head" in caplog.text
     assert type(net.head) is rstg_fast.RSTG
@@ -43,7 +44,8 @@ def test_swap_in_replaces_every_reference_block(caplog):
     assert p.dtype == torch.float64 and p.device == x.device
     assert net.head.schedule == "homogeneous" and net.body[1].readout_kind == "map" and net.body[1].positional
     torch.testing.assert_close(net(x), want, rtol=0, atol=1e-10)
-    assert rstg_fast.swap_in(net) == []  # nothing left to replace
+    again = rstg_fast.swap_in(net)
+    assert again == [] and again.model is net  # nothing left to replace
 
 
 def test_swap_in_keeps_train_mode_and_gradients_flow():
@@ -56,12 +58,13 @@ def test_swap_in_keeps_train_mode_and_gradients_flow():
 
 def test_top_level_reference_model():
     ref = make(rstg_fast.reference.RSTG, heads=2, scalewise_update=True).eval()
-    assert rstg_fast.swap_in(ref) == [""]  # cannot replace itself in place
+    result = rstg_fast.swap_in(ref)
+    assert result == [""]  # cannot replace itself in place: the new model comes back as .model
     assert type(ref) is rstg_fast.reference.RSTG
-    fast = fast_copy(ref)
-    assert type(fast) is rstg_fast.RSTG and not fast.training
     x = video()
-    torch.testing.assert_close(fast(x), ref(x), rtol=0, atol=1e-10)
+    for fast in (result.model, fast_copy(ref)):
+        assert type(fast) is rstg_fast.RSTG and not fast.training
+        torch.testing.assert_close(fast(x), ref(x), rtol=0, atol=1e-10)
 
 
 def test_fast_copy_keeps_frozen_parameters_frozen():

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from rstg_fast.graph import grid_graph
+from rstg_fast.graph import Graph, grid_graph
 from rstg_fast.pooling import paint_matrix, pooling_matrix
 
 _NAMES = ("indptr", "indices", "src", "dst", "pool", "paint")
@@ -54,6 +54,13 @@ def _graph_constants(scales: tuple[tuple[int, int], ...], height: int, width: in
 # `import rstg_fast` slow. tests/test_model.py compiles with fullgraph=True, so a torch
 # release that changes the mechanism fails loudly there.
 _graph_constants._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
+def size_graph(graph: Graph, like: torch.Tensor) -> SizeGraph:
+    """The :class:`SizeGraph` of a :func:`rstg_fast.graph.grid_graph` result, on ``like``'s device
+    (float tensors in its dtype): to run a stage on its own."""
+    tensors = _graph_cpu(graph.scales, graph.height, graph.width)
+    return SizeGraph(*_converted(tensors, like))
 
 
 class GraphTensors(nn.Module):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rstg_fast.modules.blocks import Update
-from rstg_fast.modules.graph_cache import SizeGraph
+from rstg_fast.graph import Graph
+from rstg_fast.modules.graph_cache import SizeGraph, size_graph
 from rstg_fast.modules.time_stage import TimeStage
 
 
@@ -71,9 +72,18 @@ class SpaceStageBase(nn.Module):
         """``sum_j a_ij m_ij`` (before bias and ReLU): ``v (G, N, node_dim)`` -> ``(G, N, message_dim)``."""
         raise NotImplementedError
 
-    def forward(self, v: torch.Tensor, graph: SizeGraph, cell: TimeStage | None = None) -> torch.Tensor:
-        """``v (G, N, node_dim)`` -> ``(G, N, node_dim)``. ``cell``: the shared recurrent cell that
-        replaces the update MLP in the ``homogeneous`` schedule."""
+    def forward(self, v: torch.Tensor, graph: SizeGraph | Graph, cell: TimeStage | None = None) -> torch.Tensor:
+        """``v (G, N, node_dim)`` -> ``(G, N, node_dim)``.
+
+        ``graph``: the model's cached :class:`SizeGraph`, or a :class:`rstg_fast.graph.Graph`
+        (converted on each call; for using the stage on its own). ``cell``: the shared
+        recurrent cell that replaces the update MLP in the ``homogeneous`` schedule.
+
+        >>> stage = SpaceStage(64, 64)
+        >>> out = stage(torch.randn(8, 14, 64), grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6))
+        """
+        if isinstance(graph, Graph):
+            graph = size_graph(graph, v)
         g = F.relu(self.gather(v, graph) + self.gather_bias)
         if self.homogeneous:
             if cell is None:

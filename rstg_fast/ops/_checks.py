@@ -4,6 +4,7 @@ kernel. Messages name the argument and say what was received."""
 from __future__ import annotations
 
 import math
+import os
 import weakref
 
 import torch
@@ -92,10 +93,39 @@ def check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
         raise ValueError(f"backend {backend!r} runs on {spec.devices} tensors, got tensors on {S.device}")
     if S.dtype not in spec.dtypes:
         raise ValueError(f"backend {backend!r} supports {[str(d) for d in spec.dtypes]}, got {S.dtype}")
-    why = spec.unavailable(S.device)
+    why = _unavailable(backend, S.device)
     if why is not None:
         raise ValueError(f"backend {backend!r} is not available: {why}")
     return scale, backend
+
+
+# Availability of a backend on a device is decided once per process and interpreter setting
+# (it asks the build, the driver and the environment): per-call cost matters at the paper's
+# shapes. TRITON_INTERPRET is part of the key because tests switch it on and off.
+_availability: dict[tuple[str, torch.device, str | None], str | None] = {}
+
+
+def _unavailable(backend: str, device: torch.device) -> str | None:
+    key = (backend, device, os.environ.get("TRITON_INTERPRET"))
+    if key not in _availability:
+        _availability[key] = backends.BACKENDS[backend].unavailable(device)
+    return _availability[key]
+
+
+# int32 index tensors are widened to int64 once and cached (weakly, by tensor identity, and
+# invalidated by in-place edits), so int32 graphs keep the CSR-check and plan caches warm.
+_widened = WeakIdKeyDictionary()
+
+
+def as_int64(t: torch.Tensor) -> torch.Tensor:
+    if t.dtype == torch.int64:
+        return t
+    hit = _widened.get(t)
+    if hit is not None and hit[0] == t._version:
+        return hit[1]
+    wide = t.long()
+    _widened[t] = (t._version, wide)
+    return wide
 
 
 # Checked graphs: indices tensor -> (versions, indptr) it was validated with. Weak keys, so a

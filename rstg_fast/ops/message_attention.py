@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rstg_fast.ops._library import MessageAttentionFunction  # importing registers the torch ops
-from rstg_fast.ops._checks import check_inputs
+from rstg_fast.ops._checks import as_int64, check_inputs
 
 
 def message_attention(
@@ -57,10 +57,7 @@ def message_attention(
         options, before any kernel runs.
     """
     scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
-    if indptr.dtype != torch.int64:
-        indptr = indptr.long()
-    if indices.dtype != torch.int64:
-        indices = indices.long()
+    indptr, indices = as_int64(indptr), as_int64(indices)
     args = (S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
     if torch.is_grad_enabled() and not torch.compiler.is_compiling() and _needs_grad(S, R, Q, K, W2, b2):
         O, lse = MessageAttentionFunction.apply(*args)

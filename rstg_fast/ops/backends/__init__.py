@@ -37,8 +37,53 @@ def _always(device: torch.device) -> str | None:
     return None
 
 
+def _triton_unavailable(device: torch.device) -> str | None:
+    """Why the ``triton`` backend cannot run on ``device`` (None when it can).
+
+    Decided without importing triton (``import rstg_fast`` must stay cheap). On CPU tensors
+    Triton runs only in its interpreter, which must be chosen before the kernels are
+    created: ``TRITON_INTERPRET=1`` in the environment before the backend is first used.
+    """
+    import importlib.util
+    import os
+    import sys
+
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install 'rstg_fast[triton]')"
+    kernels = sys.modules.get("rstg_fast.ops.backends.triton.configs")
+    live = os.environ.get("TRITON_INTERPRET") == "1"
+    if device.type == "cpu":
+        if not live:
+            return "Triton runs on CPU tensors only under TRITON_INTERPRET=1, for tests"
+        if kernels is not None and not kernels.INTERPRETED:
+            return "its kernels were created before TRITON_INTERPRET=1 was set; set it before first use"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available"
+    return None
+
+
+def _cuda_unavailable(device: torch.device) -> str | None:
+    from rstg_fast._ext import build_info
+
+    if not build_info()["cuda"]:
+        return "rstg_fast was built without CUDA (nvcc not found or RSTG_FAST_CUDA=0)"
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability(device) < (8, 0):
+        return "the CUDA kernels need compute capability 8.0 or newer (tensor-core bfloat16/tf32)"
+    return None
+
+
 BACKENDS: dict[str, BackendSpec] = {
     "reference": BackendSpec("reference", "rstg_fast.ops.backends.reference", ("cpu", "cuda"), _ALL_FLOATS, _always),
+    # float64 compiles for sm_90 (ptxas) and is exact in the interpreter; bfloat16 on CPU is
+    # interpreter-only and uses float32 tl.dot there (see docs/triton_backend.md).
+    "triton": BackendSpec("triton", "rstg_fast.ops.backends.triton", ("cuda", "cpu"), _ALL_FLOATS, _triton_unavailable),
+    "cuda": BackendSpec(
+        "cuda",
+        "rstg_fast.ops.backends.cuda",
+        ("cuda",),
+        (torch.float16, torch.bfloat16, torch.float32),
+        _cuda_unavailable,
+    ),
 }
 
 
@@ -70,5 +115,6 @@ def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
     return "reference"
 
 
-# Preference per device type, fastest first; filled in as fused backends land.
+# Preference per device type, fastest first; filled in as fused backends land. ``triton``
+# joins "cuda" only once it has been measured on a GPU (docs/triton_backend.md).
 AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": (), "cuda": ()}

@@ -36,15 +36,20 @@ def message_attention_reference(
     indices: torch.Tensor,
     heads: int,
     scale: float,
+    compute_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable plain-PyTorch ``message_attention``. Returns ``(O, lse)``.
+
+    ``compute_dtype`` defaults to float32 (float64 for float64 inputs): the oracle. Tests pass
+    the input dtype itself to measure PyTorch's own error in that dtype (the yardstick of the
+    tolerance rule in tests/rstg_testing.py).
 
     Shapes: S, R ``(G, N, Hd)``; Q, K ``(G, N, A)``; W2 ``(D, Hd)``; b2 ``(D,)``;
     O ``(G, N, D)`` in the input dtype; lse ``(G, N, heads)`` float32 (float64 for float64).
     """
     G, N, _ = S.shape
     E = indices.numel()
-    in_dtype, acc = S.dtype, _acc_dtype(S.dtype)
+    in_dtype, acc = S.dtype, compute_dtype or _acc_dtype(S.dtype)
     S, R, Q, K = (t.to(acc) for t in (S, R, Q, K))
     src = indices
     dst = destinations(indptr, E)
@@ -68,7 +73,7 @@ def message_attention_reference(
 
     weighted = (a.unsqueeze(-1) * m.reshape(G, E, heads, D // heads)).reshape(G, E, D)
     O = torch.zeros((G, N, D), dtype=acc, device=S.device).index_add(1, dst, weighted)
-    return O.to(in_dtype), lse
+    return O.to(in_dtype), lse.to(_acc_dtype(in_dtype))
 
 
 def forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale):

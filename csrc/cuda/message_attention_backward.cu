@@ -1,0 +1,469 @@
+// Backward of message_attention: dS, dR [G, N, Hd], dQ, dK [G, N, A], dW2 [D, Hd], db2 [D].
+//
+// Argument map fields (all int64; pointers are device addresses), beyond the forward's
+// dtype, G, N, E, Hd, D, A, heads, has_w2, stream, S, R, Q, K, W2, b2 and d_* plan:
+//   dO, O [G, N, D] (dtype), lse [G, N, heads] (float32), delta [G, N, heads] (float32 scratch),
+//   dS, dR, dQ, dK, dW2, db2 (dtype outputs; dW2/db2 0 without W2),
+//   deterministic (0/1); when 1, the source plan s_* (same fields as d_*, over the CSR
+//   transposed by source) and parts s_part_h [s_slots, G, Hd], s_part_qk [s_slots, G, A];
+//   when 0, acc_dS [G, N, Hd] and acc_dK [G, N, A] (float32, zero-filled by the caller),
+//   d_part_h [d_slots, G, Hd], d_part_qk [d_slots, G, A] (float32 partials of split rows),
+//   blocks (persistent blocks P), w2_slots [P, pad32(D), pad32(Hd)], b2_slots [P, pad32(D)]
+//   (float32, zero-filled by the caller; 0 without W2).
+//
+// Recompute (DESIGN.md §7): per row, a = exp(s - lse) with the forward's full-row lse, so the
+// items of a split row are independent. Delta = rowsum(dO * O) per head comes first. Each
+// task owns its node u: the destination pass (by_source = 0) accumulates dR_u and dQ_u in
+// shared memory and, per persistent block, dW2/db2 partials in that block's own global slot
+// (reduced in fixed order at the end). dS and dK belong to sources: float32 atomics during
+// the destination pass, or (deterministic) a second, source-major pass over the transposed
+// CSR that recomputes and owns dS_u and dK_u the same way. No E x D buffer exists.
+#include <initializer_list>
+
+#include "cuda/message_attention_common.cuh"
+
+namespace rstg {
+namespace ma {
+namespace {
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    delta_kernel(const T* __restrict__ dO,   // [G, N, D]
+                 const T* __restrict__ O,    // [G, N, D]
+                 float* __restrict__ delta,  // [G, N, heads]
+                 int64_t rows, int D, int heads) {
+  const int64_t total = rows * heads;
+  const int dd = D / heads;
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < total;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = t / heads;
+    const int c = int(t - row * heads);
+    const T* a = dO + row * D + (int64_t)c * dd;
+    const T* b = O + row * D + (int64_t)c * dd;
+    float acc = 0.f;
+    for (int x = 0; x < dd; ++x) acc += to_f(a[x]) * to_f(b[x]);
+    delta[t] = acc;
+  }
+}
+
+// zs[TM][kTN] = dzs[TM][pad32(D)] @ W2[:, n0 : n0 + kTN] (columns past Hd are zero).
+template <typename T>
+__device__ void mma_dz_w2(const T* dzs, T* w2s, float* zs, const Layout& L,
+                          const T* __restrict__ W2, int Hd, int D, int n0) {
+  constexpr int MF = Traits<T>::kTM / 16;
+  const int warp = threadIdx.x / 32;
+  FragC<T> acc[MF];
+  for (int mf = 0; mf < MF; ++mf) wmma::fill_fragment(acc[mf], 0.f);
+  const int dp = pad32(D);
+  for (int d0 = 0; d0 < dp; d0 += kTK) {
+    for (int idx = threadIdx.x; idx < kTK * kTN; idx += blockDim.x) {
+      const int d = idx / kTN, k = idx - d * kTN;
+      const int gd = d0 + d, gk = n0 + k;
+      w2s[d * L.ldb + k] = (gd < D && gk < Hd) ? W2[(int64_t)gd * Hd + gk] : from_f<T>(0.f);
+    }
+    __syncthreads();
+    for (int ks = 0; ks < kTK; ks += Traits<T>::kK) {
+      FragB<T> b;
+      wmma::load_matrix_sync(b, w2s + ks * L.ldb + warp * 16, L.ldb);
+      for (int mf = 0; mf < MF; ++mf) {
+        FragA<T> a;
+        FragB<T> bb = b;
+        wmma::load_matrix_sync(a, dzs + mf * 16 * L.ldd + d0 + ks, L.ldd);
+        mma<T>(acc[mf], a, bb);
+      }
+    }
+    __syncthreads();
+  }
+  for (int mf = 0; mf < MF; ++mf)
+    wmma::store_matrix_sync(zs + mf * 16 * L.ldz + warp * 16, acc[mf], L.ldz, wmma::mem_row_major);
+}
+
+// slot[pad32(D)][pad32(Hd)] += dzs^T @ hs over the TM rows of the tile; only this block
+// touches its slot, so plain loads and stores (no atomics) keep the sum order fixed.
+template <typename T>
+__device__ void accumulate_dw2(const T* dzs, const T* hs, const Layout& L, float* __restrict__ slot,
+                               float* __restrict__ bslot, int Hd, int D) {
+  const int dp = pad32(D), hdp = pad32(Hd);
+  const int warp = threadIdx.x / 32;
+  const int fk_count = hdp / 16;
+  const int frags = (dp / 16) * fk_count;
+  for (int f = warp; f < frags; f += kWarps) {
+    const int fd = f / fk_count, fk = f - fd * fk_count;
+    FragC<T> acc;
+    float* c = slot + (int64_t)fd * 16 * hdp + fk * 16;
+    wmma::load_matrix_sync(acc, c, hdp, wmma::mem_row_major);
+    for (int ks = 0; ks < L.tm; ks += Traits<T>::kK) {
+      FragAT<T> a;
+      FragB<T> b;
+      wmma::load_matrix_sync(a, dzs + ks * L.ldd + fd * 16, L.ldd);
+      wmma::load_matrix_sync(b, hs + ks * L.ldh + fk * 16, L.ldh);
+      mma<T>(acc, a, b);
+    }
+    wmma::store_matrix_sync(c, acc, hdp, wmma::mem_row_major);
+  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float acc = 0.f;
+    for (int r = 0; r < L.tm; ++r) acc += to_f(dzs[r * L.ldd + d]);
+    bslot[d] += acc;
+  }
+}
+
+// One persistent block walks tasks blockIdx.x, + gridDim.x, ... so that it can own one dW2
+// slot for the whole pass. by_source selects the orientation of the plan (see top comment).
+template <typename T, bool kHasW2>
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(const T* __restrict__ S,          // [G, N, Hd]
+                    const T* __restrict__ R,          // [G, N, Hd]
+                    const T* __restrict__ Q,          // [G, N, A]
+                    const T* __restrict__ K,          // [G, N, A]
+                    const T* __restrict__ W2,         // [D, Hd] (kHasW2)
+                    const T* __restrict__ b2,         // [D] (kHasW2)
+                    const T* __restrict__ dO,         // [G, N, D]
+                    const float* __restrict__ lse,    // [G, N, heads]
+                    const float* __restrict__ delta,  // [G, N, heads]
+                    Plan plan,                        // items owning node u
+                    T* __restrict__ out_h,            // [G, N, Hd] dR (by dst) or dS (by src)
+                    T* __restrict__ out_qk,           // [G, N, A] dQ (by dst) or dK (by src)
+                    float* __restrict__ part_h,       // [slots, G, Hd] split-row partials
+                    float* __restrict__ part_qk,      // [slots, G, A]
+                    float* __restrict__ acc_dS,       // [G, N, Hd] atomics, or null
+                    float* __restrict__ acc_dK,       // [G, N, A] atomics, or null
+                    float* __restrict__ w2_slots,     // [gridDim.x, pad32(D), pad32(Hd)], or null
+                    float* __restrict__ b2_slots,     // [gridDim.x, pad32(D)], or null
+                    int64_t tasks, int G, int N, int Hd, int D, int A, int heads, float scale,
+                    int by_source) {
+  RSTG_DYNAMIC_SMEM(smem);
+  const Layout L = make_layout(true, sizeof(T), Hd, D, A, heads, kHasW2);
+  T* hs = reinterpret_cast<T*>(smem + L.h);                   // [TM][ldh]
+  T* w2s = reinterpret_cast<T*>(smem + L.w2);                 // W2 slice
+  float* zs = reinterpret_cast<float*>(smem + L.z);           // [TM][ldz]
+  T* dzs = reinterpret_cast<T*>(smem + L.dz);                 // [TM][ldd] dL/dz
+  float* dpp = reinterpret_cast<float*>(smem + L.dpp);        // [kThreads / TM][TM][heads]
+  float* as = reinterpret_cast<float*>(smem + L.a);           // [TM][heads] attention weights
+  float* dss = reinterpret_cast<float*>(smem + L.ds);         // [TM][heads] dL/ds
+  float* own_h = reinterpret_cast<float*>(smem + L.own_h);    // [kBG][Hd]
+  float* own_qk = reinterpret_cast<float*>(smem + L.own_qk);  // [kBG][A]
+  const RowInfo ri = row_info(smem, L);
+
+  const int64_t groups = graph_groups(G);
+  const int dh = A / heads, dd = D / heads;
+  const int warp = threadIdx.x / 32;
+  const int col_lane = threadIdx.x & (kTN - 1);
+  const int parity = threadIdx.x / kTN;
+  const int row_lane = threadIdx.x % L.tm;  // epilogue: thread (row_lane, quarter) of a tile
+  const int quarter = threadIdx.x / L.tm;
+  const int quarters = kThreads / L.tm;
+  const int dp = pad32(D), hdp = pad32(Hd);
+  float* w2_slot = w2_slots ? w2_slots + (int64_t)blockIdx.x * dp * hdp : nullptr;
+  float* b2_slot = b2_slots ? b2_slots + (int64_t)blockIdx.x * dp : nullptr;
+
+  for (int64_t task = blockIdx.x; task < tasks; task += gridDim.x) {
+    const int64_t item = task / groups;
+    const int g0 = int(task - item * groups) * kBG;
+    const int bg = min(kBG, G - g0);
+    const int u = plan.item_node[item];
+    const int p0 = plan.item_begin[item];
+    const int len = plan.item_end[item] - p0;
+    const int slot = plan.item_slot[item];
+    if (len > kChunk) __trap();  // the host plan guarantees items of at most kChunk edges
+    const int rows_total = bg * len;
+    for (int idx = threadIdx.x; idx < bg * Hd; idx += blockDim.x) own_h[idx] = 0.f;
+    for (int idx = threadIdx.x; idx < bg * A; idx += blockDim.x) own_qk[idx] = 0.f;
+
+    for (int t0 = 0; t0 < rows_total; t0 += L.tm) {
+      fill_rows(ri, L.tm, t0, rows_total, len, g0, u, p0, plan.other, by_source != 0);
+      __syncthreads();
+      build_h(hs, L, ri, S, R, N, Hd);
+      for (int idx = threadIdx.x; idx < kThreads * heads; idx += blockDim.x) dpp[idx] = 0.f;
+      for (int p = warp; p < L.tm * heads; p += kWarps) {  // a = exp(s - lse): one warp per pair
+        const int r = p / heads, c = p - r * heads;
+        float a = 0.f;
+        if (ri.gl[r] >= 0) {
+          const int64_t g = ri.g[r];
+          const float s = warp_score(Q, K, g, ri.dst[r], ri.src[r], c, N, A, dh, scale);
+          a = expf(s - lse[(g * N + ri.dst[r]) * heads + c]);
+        }
+        if ((threadIdx.x & 31) == 0) as[p] = a;
+      }
+      __syncthreads();
+
+      // dp = <dO, m> per (row, head) in per-thread partials; dz = a dO [z > 0].
+      {
+        const int r = row_lane;
+        const int gl = ri.gl[r];
+        const int64_t orow = ((int64_t)ri.g[r] * N + ri.dst[r]) * D;
+        float* my_dp = dpp + (quarter * L.tm + r) * heads;
+        if constexpr (kHasW2) {
+          for (int n0 = 0; n0 < D; n0 += kTN) {
+            mma_h_w2t(hs, w2s, zs, L, W2, Hd, D, n0);
+            __syncthreads();
+            for (int c = quarter; c < kTN && n0 + c < dp; c += quarters) {
+              const int col = n0 + c;
+              float dz = 0.f;
+              if (gl >= 0 && col < D) {
+                const int head = col / dd;
+                const float z = zs[r * L.ldz + c] + to_f(b2[col]);
+                const float go = to_f(dO[orow + col]);
+                my_dp[head] += go * fmaxf(z, 0.f);
+                dz = z > 0.f ? as[r * heads + head] * go : 0.f;
+              }
+              dzs[r * L.ldd + col] = from_f<T>(dz);
+            }
+            __syncthreads();
+          }
+        } else {
+          if (gl >= 0)
+            for (int c = quarter; c < D; c += quarters)
+              my_dp[c / dd] += to_f(dO[orow + c]) * to_f(hs[r * L.ldh + c]);
+          __syncthreads();
+        }
+      }
+
+      // ds = a (dp - Delta), summing the partials in a fixed order.
+      for (int p = threadIdx.x; p < L.tm * heads; p += blockDim.x) {
+        const int r = p / heads, c = p - r * heads;
+        float ds = 0.f;
+        if (ri.gl[r] >= 0) {
+          float dpv = 0.f;
+          for (int qq = 0; qq < quarters; ++qq) dpv += dpp[(qq * L.tm + r) * heads + c];
+          ds = as[p] * (dpv - delta[((int64_t)ri.g[r] * N + ri.dst[r]) * heads + c]);
+        }
+        dss[p] = ds;
+      }
+      __syncthreads();
+
+      // dh = (W2^T dz) [h > 0] (or a dO [h > 0] with one send layer): owner sum + source atomics.
+      if constexpr (kHasW2) {
+        for (int n0 = 0; n0 < Hd; n0 += kTN) {
+          mma_dz_w2(dzs, w2s, zs, L, W2, Hd, D, n0);
+          __syncthreads();
+          const int k = n0 + col_lane;
+          if (k < Hd) {
+            for (int r = 0; r < L.tm; ++r) {
+              const int gl = ri.gl[r];
+              if (gl < 0 || (gl & 1) != parity) continue;
+              const float v = to_f(hs[r * L.ldh + k]) > 0.f ? zs[r * L.ldz + col_lane] : 0.f;
+              own_h[gl * Hd + k] += v;
+              if (acc_dS) atomicAdd(&acc_dS[((int64_t)ri.g[r] * N + ri.src[r]) * Hd + k], v);
+            }
+          }
+          __syncthreads();
+        }
+      } else {
+        for (int k = col_lane; k < Hd; k += kTN) {
+          const int head = k / dd;
+          for (int r = 0; r < L.tm; ++r) {
+            const int gl = ri.gl[r];
+            if (gl < 0 || (gl & 1) != parity) continue;
+            const int64_t g = ri.g[r];
+            const float v = to_f(hs[r * L.ldh + k]) > 0.f
+                                ? as[r * heads + head] * to_f(dO[(g * N + ri.dst[r]) * D + k])
+                                : 0.f;
+            own_h[gl * Hd + k] += v;
+            if (acc_dS) atomicAdd(&acc_dS[(g * N + ri.src[r]) * Hd + k], v);
+          }
+        }
+      }
+
+      // dQ_i += scale ds K_j (by dst) or dK_j += scale ds Q_i (by src); atomics give dK by dst.
+      for (int x = col_lane; x < A; x += kTN) {
+        const int head = x / dh;
+        for (int r = 0; r < L.tm; ++r) {
+          const int gl = ri.gl[r];
+          if (gl < 0 || (gl & 1) != parity) continue;
+          const int64_t g = ri.g[r];
+          const float d = scale * dss[r * heads + head];
+          const float q = to_f(Q[(g * N + ri.dst[r]) * A + x]);
+          own_qk[gl * A + x] += d * (by_source ? q : to_f(K[(g * N + ri.src[r]) * A + x]));
+          if (acc_dK) atomicAdd(&acc_dK[(g * N + ri.src[r]) * A + x], d * q);
+        }
+      }
+
+      if constexpr (kHasW2) {
+        if (w2_slot) accumulate_dw2(dzs, hs, L, w2_slot, b2_slot, Hd, D);
+      }
+      __syncthreads();
+    }
+
+    for (int idx = threadIdx.x; idx < bg * Hd; idx += blockDim.x) {
+      const int gl = idx / Hd, k = idx - gl * Hd;
+      const int64_t g = g0 + gl;
+      if (slot < 0)
+        out_h[(g * N + u) * Hd + k] = from_f<T>(own_h[idx]);
+      else
+        part_h[((int64_t)slot * G + g) * Hd + k] = own_h[idx];
+    }
+    for (int idx = threadIdx.x; idx < bg * A; idx += blockDim.x) {
+      const int gl = idx / A, x = idx - gl * A;
+      const int64_t g = g0 + gl;
+      if (slot < 0)
+        out_qk[(g * N + u) * A + x] = from_f<T>(own_qk[idx]);
+      else
+        part_qk[((int64_t)slot * G + g) * A + x] = own_qk[idx];
+    }
+    __syncthreads();
+  }
+}
+
+// out[g, u, :] = sum of the partials of split node u, in slot order.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    reduce_split_kernel(Plan plan,
+                        const float* __restrict__ part,  // [slots, G, width]
+                        T* __restrict__ out,             // [G, N, width]
+                        int G, int N, int width) {
+  const int64_t s = blockIdx.x / G;
+  const int64_t g = blockIdx.x - s * G;
+  const int u = plan.split_node[s];
+  const int first = plan.split_ptr[s], last = plan.split_ptr[s + 1];
+  for (int k = threadIdx.x; k < width; k += blockDim.x) {
+    float acc = 0.f;
+    for (int q = first; q < last; ++q) acc += part[((int64_t)q * G + g) * width + k];
+    out[(g * N + u) * width + k] = from_f<T>(acc);
+  }
+}
+
+// out[r, c] = sum_p slots[p * stride + r * ld + c], in slot order; also float -> T.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    reduce_slots_kernel(const float* __restrict__ slots,  // [P, >= rows, ld]
+                        T* __restrict__ out,              // [rows, cols]
+                        int64_t P, int64_t rows, int64_t cols, int64_t ld, int64_t stride) {
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < rows * cols;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = t / cols, c = t - r * cols;
+    float acc = 0.f;
+    for (int64_t p = 0; p < P; ++p) acc += slots[p * stride + r * ld + c];
+    out[t] = from_f<T>(acc);
+  }
+}
+
+unsigned stride_blocks(int64_t work) {
+  const int64_t b = (work + kThreads - 1) / kThreads;
+  return unsigned(b < 1 ? 1 : (b > 8192 ? 8192 : b));
+}
+
+template <typename T, bool kHasW2>
+void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream_t stream) {
+  const Layout L =
+      make_layout(true, sizeof(T), int(d.Hd), int(d.D), int(d.A), int(d.heads), kHasW2);
+  const bool det = in.get("deterministic") != 0;
+  const int64_t P = in.get("blocks");
+  if (P < 1 || P > 65535)
+    throw std::invalid_argument("message_attention cuda backend: blocks must be in [1, 65535]");
+  const Plan dplan = read_plan(in, "d_");
+  const Plan splan = det ? read_plan(in, "s_") : dplan;
+  const int64_t groups = graph_groups(d.G);
+  const int G = int(d.G), N = int(d.N), Hd = int(d.Hd), D = int(d.D), A = int(d.A),
+            H = int(d.heads);
+  const T* S = in.ptr<const T>("S");
+  const T* R = in.ptr<const T>("R");
+  const T* Q = in.ptr<const T>("Q");
+  const T* Kp = in.ptr<const T>("K");
+  const T* W2 = kHasW2 ? in.ptr<const T>("W2") : nullptr;
+  const T* b2 = kHasW2 ? in.ptr<const T>("b2") : nullptr;
+  const T* dO = in.ptr<const T>("dO");
+  const float* lse = in.ptr<const float>("lse");
+  float* delta = in.ptr<float>("delta");
+  T* dS = in.ptr<T>("dS");
+  T* dR = in.ptr<T>("dR");
+  T* dQ = in.ptr<T>("dQ");
+  T* dK = in.ptr<T>("dK");
+  float* acc_dS = det ? nullptr : in.ptr<float>("acc_dS");
+  float* acc_dK = det ? nullptr : in.ptr<float>("acc_dK");
+  float* w2_slots = kHasW2 ? in.ptr<float>("w2_slots") : nullptr;
+  float* b2_slots = kHasW2 ? in.ptr<float>("b2_slots") : nullptr;
+  for (const Plan* p : {&dplan, &splan})
+    if (p->items * groups >= 0x7fffffff || p->splits * d.G >= 0x7fffffff)
+      throw std::invalid_argument(
+          "message_attention cuda backend: too many tasks (items x graph groups)");
+
+  auto kernel = backward_kernel<T, kHasW2>;
+  prepare_smem(kernel, L.total, "backward_kernel");
+
+  RSTG_LAUNCH(delta_kernel<T>, stride_blocks(d.G * d.N * d.heads), kThreads, 0, stream)(
+      dO, in.ptr<const T>("O"), delta, d.G * d.N, D, H);
+  RSTG_CUDA_CHECK_LAUNCH("message_attention delta_kernel");
+
+  const int64_t dtasks = dplan.items * groups;
+  RSTG_LAUNCH(kernel, unsigned(dtasks < P ? dtasks : P), kThreads, L.total, stream)(
+      S, R, Q, Kp, W2, b2, dO, lse, delta, dplan, dR, dQ, in.ptr<float>("d_part_h"),
+      in.ptr<float>("d_part_qk"), acc_dS, acc_dK, w2_slots, b2_slots, dtasks, G, N, Hd, D, A, H,
+      scale, 0);
+  RSTG_CUDA_CHECK_LAUNCH("message_attention backward_kernel (by destination)");
+  if (dplan.splits > 0) {
+    RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(dplan.splits * d.G), kThreads, 0, stream)(
+        dplan, in.ptr<const float>("d_part_h"), dR, G, N, Hd);
+    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dR)");
+    RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(dplan.splits * d.G), kThreads, 0, stream)(
+        dplan, in.ptr<const float>("d_part_qk"), dQ, G, N, A);
+    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dQ)");
+  }
+
+  if (det) {
+    const int64_t stasks = splan.items * groups;
+    RSTG_LAUNCH(kernel, unsigned(stasks < P ? stasks : P), kThreads, L.total, stream)(
+        S, R, Q, Kp, W2, b2, dO, lse, delta, splan, dS, dK, in.ptr<float>("s_part_h"),
+        in.ptr<float>("s_part_qk"), nullptr, nullptr, nullptr, nullptr, stasks, G, N, Hd, D, A, H,
+        scale, 1);
+    RSTG_CUDA_CHECK_LAUNCH("message_attention backward_kernel (by source)");
+    if (splan.splits > 0) {
+      RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(splan.splits * d.G), kThreads, 0, stream)(
+          splan, in.ptr<const float>("s_part_h"), dS, G, N, Hd);
+      RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dS)");
+      RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(splan.splits * d.G), kThreads, 0, stream)(
+          splan, in.ptr<const float>("s_part_qk"), dK, G, N, A);
+      RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dK)");
+    }
+  } else {
+    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.G * d.N * d.Hd), kThreads, 0, stream)(
+        acc_dS, dS, 1, d.G * d.N, d.Hd, d.Hd, 0);
+    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dS)");
+    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.G * d.N * d.A), kThreads, 0, stream)(
+        acc_dK, dK, 1, d.G * d.N, d.A, d.A, 0);
+    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dK)");
+  }
+
+  if constexpr (kHasW2) {
+    const int64_t dp = pad32(D), hdp = pad32(Hd);
+    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.D * d.Hd), kThreads, 0, stream)(
+        w2_slots, in.ptr<T>("dW2"), P, d.D, d.Hd, hdp, dp * hdp);
+    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dW2)");
+    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.D), kThreads, 0, stream)(
+        b2_slots, in.ptr<T>("db2"), P, 1, d.D, dp, dp);
+    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (db2)");
+  }
+}
+
+template <typename T>
+void dispatch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream_t stream) {
+  check_limits(d, sizeof(T), "backward");
+  if (d.has_w2)
+    launch_backward<T, true>(in, d, scale, stream);
+  else
+    launch_backward<T, false>(in, d, scale, stream);
+}
+
+}  // namespace
+}  // namespace ma
+
+void message_attention_backward_cuda(const MaArgs& args, double scale) {
+  const ma::ArgReader in{args};
+  const ma::Dims d = ma::read_dims(in);
+  auto stream = reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(in.get("stream")));
+  switch (in.get("dtype")) {
+    case 0:
+      ma::dispatch_backward<float>(in, d, float(scale), stream);
+      break;
+    case 1:
+      ma::dispatch_backward<__half>(in, d, float(scale), stream);
+      break;
+    case 2:
+      ma::dispatch_backward<__nv_bfloat16>(in, d, float(scale), stream);
+      break;
+    default:
+      throw std::invalid_argument("message_attention cuda backend: dtype code must be 0, 1 or 2");
+  }
+}
+
+}  // namespace rstg

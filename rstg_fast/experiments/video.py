@@ -1,0 +1,303 @@
+"""``rstg-fast train-video``: C2D / I3D ResNet-50 (+ RSTG) on Something-Something v1.
+
+Single process::
+
+    rstg-fast train-video --data-root /data/smth-v1/frames --annotations /data/smth-v1 \\
+        --arch i3d --placement res3-4 --pretrained i3d_r50_kinetics.pt --out runs/i3d_rstg
+
+Many GPUs / nodes (per-process ``--batch-size``; global batch = batch x processes x accum)::
+
+    torchrun --nproc_per_node 8 -m rstg_fast.cli train-video ... (same flags)
+
+Resumes from ``<out>/last.pt`` when it exists (``--restart`` ignores it). Evaluation: one
+centre crop by default; the paper's multi-view test is ``--spatial-clips 11 --temporal-clips 2``
+(softmax scores averaged over the 22 views). See docs/video.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from rstg_fast.data.something import IMAGENET_MEAN, IMAGENET_STD, ClipConfig, SomethingSomethingV1
+from rstg_fast.video import VideoClassifier, load_resnet_weights, parse_placement
+from rstg_fast.video.training import (
+    Progress,
+    StepSampler,
+    all_reduce_sum,
+    cosine_lr,
+    init_distributed,
+    load_checkpoint,
+    save_checkpoint,
+    shard_indices,
+    topk_correct,
+)
+
+# Arguments that define the model: stored in checkpoints and checked on resume.
+MODEL_KEYS = ("arch", "placement", "base_width", "blocks", "pool2", "stride_in_1x1", "dropout", "node_dim",
+              "message_dim", "iterations", "scalewise_update", "heads", "positional", "rstg_backend")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("data")
+    d.add_argument("--data-root", required=True, help="folder of <video_id>/00001.jpg frame folders")
+    d.add_argument("--annotations", default=None,
+                   help="folder of the something-something-v1-*.csv files (default: --data-root)")
+    d.add_argument("--frame-template", default="{:05d}.jpg")
+    d.add_argument("--num-frames", type=int, default=32, help="frames per clip (the paper: 32; the graph sees 16)")
+    d.add_argument("--frame-stride", type=int, default=1)
+    d.add_argument("--crop-size", type=int, default=224)
+    d.add_argument("--train-scale", type=int, nargs=2, default=(256, 320), metavar=("MIN", "MAX"))
+    d.add_argument("--test-short-side", type=int, default=256)
+    d.add_argument("--spatial-clips", type=int, default=1, help="evaluation crops per clip (paper multi-view: 11)")
+    d.add_argument("--temporal-clips", type=int, default=1, help="evaluation clips per video (paper multi-view: 2)")
+    d.add_argument("--flip", choices=("none", "label-aware"), default="none")
+    d.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, help="RGB mean of [0, 1] pixels")
+    d.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, help="RGB std of [0, 1] pixels")
+    d.add_argument("--workers", type=int, default=4)
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", choices=("c2d", "i3d"), default="i3d")
+    m.add_argument("--placement", default="res3-4",
+                   help="none, vec, res2, res3, res4, res3-4, or stages joined by + (e.g. res4+vec)")
+    m.add_argument("--base-width", type=int, default=64, help="ResNet-50: 64")
+    m.add_argument("--blocks", type=int, nargs=4, default=(3, 4, 6, 3), help="ResNet-50: 3 4 6 3")
+    m.add_argument("--pool2", action="store_true",
+                   help="Non-local's temporal pool after res2 (graph then sees 8 steps)")
+    m.add_argument("--stride-in-1x1", action="store_true",
+                   help="stage stride on the first 1x1 conv (ResNet v1: Caffe2/Non-local weights); "
+                   "default: on the 3x3 (torchvision)")
+    m.add_argument("--dropout", type=float, default=0.5)
+    m.add_argument("--node-dim", type=int, default=512)
+    m.add_argument("--message-dim", type=int, default=512)
+    m.add_argument("--iterations", type=int, default=3)
+    m.add_argument("--scalewise-update", action=argparse.BooleanOptionalAction, default=True,
+                   help="one update MLP per scale (the authors' Something-Something configs; DESIGN.md §1)")
+    m.add_argument("--heads", type=int, default=1)
+    m.add_argument("--positional", action="store_true", help="RSTG positional maps")
+    m.add_argument("--rstg-backend", default="auto")
+    m.add_argument("--pretrained", default=None, help="ResNet-50 state_dict (torchvision names; 2D is inflated)")
+    m.add_argument("--inflate", choices=("mean", "center"), default="mean")
+    t = p.add_argument_group("training")
+    t.add_argument("--out", required=True, help="run folder: last.pt, metrics.jsonl")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch-size", type=int, default=8, help="per process and micro-step")
+    t.add_argument("--eval-batch-size", type=int, default=4, help="videos per process and eval step")
+    t.add_argument("--eval-chunk", type=int, default=8,
+                   help="clips per forward pass in evaluation (bounds memory with 22 views)")
+    t.add_argument("--accum-steps", type=int, default=1, help="micro-steps per optimizer step")
+    t.add_argument("--lr", type=float, default=0.01)
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--warmup-steps", type=int, default=0)
+    t.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm (0: off)")
+    t.add_argument("--freeze-bn", action="store_true", help="BatchNorm statistics frozen (eval mode) while training")
+    t.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    t.add_argument("--max-steps", type=int, default=0,
+                   help="stop after this many optimizer steps in all (0: all epochs)")
+    t.add_argument("--ckpt-every", type=int, default=500, help="optimizer steps between checkpoints")
+    t.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: only at the end)")
+    t.add_argument("--eval-only", action="store_true", help="evaluate <out>/last.pt (or --checkpoint) and exit")
+    t.add_argument("--checkpoint", default=None, help="checkpoint for --eval-only")
+    t.add_argument("--restart", action="store_true", help="ignore an existing <out>/last.pt")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    t.add_argument("--no-progress", action="store_true")
+
+
+def _model_config(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = {k: getattr(args, k) for k in MODEL_KEYS}
+    cfg["blocks"] = list(cfg["blocks"])
+    cfg["placement"] = parse_placement(cfg["placement"]).name
+    return cfg
+
+
+def build_model(cfg: dict[str, Any], num_classes: int) -> VideoClassifier:
+    rstg = {"node_dim": cfg["node_dim"], "message_dim": cfg["message_dim"], "iterations": cfg["iterations"],
+            "scalewise_update": cfg["scalewise_update"], "heads": cfg.get("heads", 1),
+            "positional": cfg.get("positional", False), "backend": cfg["rstg_backend"]}
+    return VideoClassifier(cfg["arch"], num_classes, cfg["placement"], base_width=cfg["base_width"],
+                           blocks=cfg["blocks"], pool2=cfg["pool2"],
+                           stride_in_1x1=cfg.get("stride_in_1x1", False), rstg=rstg, dropout=cfg["dropout"])
+
+
+def _clip_config(args: argparse.Namespace) -> ClipConfig:
+    return ClipConfig(num_frames=args.num_frames, frame_stride=args.frame_stride, crop_size=args.crop_size,
+                      train_scale=tuple(args.train_scale), test_short_side=args.test_short_side,
+                      spatial_clips=args.spatial_clips, temporal_clips=args.temporal_clips, flip=args.flip,
+                      mean=tuple(args.mean), std=tuple(args.std))
+
+
+def _autocast(args: argparse.Namespace, device: torch.device):
+    if args.amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if args.amp == "bf16" else torch.float16)
+
+
+def evaluate(model: torch.nn.Module, data: SomethingSomethingV1, args: argparse.Namespace,
+             rank: int, world: int, device: torch.device) -> dict[str, float]:
+    """Top-1/top-5 (%) and mean loss over ``data``, views' softmax scores averaged."""
+    subset = torch.utils.data.Subset(data, shard_indices(len(data), world, rank))
+    loader = torch.utils.data.DataLoader(subset, batch_size=args.eval_batch_size, num_workers=args.workers)
+    model.eval()
+    sums = [0.0, 0.0, 0.0, 0.0]  # top1, top5, nll, count
+    bar = Progress(len(loader), "eval", enabled=rank == 0 and not args.no_progress)
+    with torch.no_grad():
+        for clips, labels in loader:
+            b, v = clips.shape[:2]
+            clips, labels = clips.to(device, non_blocking=True), labels.to(device)
+            with _autocast(args, device):
+                logits = torch.cat([model(c) for c in clips.flatten(0, 1).split(args.eval_chunk)])
+            probs = logits.float().softmax(-1).view(b, v, -1).mean(1)
+            c1, c5 = topk_correct(probs, labels)
+            nll = F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
+            sums = [sums[0] + c1, sums[1] + c5, sums[2] + nll, sums[3] + b]
+            bar.update()
+    bar.close()
+    top1, top5, nll, n = all_reduce_sum(sums, device)
+    return {"top1": 100 * top1 / max(n, 1), "top5": 100 * top5 / max(n, 1), "loss": nll / max(n, 1), "videos": int(n)}
+
+
+def _set_bn_eval(model: torch.nn.Module) -> None:
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.eval()
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("lr", "weight_decay", "warmup_steps", "max_steps", "clip_grad", "eval_every", "workers"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    rank, world, device = init_distributed(args.device)
+    if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
+        torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick its fastest 3D convs
+    cfg = _model_config(args)
+    ann = args.annotations or args.data_root
+    clip_cfg = _clip_config(args)
+    val = SomethingSomethingV1(args.data_root, "validation", train=False, clip=clip_cfg, annotations=ann,
+                               frame_template=args.frame_template)
+    last = os.path.join(args.out, "last.pt")
+    if args.eval_only:
+        state = load_checkpoint(args.checkpoint or last)
+        model = build_model(state["config"], val.num_classes).to(device)
+        model.load_state_dict(state["model"])
+        res = evaluate(model, val, args, rank, world, device)
+        if rank == 0:
+            print(json.dumps({"eval": res, "checkpoint": args.checkpoint or last}))
+        return 0
+
+    train = SomethingSomethingV1(args.data_root, "train", train=True, clip=clip_cfg, annotations=ann,
+                                 frame_template=args.frame_template, seed=args.seed)
+    torch.manual_seed(args.seed)  # same initial weights on every rank
+    model = build_model(cfg, train.num_classes).to(device)
+    decay = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(decay, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    epoch, step_in_epoch, global_step = 0, 0, 0
+    if os.path.exists(last) and not args.restart:
+        state = load_checkpoint(last)
+        if state["config"] != cfg:
+            raise ValueError(f"{last} was trained with {state['config']}, not {cfg}; use --restart or another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        if rank == 0:
+            print(f"resumed from {last}: epoch {epoch}, step {step_in_epoch}, global step {global_step}")
+    elif args.pretrained:
+        rep = load_resnet_weights(model, args.pretrained, inflate=args.inflate)
+        if rank == 0:
+            print(f"pretrained {args.pretrained}: {len(rep.copied)} copied, {len(rep.inflated)} inflated, "
+                  f"{len(rep.skipped)} skipped ({', '.join(rep.skipped[:4])})")
+    net: torch.nn.Module = model
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    sampler0 = StepSampler(len(train), args.batch_size, world_size=world, accum_steps=args.accum_steps)
+    steps_per_epoch = sampler0.steps_per_epoch
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train)} training videos < one global batch of {sampler0.global_batch}")
+    total_steps = steps_per_epoch * args.epochs
+    stop_at = min(total_steps, args.max_steps) if args.max_steps > 0 else total_steps
+
+    def checkpoint(ep: int, step: int) -> None:
+        if rank == 0:
+            save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                   "scaler": scaler.state_dict(), "epoch": ep, "step_in_epoch": step,
+                                   "global_step": global_step, "config": cfg})
+
+    def log(record: dict[str, Any]) -> None:
+        if rank == 0:
+            print(json.dumps(record))
+            with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    if rank == 0:
+        os.makedirs(args.out, exist_ok=True)
+    while epoch < args.epochs and global_step < stop_at:
+        train.set_epoch(epoch)
+        sampler = StepSampler(len(train), args.batch_size, world_size=world, rank=rank, accum_steps=args.accum_steps,
+                              seed=args.seed, epoch=epoch, start_step=step_in_epoch)
+        loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=args.workers,
+                                                  pin_memory=device.type == "cuda"))
+        net.train()
+        if args.freeze_bn:
+            _set_bn_eval(net)
+        bar = Progress(steps_per_epoch - step_in_epoch, f"epoch {epoch}", enabled=rank == 0 and not args.no_progress)
+        sums = [0.0, 0.0, 0.0]  # loss, top1, count (this rank)
+        while step_in_epoch < steps_per_epoch and global_step < stop_at:
+            # Dropout draws depend only on (seed, step, rank): resuming replays them exactly.
+            torch.manual_seed(args.seed * 1_000_003 + global_step * 1009 + rank)
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(global_step, total_steps, args.lr, args.warmup_steps)
+            for micro in range(args.accum_steps):
+                clips, labels = next(loader)
+                clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                sync = micro == args.accum_steps - 1 or world == 1
+                with (contextlib.nullcontext() if sync else net.no_sync()), _autocast(args, device):
+                    logits = net(clips)
+                    loss = F.cross_entropy(logits.float(), labels)
+                scaler.scale(loss / args.accum_steps).backward()
+                sums = [sums[0] + loss.item() * len(labels), sums[1] + topk_correct(logits.detach(), labels, (1,))[0],
+                        sums[2] + len(labels)]
+            if args.clip_grad > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            step_in_epoch += 1
+            global_step += 1
+            bar.update(postfix=f"loss {sums[0] / sums[2]:.3f} lr {opt.param_groups[0]['lr']:.4g}")
+            if global_step % args.ckpt_every == 0:
+                checkpoint(epoch, step_in_epoch)
+        bar.close()
+        loss_sum, top1_sum, n = all_reduce_sum(sums, device)
+        epoch_done = step_in_epoch >= steps_per_epoch
+        record = {"epoch": epoch, "global_step": global_step, "train_loss": loss_sum / max(n, 1),
+                  "train_top1": 100 * top1_sum / max(n, 1)}
+        if epoch_done:
+            epoch, step_in_epoch = epoch + 1, 0
+        checkpoint(epoch, step_in_epoch)
+        finished = epoch >= args.epochs or global_step >= stop_at
+        if epoch_done and ((args.eval_every and epoch % args.eval_every == 0) or finished):
+            record["val"] = evaluate(model, val, args, rank, world, device)
+        log(record)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0

@@ -1,0 +1,183 @@
+"""The ``cuda`` backend of ``message_attention``: CUDA C++ kernels in ``rstg_fast._C``.
+
+This module is the launcher layer: it checks the kernels' limits (``cuda_plan``), builds and
+caches the per-graph work plan on the device, allocates outputs and float32 scratch, and
+calls ``_C.message_attention_{forward,backward}_cuda`` on PyTorch's current stream. No host
+synchronisation per call once a graph's plan is cached (the plan costs one copy of the CSR to
+the host, once). Design and limits: docs/cuda_backend.md.
+
+Determinism: with ``torch.use_deterministic_algorithms(True)`` the backward computes dS and
+dK in a second, source-major pass instead of float32 atomics; everything else is
+deterministic in both modes (fixed-order reductions).
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+
+import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+from rstg_fast._ext import require_extension
+from rstg_fast.ops.backends import cuda_plan
+from rstg_fast.ops.backends.cuda_plan import BG, check_launch_limits, pad32
+
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+W2_SLOT_BUDGET = 128 * 2**20  # bytes of dW2 partial slots at most (caps the persistent grid)
+
+_PLAN_FIELDS = ("item_node", "item_begin", "item_end", "item_slot", "other", "split_node", "split_ptr")
+
+# indices tensor -> (indices version, weakref(indptr), indptr version, {orientation: plan}).
+_plans = WeakIdKeyDictionary()
+
+
+class DevicePlan:
+    """A ``cuda_plan.PlanArrays`` as int32 device tensors, plus its counts."""
+
+    def __init__(self, arrays: cuda_plan.PlanArrays, device: torch.device) -> None:
+        self.tensors = {f: torch.from_numpy(getattr(arrays, f)).to(device) for f in _PLAN_FIELDS}
+        self.items = int(arrays.item_node.size)
+        self.splits = int(arrays.split_node.size)
+        self.slots = arrays.slots
+
+    def args(self, prefix: str) -> dict[str, int]:
+        out = {prefix + f: t.data_ptr() for f, t in self.tensors.items()}
+        out.update({prefix + "items": self.items, prefix + "splits": self.splits, prefix + "slots": self.slots})
+        return out
+
+
+def plan_for(indptr: torch.Tensor, indices: torch.Tensor, by_source: bool) -> DevicePlan:
+    """The cached plan of a graph (by destination, or transposed by source)."""
+    entry = _plans.get(indices)
+    if not (
+        entry is not None and entry[0] == indices._version and entry[1]() is indptr and entry[2] == indptr._version
+    ):
+        entry = (indices._version, weakref.ref(indptr), indptr._version, {})
+        _plans[indices] = entry
+    cache = entry[3]
+    if by_source not in cache:
+        ip, ix = indptr.cpu().numpy(), indices.cpu().numpy()
+        if by_source:
+            ip, ix = cuda_plan.transpose_csr(ip, ix)
+        cache[by_source] = DevicePlan(cuda_plan.build_plan(ip, ix), indices.device)
+    return cache[by_source]
+
+
+def _multiprocessors(device: torch.device) -> int:
+    return _multiprocessors_of(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _multiprocessors_of(index: int) -> int:
+    return int(torch.cuda.get_device_properties(index).multi_processor_count)
+
+
+def persistent_blocks(device: torch.device, tasks: int, D: int, Hd: int, has_w2: bool) -> int:
+    """Blocks of the persistent backward grid: two per SM, capped by the work and the dW2 slots' memory."""
+    blocks = 2 * _multiprocessors(device)
+    if has_w2:
+        blocks = min(blocks, max(1, W2_SLOT_BUDGET // (pad32(D) * pad32(Hd) * 4)))
+    return max(1, min(blocks, tasks, 65535))
+
+
+def _dims(S, Q, W2, indices, heads) -> dict[str, int]:
+    G, N, Hd = S.shape
+    D = W2.shape[0] if W2 is not None else Hd
+    return {
+        "G": G,
+        "N": N,
+        "E": indices.numel(),
+        "Hd": Hd,
+        "D": D,
+        "A": Q.shape[2],
+        "heads": heads,
+        "has_w2": int(W2 is not None),
+    }
+
+
+def _check(dims: dict[str, int], dtype: torch.dtype) -> None:
+    if dtype not in DTYPE_CODES:
+        raise ValueError(f"cuda backend supports float32, float16 and bfloat16, got {dtype}")
+    check_launch_limits(
+        dims["G"], dims["N"], dims["E"], dims["Hd"], dims["D"], dims["A"], dims["heads"],
+        torch.empty(0, dtype=dtype).element_size(), bool(dims["has_w2"]),
+    )  # fmt: skip
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return t.data_ptr() if t is not None else 0
+
+
+def forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale):
+    """Backend contract (see ``rstg_fast.ops.backends``): ``(O (G, N, D), lse (G, N, heads) float32)``."""
+    dims = _dims(S, Q, W2, indices, heads)
+    G, N, D = dims["G"], dims["N"], dims["D"]
+    O = S.new_empty((G, N, D))
+    lse = S.new_empty((G, N, heads), dtype=torch.float32)
+    if G == 0 or N == 0:
+        return O, lse
+    _check(dims, S.dtype)
+    plan = plan_for(indptr, indices, by_source=False)
+    o_part = S.new_empty((plan.slots, G, D), dtype=torch.float32) if plan.slots else None
+    lse_part = S.new_empty((plan.slots, G, heads), dtype=torch.float32) if plan.slots else None
+    args = dict(dims)
+    args.update(plan.args("d_"))
+    args.update(
+        dtype=DTYPE_CODES[S.dtype], stream=torch.cuda.current_stream(S.device).cuda_stream,
+        S=S.data_ptr(), R=R.data_ptr(), Q=Q.data_ptr(), K=K.data_ptr(), W2=_ptr(W2), b2=_ptr(b2),
+        O=O.data_ptr(), lse=lse.data_ptr(), o_part=_ptr(o_part), lse_part=_ptr(lse_part),
+    )  # fmt: skip
+    with torch.cuda.device(S.device):
+        require_extension().message_attention_forward_cuda(args, float(scale))
+    return O, lse
+
+
+def backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale):
+    """Backend contract: ``(dS, dR, dQ, dK, dW2 | None, db2 | None)`` in the input dtype."""
+    dims = _dims(S, Q, W2, indices, heads)
+    G, N, Hd, D, A = dims["G"], dims["N"], dims["Hd"], dims["D"], dims["A"]
+    dS, dR, dQ, dK = (torch.empty_like(t) for t in (S, R, Q, K))
+    dW2 = torch.empty_like(W2) if W2 is not None else None
+    db2 = torch.empty_like(b2) if b2 is not None else None
+    if G == 0 or N == 0:
+        for t in (dW2, db2):
+            if t is not None:
+                t.zero_()
+        return dS, dR, dQ, dK, dW2, db2
+    _check(dims, S.dtype)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    f32 = {"dtype": torch.float32, "device": S.device}
+    dplan = plan_for(indptr, indices, by_source=False)
+    splan = plan_for(indptr, indices, by_source=True) if deterministic else None
+    groups = (G + BG - 1) // BG
+    tasks = max(dplan.items, splan.items if splan is not None else 0) * groups
+    blocks = persistent_blocks(S.device, tasks, D, Hd, W2 is not None)
+    keep = {
+        "delta": torch.empty((G, N, heads), **f32),
+        "d_part_h": torch.empty((dplan.slots, G, Hd), **f32) if dplan.slots else None,
+        "d_part_qk": torch.empty((dplan.slots, G, A), **f32) if dplan.slots else None,
+        "w2_slots": torch.zeros((blocks, pad32(D), pad32(Hd)), **f32) if W2 is not None else None,
+        "b2_slots": torch.zeros((blocks, pad32(D)), **f32) if W2 is not None else None,
+    }
+    if deterministic:
+        keep["s_part_h"] = torch.empty((splan.slots, G, Hd), **f32) if splan.slots else None
+        keep["s_part_qk"] = torch.empty((splan.slots, G, A), **f32) if splan.slots else None
+    else:
+        keep["acc_dS"] = torch.zeros((G, N, Hd), **f32)
+        keep["acc_dK"] = torch.zeros((G, N, A), **f32)
+    args = dict(dims)
+    args.update(dplan.args("d_"))
+    if splan is not None:
+        args.update(splan.args("s_"))
+    args.update({name: _ptr(t) for name, t in keep.items()})
+    args.update(
+        dtype=DTYPE_CODES[S.dtype], stream=torch.cuda.current_stream(S.device).cuda_stream,
+        deterministic=int(deterministic), blocks=blocks,
+        S=S.data_ptr(), R=R.data_ptr(), Q=Q.data_ptr(), K=K.data_ptr(), W2=_ptr(W2), b2=_ptr(b2),
+        dO=dO.data_ptr(), O=O.data_ptr(), lse=lse.data_ptr(),
+        dS=dS.data_ptr(), dR=dR.data_ptr(), dQ=dQ.data_ptr(), dK=dK.data_ptr(), dW2=_ptr(dW2), db2=_ptr(db2),
+    )  # fmt: skip
+    with torch.cuda.device(S.device):
+        require_extension().message_attention_backward_cuda(args, float(scale))
+    return dS, dR, dQ, dK, dW2, db2

@@ -1,0 +1,544 @@
+"""The ``cuda`` backend of message_attention (csrc/cuda/message_attention_*.cu).
+
+Three parts:
+- CPU tests that always run: the host work plan, the launch limits (Python and the C++
+  launchers, which must reject before touching CUDA), the backend's registration and
+  build_info.
+- The kernels themselves, executed on the CPU through the emulation of tests/cuda_emu (the
+  same .cu source compiled by g++ against a small CUDA/WMMA emulation; needs g++ and the
+  CUDA headers, no GPU): forward and every gradient against the float64 oracle, all dtypes,
+  both determinism modes, split rows, poisoned buffers.
+- GPU tests (skipped without a CUDA device and a CUDA build): forward and every gradient
+  against a float64 oracle in every dtype, heads 1/2/4, one and two send layers, empty rows,
+  skewed (split) rows, odd sizes, NaN-poisoned buffers, opcheck, bitwise determinism.
+
+The 16-bit kernels feed the tensor cores ``h = relu(S + R)`` rounded to the input dtype (as
+any MMA on 16-bit operands must), so the ReLU mask of ``z = W2 h + b2`` can flip for a ``z``
+within rounding of 0 and move a gradient by a whole term. The oracle therefore rounds ``h``
+to the dtype too (straight-through in backward) and is otherwise float64; the tolerance is the
+project's one rule (tests/rstg_testing.py) against the same-dtype reference's own error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+import os
+import shutil
+import subprocess
+import sys
+import types
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rstg_testing import assert_close, op_inputs, random_csr
+
+from rstg_fast._ext import build_info, extension
+from rstg_fast.graph import grid_graph
+from rstg_fast.ops import backends, message_attention
+from rstg_fast.ops.backends import cuda as cuda_backend
+from rstg_fast.ops.backends import cuda_plan
+from rstg_fast.ops.backends.reference import destinations, message_attention_reference
+
+HAS_GPU = torch.cuda.is_available() and build_info()["cuda"]
+needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU and a CUDA build")
+needs_cuda_build = pytest.mark.skipif(not build_info()["cuda"], reason="needs a CUDA build of rstg_fast._C")
+LOW = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# ----------------------------------------------------------------------------- CPU: plan
+
+
+def _plan_ok(indptr: np.ndarray, other: np.ndarray, plan: cuda_plan.PlanArrays) -> None:
+    n = indptr.size - 1
+    sizes = plan.item_end - plan.item_begin
+    assert sizes.min(initial=0) >= 0 and sizes.max(initial=0) <= cuda_plan.CHUNK
+    assert np.array_equal(plan.other, other.astype(np.int32))
+    for u in range(n):
+        mine = np.flatnonzero(plan.item_node == u)
+        assert mine.size >= 1, f"node {u} has no item (its outputs would stay unwritten)"
+        assert np.all(np.diff(mine) == 1), "items of a node are consecutive"
+        assert plan.item_begin[mine[0]] == indptr[u] and plan.item_end[mine[-1]] == indptr[u + 1]
+        assert np.array_equal(plan.item_begin[mine[1:]], plan.item_end[mine[:-1]]), "items tile the row"
+        if mine.size > 1:
+            assert sizes[mine].max() - sizes[mine].min() <= 1, "split rows are balanced"
+            s = int(np.flatnonzero(plan.split_node == u)[0])
+            assert np.array_equal(plan.item_slot[mine], np.arange(plan.split_ptr[s], plan.split_ptr[s + 1]))
+        else:
+            assert plan.item_slot[mine[0]] == -1 and u not in plan.split_node
+    assert plan.slots == int((plan.item_slot >= 0).sum())
+
+
+@pytest.mark.parametrize("N,max_degree,skewed", [(1, 3, None), (13, 5, 3), (59, 40, 7), (7, 0, None)], ids=str)
+def test_plan_cuts_rows_into_balanced_items(N, max_degree, skewed):
+    gen = torch.Generator().manual_seed(N)
+    indptr, indices = random_csr(N, max(max_degree, 1), generator=gen, skewed_row=skewed)
+    if max_degree == 0:
+        indptr, indices = torch.zeros(N + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    ip, ix = indptr.numpy(), indices.numpy()
+    _plan_ok(ip, ix, cuda_plan.build_plan(ip, ix))
+    t_ip, t_dst = cuda_plan.transpose_csr(ip, ix)
+    _plan_ok(t_ip, t_dst, cuda_plan.build_plan(t_ip, t_dst))
+
+
+def test_plan_splits_the_hub_of_huge():
+    g = grid_graph(((28, 28), (14, 14), (7, 7), (3, 3), (1, 1)), 28, 28)
+    plan = cuda_plan.build_plan(g.indptr.numpy(), g.indices.numpy())
+    hub = g.num_nodes - 1  # the 1x1 node: every other node is a source
+    _plan_ok(g.indptr.numpy(), g.indices.numpy(), plan)
+    assert hub in plan.split_node and (plan.item_node == hub).sum() == math.ceil((g.num_nodes - 1) / cuda_plan.CHUNK)
+
+
+def test_transpose_csr_lists_destinations_by_source():
+    gen = torch.Generator().manual_seed(5)
+    indptr, indices = random_csr(11, 6, generator=gen)
+    t_ip, t_dst = cuda_plan.transpose_csr(indptr.numpy(), indices.numpy())
+    dst = destinations(indptr, indices.numel()).numpy()
+    for j in range(11):
+        want = sorted(dst[indices.numpy() == j].tolist())
+        assert t_dst[t_ip[j] : t_ip[j + 1]].tolist() == want
+
+
+def test_plan_is_cached_per_graph_and_sees_in_place_edits():
+    gen = torch.Generator().manual_seed(9)
+    indptr, indices = random_csr(9, 40, generator=gen, skewed_row=2)
+    first = cuda_backend.plan_for(indptr, indices, by_source=False)
+    assert cuda_backend.plan_for(indptr, indices, by_source=False) is first
+    assert first.slots > 0 and first.items == len(first.tensors["item_node"])
+    by_source = cuda_backend.plan_for(indptr, indices, by_source=True)
+    _, t_dst = cuda_plan.transpose_csr(indptr.numpy(), indices.numpy())
+    assert by_source is not first and by_source.tensors["other"].tolist() == t_dst.tolist()
+    indices[0] = (indices[0] + 1) % 9  # an in-place edit must invalidate the cached plan
+    edited = cuda_backend.plan_for(indptr, indices, by_source=False)
+    assert edited is not first and int(edited.tensors["other"][0]) == int(indices[0])
+
+
+# ----------------------------------------------------------------------------- CPU: limits
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("shape", ["syncmnist", "paper", "dense"])
+def test_canonical_widths_are_within_the_launch_limits(dtype, shape):
+    width = {"syncmnist": 512, "paper": 512, "dense": 256}[shape]
+    es = torch.empty(0, dtype=dtype).element_size()
+    for heads in (1, 2, 4):
+        cuda_plan.check_launch_limits(320, 1039, 17206, width, width, width, heads, es, True)
+        cuda_plan.check_launch_limits(320, 1039, 17206, width, width, width, heads, es, False)
+
+
+@pytest.mark.parametrize(
+    "dims,match",
+    [
+        ((4, 14, 90, 4096, 512, 512, 1), "shared memory"),
+        ((4, 14, 90, 512, 8192, 512, 1), "shared memory"),
+        ((4, 14, 90, 512, 512, 16384, 1), "shared memory"),
+        ((4, 14, 90, 512, 512, 512, 4096), "shared memory"),
+        ((4, 2**31, 90, 64, 64, 64, 1), "below 2"),
+        ((0, 14, 90, 64, 64, 64, 1), "positive"),
+    ],
+    ids=["Hd", "D", "A", "heads", "N", "G0"],
+)
+def test_python_limit_check_raises_value_error(dims, match):
+    with pytest.raises(ValueError, match=match):
+        cuda_plan.check_launch_limits(*dims, 2, True)
+
+
+def _smem_boundary(es: int, has_w2: bool) -> int:
+    """Largest width W (Hd = D = A = W, multiple of 32) the Python mirror accepts."""
+    w = 32
+    while (
+        cuda_plan.smem_bytes(True, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.SMEM_CAP
+        and cuda_plan.smem_bytes(False, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.SMEM_CAP
+    ):
+        w += 32
+    return w
+
+
+def _launcher_args(dtype_code: int, W: int, has_w2: bool) -> dict[str, int]:
+    args = {"dtype": dtype_code, "G": 2, "N": 3, "E": 0, "Hd": W, "D": W, "A": W, "heads": 1, "has_w2": int(has_w2)}
+    args.update({"stream": 0, "deterministic": 0, "blocks": 1})
+    pointers = "S R Q K W2 b2 O lse o_part lse_part dO delta dS dR dQ dK dW2 db2 acc_dS acc_dK w2_slots b2_slots"
+    args.update({name: 0 for name in (pointers + " d_part_h d_part_qk s_part_h s_part_qk").split()})
+    for p in ("d_", "s_"):
+        args.update(
+            {p + f: 0 for f in ("item_node", "item_begin", "item_end", "item_slot", "other", "split_node", "split_ptr")}
+        )
+        args.update({p + "items": 3, p + "splits": 0, p + "slots": 0})
+    return args
+
+
+@needs_cuda_build
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("dtype_code,es", [(0, 4), (1, 2), (2, 2)], ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize("has_w2", [True, False], ids=["two-layer", "one-layer"])
+def test_cpp_launcher_rejects_over_limit_shapes_before_any_cuda_call(direction, dtype_code, es, has_w2):
+    """The C++ check (make_layout) agrees with the Python mirror at the boundary.
+
+    Over the limit: ValueError from the launcher itself. At the limit, on a machine with no
+    GPU, the launcher gets past its checks and fails at its first CUDA call (RuntimeError),
+    which proves it did not reject a shape the Python side accepts.
+    """
+    ext = extension()
+    entry = getattr(ext, f"message_attention_{direction}_cuda")
+    W = _smem_boundary(es, has_w2)
+    with pytest.raises(ValueError, match="shared memory"):
+        entry(_launcher_args(dtype_code, W + 32, has_w2), 1.0)
+    with pytest.raises(ValueError, match="missing argument 'G'"):
+        entry({}, 1.0)
+    with pytest.raises(ValueError, match="dtype code"):
+        entry(_launcher_args(7, 32, has_w2), 1.0)
+    if not torch.cuda.is_available():  # with a GPU, null pointers must never reach a launch
+        with pytest.raises(RuntimeError, match="CUDA error"):
+            entry(_launcher_args(dtype_code, W, has_w2), 1.0)
+
+
+def test_registration_and_build_info():
+    spec = backends.BACKENDS["cuda"]
+    assert spec.devices == ("cuda",) and set(spec.dtypes) == set(LOW)
+    assert "cuda" not in backends.AUTO_ORDER["cuda"], "auto must not pick cuda before it is measured on a GPU"
+    info = build_info()
+    if info["cuda"]:
+        assert {80, 90} <= set(info["cuda_archs"])
+        assert spec.unavailable(torch.device("cpu")) is None
+    else:
+        assert (
+            spec.unavailable(torch.device("cuda"))
+            == "rstg_fast was built without CUDA (nvcc not found or RSTG_FAST_CUDA=0)"
+        )
+    x = op_inputs(1, 3, 4, 4, None, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    ip, ix = random_csr(3, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="backend 'cuda'"):
+        message_attention(**x, indptr=ip, indices=ix, backend="cuda")  # CPU tensors
+
+
+# ----------------------------------------------------------------------------- oracle and helpers
+
+
+class _RoundST(torch.autograd.Function):
+    """Round to a dtype in forward, identity in backward (what the kernel's h tile does)."""
+
+    @staticmethod
+    def forward(ctx, x, dtype):
+        return x.to(dtype).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def oracle(S, R, Q, K, W2, b2, indptr, indices, heads, scale, h_dtype):
+    """float64 message_attention with h rounded to ``h_dtype`` before the W2 product."""
+    E = indices.numel()
+    dst = destinations(indptr, E)
+    h = torch.relu(S[:, indices] + R[:, dst])
+    if W2 is not None:
+        m = torch.relu(_RoundST.apply(h, h_dtype) @ W2.T + b2)
+    else:
+        m = h
+    G, N = S.shape[:2]
+    D = m.shape[-1]
+    s = (Q[:, dst].reshape(G, E, heads, -1) * K[:, indices].reshape(G, E, heads, -1)).sum(-1) * scale
+    mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype).scatter_reduce(
+        1, dst.view(1, E, 1).expand(G, E, heads), s.detach(), "amax"
+    )
+    e = torch.exp(s - mx[:, dst])
+    den = torch.zeros((G, N, heads), dtype=s.dtype).index_add(1, dst, e)
+    a = e / den[:, dst]
+    out = (a.unsqueeze(-1) * m.reshape(G, E, heads, D // heads)).reshape(G, E, D)
+    return torch.zeros((G, N, D), dtype=s.dtype).index_add(1, dst, out), mx + torch.log(den)
+
+
+def delta_correction(leaves, indptr, indices, heads, scale, dO, O_used, O64, lse64):
+    """The part of dQ, dK that comes from Delta = rowsum(dO * O) using the op's O in its dtype.
+
+    DESIGN.md §7 (like FlashAttention) has the backward take Delta from the stored output O;
+    in 16-bit that O is rounded, Delta' = Delta + eps, so ds = a (dp - Delta') = exact ds - a eps.
+    Returns the float64 gradients of -sum(a eps s) for Q and K, to add to the exact ones.
+    """
+    G, N, D = O64.shape
+    E = indices.numel()
+    dst = destinations(indptr, E)
+    eps = (dO * (O_used.detach().double().cpu() - O64.detach())).reshape(G, N, heads, D // heads).sum(-1)
+    Q = leaves["Q"].detach().requires_grad_(True)
+    K = leaves["K"].detach().requires_grad_(True)
+    s = (Q[:, dst].reshape(G, E, heads, -1) * K[:, indices].reshape(G, E, heads, -1)).sum(-1) * scale
+    a = torch.exp(s.detach() - lse64.detach()[:, dst])
+    gQ, gK = torch.autograd.grad(-(a * eps[:, dst] * s).sum(), [Q, K])
+    return {"Q": gQ, "K": gK}
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Fresh buffers come NaN-filled, so an element a kernel never writes fails the test."""
+    real_empty, real_like, real_new = torch.empty, torch.empty_like, torch.Tensor.new_empty
+
+    def nan(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(real_like(*a, **k)))
+    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: nan(real_new(self, *a, **k)))
+
+
+def _run(x, indptr, indices, heads, backend, dO):
+    leaves = {k: (v.detach().requires_grad_(True) if v is not None else None) for k, v in x.items()}
+    O, lse = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend=backend, return_lse=True)
+    present = [k for k, v in leaves.items() if v is not None]
+    grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
+    return O, lse, dict(zip(present, grads, strict=True))
+
+
+# ----------------------------------------------------------------------------- CPU: emulated kernels
+
+ROOT = Path(__file__).resolve().parents[2]
+EMU_SOURCES = [
+    *sorted((ROOT / "csrc" / "cuda").glob("message_attention*")),
+    *sorted((ROOT / "tests" / "cuda_emu").glob("*")),
+]
+CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
+
+
+@pytest.fixture(scope="session")
+def emulated_extension():
+    """The kernels compiled against tests/cuda_emu/cuda_emulation.h (built once, cached in build/)."""
+    if shutil.which(os.environ.get("CXX", "g++")) is None or not (CUDA_INCLUDE / "cuda_bf16.h").exists():
+        pytest.skip("the CUDA emulation needs g++ (C++20) and the CUDA headers (CUDA_HOME/include)")
+    pytest.importorskip("pybind11", reason="the CUDA emulation is built against pybind11")
+    out = ROOT / "build" / "cuda_emu"
+    built = sorted(out.glob("rstg_fast_cuda_emu*.so"))
+    newest_source = max(p.stat().st_mtime for p in EMU_SOURCES)
+    if not built or built[0].stat().st_mtime < newest_source:
+        env = {**os.environ, "PYTHON": sys.executable}
+        subprocess.run(["bash", str(ROOT / "tests" / "cuda_emu" / "build.sh"), str(out)], check=True, env=env)
+        built = sorted(out.glob("rstg_fast_cuda_emu*.so"))
+    spec = importlib.util.spec_from_file_location("rstg_fast_cuda_emu", built[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def emulated_cuda(monkeypatch, emulated_extension):
+    """rstg_fast.ops.backends.cuda, running its kernels in the emulation on CPU tensors."""
+    monkeypatch.setattr(cuda_backend, "require_extension", lambda: emulated_extension)
+    monkeypatch.setattr(cuda_backend, "_multiprocessors", lambda device: 1)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=0))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    return cuda_backend
+
+
+EMU_CASES = {
+    # name: (G, N, Hd, A, D, heads, max_degree, skewed_row): small, the emulation is slow
+    "split-h2": (3, 6, 40, 8, 24, 2, 10, 1),
+    "odd-groups-h1": (9, 5, 19, 4, 13, 1, 3, None),
+    "one-layer-split-h2": (2, 5, 24, 4, None, 2, 9, 0),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("case", list(EMU_CASES))
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+def test_emulated_kernels_match_oracle(emulated_cuda, case, dtype, deterministic, poisoned):
+    check_emulated_case(emulated_cuda, case, dtype, deterministic, zlib.crc32(f"{case}-{dtype}".encode()))
+
+
+def check_emulated_case(emulated_cuda, case, dtype, deterministic, seed):
+    G, N, Hd, A, D, heads, max_degree, skewed = EMU_CASES[case]
+    gen = torch.Generator().manual_seed(seed)
+    indptr, indices = random_csr(N, max_degree, generator=gen, skewed_row=skewed)
+    if skewed is not None:
+        assert cuda_plan.build_plan(indptr.numpy(), indices.numpy()).slots > 0, "case must exercise split rows"
+    x64 = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen)
+    scale = 1.0 / math.sqrt(A // heads)
+    dO = torch.randn(G, N, D or Hd, generator=gen, dtype=torch.float64)
+
+    # The oracle sees the inputs the kernel sees (rounded to dtype), in float64.
+    leaves = {k: (v.to(dtype).double().requires_grad_(True) if v is not None else None) for k, v in x64.items()}
+    O64, lse64 = oracle(*leaves.values(), indptr, indices, heads, scale, dtype)
+    present = [k for k, v in leaves.items() if v is not None]
+    g64 = dict(zip(present, torch.autograd.grad(O64, [leaves[k] for k in present], dO), strict=True))
+    low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
+    ref = _run(low, indptr, indices, heads, "reference", dO)
+
+    O, lse = emulated_cuda.forward(*low.values(), indptr, indices, heads, scale)
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        grads = emulated_cuda.backward(dO.to(dtype), *low.values(), indptr, indices, O, lse, heads, scale)
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    assert_close(O, O64, ref[0], f"emulated O [{case}]")
+    assert_close(lse, lse64, ref[1], f"emulated lse [{case}]")
+    corr = delta_correction(leaves, indptr, indices, heads, scale, dO, O, O64, lse64)
+    for name, got in zip(("S", "R", "Q", "K", "W2", "b2"), grads, strict=True):
+        if name in present:
+            assert got.dtype == dtype
+            want = g64[name] + corr[name] if name in corr else g64[name]
+            assert_close(got, want, ref[2][name], f"emulated d{name} [{case}]")
+        else:
+            assert got is None
+
+
+@pytest.mark.slow
+def test_emulated_deterministic_backward_is_bitwise_reproducible(emulated_cuda):
+    G, N, Hd, A, D, heads, max_degree, skewed = EMU_CASES["split-h2"]
+    gen = torch.Generator().manual_seed(21)
+    indptr, indices = random_csr(N, max_degree, generator=gen, skewed_row=skewed)
+    x = op_inputs(G, N, Hd, A, D, dtype=torch.float16, generator=gen)
+    O, lse = emulated_cuda.forward(*x.values(), indptr, indices, heads, 0.5)
+    dO = torch.randn(O.shape, generator=gen).half()
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [emulated_cuda.backward(dO, *x.values(), indptr, indices, O, lse, heads, 0.5) for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for name, a, b in zip(("dS", "dR", "dQ", "dK", "dW2", "db2"), *runs, strict=True):
+        assert torch.equal(a, b), f"{name} differs between two deterministic runs"
+
+
+# ----------------------------------------------------------------------------- GPU
+
+
+GPU_CASES = {
+    # name: (G, N, Hd, A, D, heads, max_degree, skewed_row)
+    "grid-h1": (3, None, 64, 16, 64, 1, None, None),
+    "N1": (2, 1, 8, 4, 8, 1, 1, None),
+    "odd-h2": (9, 13, 40, 12, 58, 2, 5, 3),
+    "skewed-h4": (11, 59, 59, 16, 112, 4, 12, 7),
+    "split-odd": (3, 40, 111, 8, 59, 1, 20, 0),
+    "one-layer-h4": (2, 9, 40, 8, None, 4, 4, None),
+    "one-layer-skewed": (5, 30, 24, 6, None, 2, 10, 2),
+}
+
+
+def _case(name, gen):
+    G, N, Hd, A, D, heads, max_degree, skewed = GPU_CASES[name]
+    if N is None:
+        g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+        indptr, indices, N = g.indptr, g.indices, g.num_nodes
+    else:
+        indptr, indices = random_csr(N, max_degree, generator=gen, empty_rows=N > 2, skewed_row=skewed)
+    return op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen), indptr, indices, heads
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("case", list(GPU_CASES))
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+def test_forward_and_gradients_match_oracle(case, dtype, deterministic, poisoned):
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{case}-{dtype}".encode()))
+    x64, indptr, indices, heads = _case(case, gen)
+    G, N = x64["S"].shape[:2]
+    D = x64["W2"].shape[0] if x64["W2"] is not None else x64["S"].shape[2]
+    dO = torch.randn(G, N, D, generator=gen, dtype=torch.float64)
+    scale = 1.0 / math.sqrt((x64["Q"].shape[-1]) // heads)
+
+    # The oracle sees the inputs the kernel sees (rounded to dtype), in float64.
+    leaves = {k: (v.to(dtype).double().requires_grad_(True) if v is not None else None) for k, v in x64.items()}
+    O64, lse64 = oracle(*leaves.values(), indptr, indices, heads, scale, dtype)
+    present = [k for k, v in leaves.items() if v is not None]
+    g64 = dict(zip(present, torch.autograd.grad(O64, [leaves[k] for k in present], dO), strict=True))
+
+    low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
+    ref = _run(low, indptr, indices, heads, "reference", dO)
+    dev = {k: (v.cuda() if v is not None else None) for k, v in low.items()}
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        O, lse, grads = _run(dev, indptr.cuda(), indices.cuda(), heads, "cuda", dO.cuda())
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    assert O.dtype == dtype and lse.dtype == torch.float32
+    assert_close(O, O64, ref[0], f"cuda O [{case}]")
+    assert_close(lse, lse64, ref[1], f"cuda lse [{case}]")
+    corr = delta_correction(leaves, indptr, indices, heads, scale, dO, O, O64, lse64)
+    for k in present:
+        assert grads[k].dtype == dtype
+        want = g64[k] + corr[k] if k in corr else g64[k]
+        assert_close(grads[k], want, ref[2][k], f"cuda d{k} [{case}]")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+def test_deterministic_mode_is_bitwise_reproducible(dtype):
+    gen = torch.Generator().manual_seed(11)
+    x64, indptr, indices, heads = _case("skewed-h4", gen)
+    x = {k: (v.to(dtype).cuda() if v is not None else None) for k, v in x64.items()}
+    dO = torch.randn(x["S"].shape[0], x["S"].shape[1], x["W2"].shape[0], generator=gen).cuda()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = _run(x, indptr.cuda(), indices.cuda(), heads, "cuda", dO)
+        second = _run(x, indptr.cuda(), indices.cuda(), heads, "cuda", dO)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    for k in first[2]:
+        assert torch.equal(first[2][k], second[2][k]), f"d{k} differs between two deterministic runs"
+
+
+@needs_gpu
+@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
+def test_opcheck(one_layer):
+    gen = torch.Generator().manual_seed(2)
+    indptr, indices = random_csr(5, 3, generator=gen)
+    x = op_inputs(2, 5, 8, 4, None if one_layer else 6, dtype=torch.float32, generator=gen, device="cuda")
+    args = [t.requires_grad_(True) if t is not None else None for t in x.values()]
+    torch.library.opcheck(
+        torch.ops.rstg_fast.message_attention.default, (*args, indptr.cuda(), indices.cuda(), 2, 0.7, "cuda")
+    )
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+def test_agrees_with_the_triton_backend(dtype):
+    """Second opinion (issue 7): the two GPU backends agree within the dtype's tolerance."""
+    spec = backends.BACKENDS.get("triton")
+    if spec is None or dtype not in spec.dtypes or spec.unavailable(torch.device("cuda")) is not None:
+        pytest.skip("needs the triton backend (issue 6) usable on this GPU")
+    gen = torch.Generator().manual_seed(zlib.crc32(f"triton-{dtype}".encode()))
+    x64, indptr, indices, heads = _case("skewed-h4", gen)
+    x = {k: (v.to(dtype).cuda() if v is not None else None) for k, v in x64.items()}
+    dO = torch.randn(x["S"].shape[0], x["S"].shape[1], x["W2"].shape[0], generator=gen, dtype=torch.float64).cuda()
+    ours = _run(x, indptr.cuda(), indices.cuda(), heads, "cuda", dO)
+    theirs = _run(x, indptr.cuda(), indices.cuda(), heads, "triton", dO)
+    oracle64 = _run(
+        {k: (v.double() if v is not None else None) for k, v in x.items()},
+        indptr.cuda(),
+        indices.cuda(),
+        heads,
+        "reference",
+        dO,
+    )
+    assert_close(ours[0], oracle64[0], theirs[0], "cuda O vs triton's error")
+    for k in ours[2]:
+        assert_close(ours[2][k], oracle64[2][k], theirs[2][k], f"cuda d{k} vs triton's error")
+
+
+@needs_gpu
+def test_huge_graph_on_a_side_stream_matches_reference():
+    """The canonical `huge` topology (a 1,038-source hub), two graphs, on a non-default stream."""
+    g = grid_graph(((28, 28), (14, 14), (7, 7), (3, 3), (1, 1)), 28, 28)
+    gen = torch.Generator().manual_seed(3)
+    x = op_inputs(2, g.num_nodes, 64, 32, 64, dtype=torch.float32, generator=gen, device="cuda")
+    ip, ix = g.indptr.cuda(), g.indices.cuda()
+    want, want_lse = message_attention_reference(**x, indptr=ip, indices=ix, heads=2, scale=0.25)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        O, lse = message_attention(**x, indptr=ip, indices=ix, heads=2, scale=0.25, backend="cuda", return_lse=True)
+    torch.cuda.current_stream().wait_stream(side)
+    assert_close(O, want.double(), None, "cuda O (huge)")
+    assert_close(lse, want_lse.double(), None, "cuda lse (huge)")
+
+
+@needs_gpu
+def test_over_limit_shape_raises_value_error_before_launch():
+    x = op_inputs(1, 3, 4096, 8, 64, dtype=torch.float32, generator=torch.Generator().manual_seed(0), device="cuda")
+    ip, ix = random_csr(3, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="shared memory"):
+        message_attention(**x, indptr=ip.cuda(), indices=ix.cuda(), backend="cuda")

@@ -1,0 +1,426 @@
+"""The ``triton`` backend of ``message_attention``: kernels against the reference.
+
+Without a CUDA GPU these tests run Triton's CPU interpreter: this module sets
+``TRITON_INTERPRET=1`` before anything creates the Triton kernels (they are created when
+the backend is first used, never by ``import rstg_fast``). With a GPU the same tests run on
+CUDA tensors, plus the GPU-only ones at the end (canonical shapes, poisoned outputs, TF32).
+
+Tolerances: the forward and the one-layer gradients follow the shared rule of
+``rstg_testing.assert_close`` (2x the reference's own same-dtype error + floor). Two
+deliberate, FlashAttention-style differences from the reference are accounted for exactly:
+(1) for two send layers in float16/bfloat16 the kernels round ``h`` to the input dtype
+before the ``W2`` product (tensor-core operands), and a ReLU kink of ``z = W2 h + b2`` that
+flips under that rounding changes a gradient discontinuously, so those gradients are
+compared with a float64 oracle of the rounded function (straight-through rounding of the
+inputs and of ``h``) within the dtype floor alone; (2) ``Delta = rowsum(dO * O)`` uses the
+stored, rounded ``O``, whose exact effect on ``dQ``/``dK`` (``delta_correction``) is added to
+the oracle.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+if importlib.util.find_spec("triton") is None:  # not imported here: see SET_INTERPRET
+    pytest.skip("triton is not installed (pip install 'rstg_fast[triton]')", allow_module_level=True)
+
+# Without a GPU the kernels (and triton.language's own jit functions, created when triton is
+# first imported) must be created in interpreter mode: TRITON_INTERPRET=1 is set for that
+# import and then taken away again, so that test modules collected after this one do not see
+# the triton backend as usable on CPU; the `interpreter` fixture puts it back while this
+# module's tests run.
+SET_INTERPRET = not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ
+if SET_INTERPRET:
+    if "triton" in sys.modules:
+        raise RuntimeError(
+            "triton was imported before tests/ops/test_triton_backend.py could select its CPU "
+            "interpreter; run pytest with TRITON_INTERPRET=1 set in the environment"
+        )
+    os.environ["TRITON_INTERPRET"] = "1"
+import rstg_fast.ops.backends.triton as triton_backend  # noqa: E402 - creates the kernels
+
+if SET_INTERPRET:
+    del os.environ["TRITON_INTERPRET"]
+
+from rstg_testing import TOLERANCE_FLOOR, assert_close, op_inputs, random_csr  # noqa: E402
+
+from rstg_fast.graph import grid_graph  # noqa: E402
+from rstg_fast.ops import message_attention  # noqa: E402
+from rstg_fast.ops.backends.reference import destinations  # noqa: E402
+from rstg_fast.ops.backends.triton import plan as triton_plan  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+INTERPRETED = triton_backend.configs.INTERPRETED
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+# name: (G, N, Hd, A, D, heads, max_degree, skewed_row); N None = the default 14-node graph.
+# Sizes cross the interpreter's tiles (BG 4, BE 8, BD 32, BK 32): G = 5, Hd = 40, D / heads
+# = 34; "odd-split" has a row of 36 sources, above the 32-edge chunk, so it is split and merged.
+CASES = {
+    "paper-graph": (3, None, 16, 8, 12, 1, None, None),
+    "odd-split": (5, 13, 40, 8, 22, 2, 9, 3),
+    "h4-one-layer": (2, 9, 136, 8, None, 4, 4, None),
+    "N1": (2, 1, 8, 4, 8, 1, 1, None),
+}
+HALF_CASES = ("paper-graph", "odd-split")
+SLOW_CASES = ("odd-split",)  # the interpreter's slowest: float64 is left to the smaller cases
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interpreter():
+    """TRITON_INTERPRET=1 while this module's tests run (see SET_INTERPRET above)."""
+    if SET_INTERPRET:
+        os.environ["TRITON_INTERPRET"] = "1"
+    yield
+    if SET_INTERPRET:
+        os.environ.pop("TRITON_INTERPRET", None)
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """``torch.empty`` returns NaN-filled floating tensors while the test runs (fla's habit)."""
+    real_empty = torch.empty
+
+    def nan_empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", nan_empty)
+
+
+def case_inputs(name: str, gen: torch.Generator):
+    G, N, Hd, A, D, heads, max_degree, skewed = CASES[name]
+    if N is None:
+        g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+        indptr, indices, N = g.indptr, g.indices, g.num_nodes
+    else:
+        indptr, indices = random_csr(N, max_degree, generator=gen, empty_rows=N > 2, skewed_row=skewed)
+    x = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen, device=DEVICE)
+    return x, indptr.to(DEVICE), indices.to(DEVICE), heads
+
+
+def rounded_oracle(x, indptr, indices, heads, scale, dtype):
+    """float64 ``message_attention`` of the ``dtype``-rounded inputs, with ``h`` rounded to
+    ``dtype`` before the W2 product (straight-through: identity gradient, as in the kernels).
+    """
+    S, R, Q, K, W2, b2 = (v + (v.to(dtype).double() - v).detach() for v in x.values())
+    G, N, _ = S.shape
+    src, dst = indices, destinations(indptr, indices.numel())
+    h = torch.relu(S[:, src] + R[:, dst])
+    h = h + (h.to(dtype).double() - h).detach()
+    m = torch.relu(h @ W2.T + b2)
+    E, D = src.numel(), m.shape[-1]
+    s = (Q[:, dst].reshape(G, E, heads, -1) * K[:, src].reshape(G, E, heads, -1)).sum(-1) * scale
+    mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype, device=s.device)
+    mx = mx.scatter_reduce(1, dst.view(1, E, 1).expand(G, E, heads), s.detach(), "amax")
+    e = torch.exp(s - mx[:, dst])
+    den = torch.zeros((G, N, heads), dtype=s.dtype, device=s.device).index_add(1, dst, e)
+    a = e / den[:, dst]
+    w = (a.unsqueeze(-1) * m.reshape(G, E, heads, D // heads)).reshape(G, E, D)
+    return torch.zeros((G, N, D), dtype=s.dtype, device=s.device).index_add(1, dst, w)
+
+
+def delta_correction(x, indptr, indices, heads, scale, dO, O_oracle, O_kernel):
+    """What ``dQ``, ``dK`` gain from ``Delta = rowsum(dO * O)`` taken, as in FlashAttention,
+    from the stored output ``O_kernel`` (rounded to its dtype) rather than the exact one.
+
+    ``ds_ij`` becomes ``a_ij (dp_ij - Delta_i) + a_ij (Delta_i - Delta'_i)``; the second term
+    adds ``scale a_ij e_i K_j`` to ``dQ_i`` and ``scale a_ij e_i Q_i`` to ``dK_j``.
+    """
+    S, R, Q, K = (x[k].detach() for k in "SRQK")
+    G, N, A = Q.shape
+    E = indices.numel()
+    src, dst = indices, destinations(indptr, E)
+    err = (dO * (O_oracle.detach() - O_kernel.detach().double())).reshape(G, N, heads, -1).sum(-1)  # [G, N, heads]
+    q, k = Q.reshape(G, N, heads, -1), K.reshape(G, N, heads, -1)
+    s = (q[:, dst] * k[:, src]).sum(-1) * scale  # [G, E, heads]
+    mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype, device=s.device)
+    mx = mx.scatter_reduce(1, dst.view(1, E, 1).expand(G, E, heads), s, "amax")
+    e = torch.exp(s - mx[:, dst])
+    a = e / torch.zeros_like(mx).index_add(1, dst, e)[:, dst]
+    w = (scale * a * err[:, dst]).unsqueeze(-1)  # [G, E, heads, 1]
+    dQ = torch.zeros_like(q).index_add(1, dst, w * k[:, src]).reshape(G, N, A)
+    dK = torch.zeros_like(k).index_add(1, src, w * q[:, dst]).reshape(G, N, A)
+    return {"Q": dQ, "K": dK}
+
+
+def run(x, indptr, indices, heads, backend, dO, fn=None):
+    leaves = {k: (v.detach().requires_grad_(True) if v is not None else None) for k, v in x.items()}
+    present = [k for k, v in leaves.items() if v is not None]
+    if fn is None:
+        O = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend=backend)
+    else:
+        O = fn(leaves)
+    grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
+    return O, dict(zip(present, grads, strict=True))
+
+
+def check_against_reference(x64, indptr, indices, heads, dtype, dO, label):
+    """triton in ``dtype`` vs the float64 reference: O and every gradient (module docstring)."""
+    low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
+
+    oracle = run(x64, indptr, indices, heads, "reference", dO)
+    own = run(low, indptr, indices, heads, "reference", dO) if dtype != torch.float64 else None
+    got = run(low, indptr, indices, heads, "triton", dO)
+    assert got[0].dtype == dtype
+    assert_close(got[0], oracle[0], own[0] if own else None, f"{label}: O")
+
+    # Half inputs: the kernels' tl.dot operands are in the input dtype (bfloat16 only on
+    # the GPU: the interpreter widens it to float32), see the module docstring.
+    rounded = dtype == torch.float16 or (dtype == torch.bfloat16 and not INTERPRETED)
+    if x64["W2"] is not None and rounded:
+        scale = 1 / math.sqrt(x64["Q"].shape[2] // heads)
+        fn = lambda xs: rounded_oracle(xs, indptr, indices, heads, scale, dtype)  # noqa: E731
+        oracle = run(x64, indptr, indices, heads, None, dO, fn=fn)
+        own = None
+    zero = {k: not g.any() for k, g in oracle[1].items()}  # e.g. dQ, dK of a one-node graph
+    if dtype != torch.float64:
+        scale = 1 / math.sqrt(x64["Q"].shape[2] // heads)
+        for k, fix in delta_correction(x64, indptr, indices, heads, scale, dO, oracle[0], got[0]).items():
+            oracle[1][k] = oracle[1][k] + fix
+    for k, grad in got[1].items():
+        assert grad.dtype == dtype
+        if zero[k]:  # zero up to rounding; the relative rule has no scale for it
+            assert float(grad.abs().max()) <= TOLERANCE_FLOOR[dtype], f"{label}: d{k} should be 0"
+            continue
+        assert_close(grad, oracle[1][k], own[1][k] if own else None, f"{label}: d{k}")
+
+
+def dtype_cases():
+    for name in CASES:
+        for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+            if dtype in (torch.float16, torch.bfloat16) and name not in HALF_CASES:
+                continue
+            if dtype == torch.float64 and name in SLOW_CASES and INTERPRETED:
+                continue
+            yield pytest.param(name, dtype, id=f"{name}-{str(dtype)[6:]}")
+
+
+@pytest.mark.parametrize("case,dtype", list(dtype_cases()))
+def test_forward_and_gradients_match_reference(case, dtype, poison):
+    """Outputs and every gradient; buffers start as NaN (``poison``), so an element a kernel
+    fails to write shows up as a non-finite mismatch."""
+    gen = torch.Generator().manual_seed(sum(map(ord, case)) + 7 * len(str(dtype)))
+    x64, indptr, indices, heads = case_inputs(case, gen)
+    D = x64["W2"].shape[0] if x64["W2"] is not None else x64["S"].shape[2]
+    dO = torch.randn(x64["S"].shape[0], x64["S"].shape[1], D, generator=gen, dtype=torch.float64).to(DEVICE)
+    check_against_reference(x64, indptr, indices, heads, dtype, dO, case)
+
+
+def test_split_rows_match_unsplit_and_deterministic_path_is_bitwise_stable():
+    """Tiny chunks (every row of more than 5 edges split and merged) give the unsplit result;
+    the deterministic two-pass backward agrees with the atomic one and repeats bitwise."""
+    from rstg_fast.ops.backends.triton.launch_backward import backward, backward_with_plans
+    from rstg_fast.ops.backends.triton.launch_forward import forward_with_plan
+
+    gen = torch.Generator().manual_seed(5)
+    x, indptr, indices, heads = case_inputs("paper-graph", gen)
+    args = (*x.values(), indices)
+    split = triton_plan.build_plan(indptr, chunk=5)
+    whole = triton_plan.build_plan(indptr, chunk=0)
+    assert split.num_slots > 0 and whole.num_slots == 0
+    O1, lse1 = forward_with_plan(*args, split, heads, 0.6)
+    O0, lse0 = forward_with_plan(*args, whole, heads, 0.6)
+    torch.testing.assert_close(O1, O0)
+    torch.testing.assert_close(lse1, lse0)
+
+    dO = torch.randn(O0.shape, generator=gen, dtype=O0.dtype).to(DEVICE)
+    g_split = backward_with_plans(dO, *x.values(), indices, O0, lse0, heads, 0.6, split)
+    torch.use_deterministic_algorithms(True)
+    try:
+        det = [backward(dO, *x.values(), indptr, indices, O0, lse0, heads, 0.6) for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b, c in zip(det[0], det[1], g_split, strict=True):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
+def test_gradcheck_float64(one_layer):
+    gen = torch.Generator().manual_seed(1)
+    indptr, indices = random_csr(6, 3, generator=gen)
+    indptr, indices = indptr.to(DEVICE), indices.to(DEVICE)
+    x = op_inputs(
+        2, 6, 6 if one_layer else 5, 4, None if one_layer else 6, dtype=torch.float64, generator=gen, device=DEVICE
+    )
+    names = [k for k, v in x.items() if v is not None]
+
+    def f(*ts):
+        kw = dict(zip(names, ts, strict=True))
+        kw.setdefault("W2", None)
+        kw.setdefault("b2", None)
+        return message_attention(**kw, indptr=indptr, indices=indices, heads=2, backend="triton")
+
+    # fast_mode: random projections of the Jacobian, a few evaluations instead of one per input.
+    assert torch.autograd.gradcheck(f, [x[k].requires_grad_(True) for k in names], fast_mode=True)
+
+
+@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
+def test_opcheck(one_layer):
+    gen = torch.Generator().manual_seed(2)
+    indptr, indices = random_csr(5, 3, generator=gen)
+    x = op_inputs(2, 5, 4, 4, None if one_layer else 6, dtype=torch.float64, generator=gen, device=DEVICE)
+    args = [t.requires_grad_(True) if t is not None else None for t in x.values()]
+    torch.library.opcheck(
+        torch.ops.rstg_fast.message_attention.default, (*args, indptr.to(DEVICE), indices.to(DEVICE), 2, 0.7, "triton")
+    )
+
+
+def test_graph_without_edges():
+    x = op_inputs(2, 4, 6, 4, 6, dtype=torch.float32, generator=torch.Generator().manual_seed(3), device=DEVICE)
+    indptr = torch.zeros(5, dtype=torch.int64, device=DEVICE)
+    indices = torch.zeros(0, dtype=torch.int64, device=DEVICE)
+    leaves = {k: v.requires_grad_(True) for k, v in x.items()}
+    O, lse = message_attention(**leaves, indptr=indptr, indices=indices, backend="triton", return_lse=True)
+    assert torch.equal(O, torch.zeros_like(O)) and torch.all(lse == -math.inf)
+    grads = torch.autograd.grad(O.sum(), list(leaves.values()))
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+
+
+@pytest.mark.parametrize("Hd,D", [(0, 4), (4, 0)], ids=["Hd0", "D0"])
+def test_degenerate_widths(Hd, D):
+    """No first-layer width (messages are relu(b2)) or no message columns."""
+    gen = torch.Generator().manual_seed(8)
+    indptr, indices = random_csr(6, 3, generator=gen)
+    indptr, indices = indptr.to(DEVICE), indices.to(DEVICE)
+    x = op_inputs(2, 6, max(Hd, 1), 4, D, dtype=torch.float64, generator=gen, device=DEVICE)
+    x["S"], x["R"], x["W2"] = (x[k][..., :Hd].contiguous() for k in ("S", "R", "W2"))
+    results = []
+    for backend in ("reference", "triton"):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+        O, lse = message_attention(**leaves, indptr=indptr, indices=indices, backend=backend, return_lse=True)
+        weights = torch.arange(O.numel(), dtype=O.dtype, device=O.device).view_as(O)
+        results.append((O, lse, torch.autograd.grad((O * weights).sum(), list(leaves.values()), allow_unused=True)))
+    (O1, lse1, g1), (O2, lse2, g2) = results
+    torch.testing.assert_close(O2, O1)
+    torch.testing.assert_close(lse2, lse1)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(b, a if a is not None else torch.zeros_like(b))
+
+
+def test_plan_covers_every_edge_once_longest_first_and_is_cached():
+    gen = torch.Generator().manual_seed(6)
+    indptr, indices = random_csr(20, 6, generator=gen, skewed_row=4)  # row 4: 24 sources
+    plan = triton_plan.get_plan(indptr, indices, chunk=8)
+    assert triton_plan.get_plan(indptr, indices, chunk=8) is plan
+    items = plan.items.tolist()
+    lengths = [end - start for _, start, end, _ in items]
+    assert lengths == sorted(lengths, reverse=True) and max(lengths) <= 8
+    covered = sorted((start, end) for _, start, end, _ in items if end > start)
+    flat = [e for start, end in covered for e in range(start, end)]
+    assert flat == list(range(indices.numel()))
+    assert sorted({row for row, *_ in items}) == list(range(20))  # empty rows too
+    assert plan.merges.tolist() == [[4, 0, 3]]  # 24 edges -> three chunks of 8, slots 0..2
+    indices.add_(0)  # an in-place edit bumps the version: the schedule is rebuilt
+    assert triton_plan.get_plan(indptr, indices, chunk=8) is not plan
+    assert triton_plan.default_chunk(1039, 17206) == 64 and triton_plan.default_chunk(14, 90) == 32
+
+
+def test_transposed_csr():
+    gen = torch.Generator().manual_seed(7)
+    indptr, indices = random_csr(9, 4, generator=gen)
+    indptr_t, indices_t = triton_plan.transpose_csr(indptr, indices)
+    dst = destinations(indptr, indices.numel())
+    forward_edges = sorted(zip(indices.tolist(), dst.tolist(), strict=True))
+    src_t = destinations(indptr_t, indices_t.numel())
+    assert sorted(zip(src_t.tolist(), indices_t.tolist(), strict=True)) == forward_edges
+
+
+def test_unavailable_without_interpreter_and_import_stays_light():
+    """Without TRITON_INTERPRET=1 the backend refuses CPU tensors with a clear reason, and
+    ``import rstg_fast`` does not import triton."""
+    code = (
+        "import sys, torch, rstg_fast\n"
+        "assert 'triton' not in sys.modules, 'import rstg_fast imported triton'\n"
+        "from rstg_fast.ops import backends, message_attention\n"
+        "why = backends.BACKENDS['triton'].unavailable(torch.device('cpu'))\n"
+        "assert 'TRITON_INTERPRET=1' in why, why\n"
+        "x = [torch.randn(1, 2, 4) for _ in range(4)]\n"
+        "ip, ix = torch.tensor([0, 1, 2]), torch.tensor([1, 0])\n"
+        "try:\n"
+        "    message_attention(*x, None, None, ip, ix, backend='triton')\n"
+        "except ValueError as e:\n"
+        "    assert 'TRITON_INTERPRET=1' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('no error')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90():
+    """Triton + ptxas compile every kernel for sm_90 (no GPU needed): catches what the
+    interpreter accepts but the GPU compiler does not (tl.dot sizes, layouts, dtypes)."""
+    import triton
+
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    if not os.path.exists(ptxas):
+        pytest.skip(f"this triton build has no NVIDIA backend with ptxas ({ptxas})")
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "gpu", "check_triton.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a real compiler
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    cmd = [sys.executable, script, "--compile-only", "--first-only", "--widths", "64", "--dtypes", "bfloat16,float64"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stdout.splitlines() if "REG:" in line]
+    assert len(lines) == 2 * 4, out.stdout  # forward, backward x 2, weight_grad per dtype
+
+
+# ---- GPU only ------------------------------------------------------------------------
+
+# The canonical graphs (DESIGN.md §5) with a small batch and the real widths.
+CANONICAL = {
+    "syncmnist": ((((3, 3), (2, 2), (1, 1)), 6, 6), 512),
+    "paper": ((((3, 3), (2, 2), (1, 1)), 14, 14), 512),
+    "dense": ((((14, 14), (7, 7), (3, 3), (1, 1)), 14, 14), 256),
+    "huge": ((((28, 28), (14, 14), (7, 7), (3, 3), (1, 1)), 28, 28), 256),
+}
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", list(CANONICAL))
+@pytest.mark.parametrize("heads", [1, 4])
+def test_gpu_canonical_shapes(shape, dtype, heads, poison):
+    (scales, H, W), width = CANONICAL[shape]
+    graph = grid_graph(scales, H, W)
+    gen = torch.Generator().manual_seed(11)
+    x64 = op_inputs(4, graph.num_nodes, width, width, width, dtype=torch.float64, generator=gen, device=DEVICE)
+    indptr, indices = graph.indptr.to(DEVICE), graph.indices.to(DEVICE)
+    dO = torch.randn(4, graph.num_nodes, width, generator=gen, dtype=torch.float64).to(DEVICE)
+    check_against_reference(x64, indptr, indices, heads, dtype, dO, f"{shape} heads={heads}")
+
+
+@needs_gpu
+def test_gpu_tf32_follows_torch_setting():
+    """float32 edge products use TF32 exactly when torch.backends.cuda.matmul.allow_tf32."""
+    gen = torch.Generator().manual_seed(12)
+    graph = grid_graph(((3, 3), (2, 2), (1, 1)), 14, 14)
+    x = op_inputs(8, graph.num_nodes, 512, 64, 512, dtype=torch.float32, generator=gen, device=DEVICE)
+    indptr, indices = graph.indptr.to(DEVICE), graph.indices.to(DEVICE)
+    ref = message_attention(**x, indptr=indptr, indices=indices, backend="reference")
+    old = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        ieee = message_attention(**x, indptr=indptr, indices=indices, backend="triton")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        tf32 = message_attention(**x, indptr=indptr, indices=indices, backend="triton")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    scale = float(ref.abs().max())
+    assert float((ieee - ref).abs().max()) <= TOLERANCE_FLOOR[torch.float32] * scale
+    assert float((tf32 - ref).abs().max()) <= 5e-3 * scale  # TF32: 10-bit mantissa operands
+    assert not torch.equal(tf32, ieee), "allow_tf32 changed nothing: the switch is not wired"
