@@ -1,0 +1,1 @@
+"""Training and evaluation commands (one module per ``rstg-fast`` subcommand)."""

@@ -1,0 +1,77 @@
+"""Save example videos as a PNG strip or an animated GIF.
+
+A PNG strip (one row per video, one column per frame) is written with a tiny zlib-based PNG
+writer, so it needs nothing beyond numpy. An animated GIF (all videos side by side, one GIF
+frame per video frame) needs Pillow; asking for ``.gif`` without Pillow raises ImportError.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+import numpy as np
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write a ``(H, W)`` grey or ``(H, W, 3)`` RGB uint8 image as PNG (atomic replace)."""
+    image = np.ascontiguousarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"image must be (H, W) or (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    color_type = 0 if image.ndim == 2 else 2
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + image[r].tobytes() for r in range(h))  # filter type 0 per row
+    body = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(body)
+    os.replace(tmp, path)
+
+
+def video_strip(videos: np.ndarray, gap: int = 2) -> np.ndarray:
+    """``(n, T, H, W)`` uint8 -> one ``(n*(H+gap)-gap, T*(W+gap)-gap)`` image, a row per video."""
+    n, t, h, w = videos.shape
+    out = np.full((n * (h + gap) - gap, t * (w + gap) - gap), 128, dtype=np.uint8)
+    for i in range(n):
+        for j in range(t):
+            out[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = videos[i, j]
+    return out
+
+
+def save_examples(path: str | os.PathLike, videos: np.ndarray, gap: int = 2) -> str:
+    """Save ``(n, T, H, W)`` uint8 videos: ``.png`` -> a strip, ``.gif`` -> an animation
+    (Pillow). Returns the path written."""
+    videos = np.asarray(videos)
+    if videos.ndim != 4 or videos.dtype != np.uint8:
+        raise ValueError(f"videos must be (n, T, H, W) uint8, got {videos.shape} {videos.dtype}")
+    path = os.fspath(path)
+    if path.endswith(".png"):
+        write_png(path, video_strip(videos, gap))
+    elif path.endswith(".gif"):
+        try:
+            from PIL import Image
+        except ImportError:
+            raise ImportError("saving a GIF needs Pillow (pip install pillow); use a .png path instead") from None
+        n, t, h, w = videos.shape
+        frames = []
+        for j in range(t):
+            row = np.full((h, n * (w + gap) - gap), 128, dtype=np.uint8)
+            for i in range(n):
+                row[:, i * (w + gap) : i * (w + gap) + w] = videos[i, j]
+            frames.append(Image.fromarray(row, mode="L"))
+        tmp = path + ".tmp"
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=200, loop=0)
+        os.replace(tmp, path)
+    else:
+        raise ValueError(f"path must end in .png or .gif, got {path!r}")
+    return path

@@ -1,0 +1,200 @@
+"""SyncMNIST on disk (``.npz`` shards) and on the fly, as ``torch.utils.data.Dataset`` s.
+
+Layout of a dataset directory::
+
+    meta.json                     the generation arguments (checked on resume)
+    train-00000.npz, ...          videos, labels, digits, coords, draw_order of one shard
+
+Shard ``s`` is ``generate(shard_size, ..., stream=s)``, so shards are independent, any subset
+can be regenerated, and a resumed run writes exactly the files an uninterrupted one would.
+Each shard is written to a temporary file and renamed (atomic), so an existing shard file is
+always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from rstg_fast.data.syncmnist import SyncMNISTBatch, generate
+
+_FIELDS = ("videos", "labels", "digits", "coords", "draw_order")
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:05d}.npz"
+
+
+def write_shards(
+    out_dir: str | os.PathLike,
+    num_videos: int,
+    *,
+    shard_size: int = 1000,
+    num_digits: int = 3,
+    split: str = "train",
+    seed: int = 0,
+    source: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """Write ``num_videos`` videos as shards of ``shard_size``; skip shards already on disk.
+
+    ``progress(done, total)`` is called after each shard. Returns the shard paths in order.
+    Raises ``ValueError`` if ``out_dir`` holds a dataset made with other arguments.
+    """
+    if num_videos <= 0 or shard_size <= 0:
+        raise ValueError(f"num_videos and shard_size must be > 0, got {num_videos} and {shard_size}")
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    meta = {
+        "format": "rstg_fast.syncmnist/1",
+        "num_digits": int(num_digits),
+        "seed": int(seed),
+        "shard_size": int(shard_size),
+        "source": None if source is None else os.path.abspath(source),
+    }
+    meta_path = os.path.join(out_dir, "meta.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            old = json.load(f)
+        if old != meta:
+            raise ValueError(f"out_dir: {out_dir} holds a dataset made with {old}, not {meta}")
+    else:
+        _atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+
+    num_shards = -(-num_videos // shard_size)
+    paths = []
+    for s in range(num_shards):
+        path = os.path.join(out_dir, shard_name(split, s))
+        n = min(shard_size, num_videos - s * shard_size)
+        if not _complete(path, n):
+            batch = generate(n, num_digits, split, seed, stream=s, source=source)
+            tmp = path + ".tmp.npz"
+            np.savez(tmp, **{k: getattr(batch, k) for k in _FIELDS})
+            os.replace(tmp, path)
+        paths.append(path)
+        if progress is not None:
+            progress(s + 1, num_shards)
+    return paths
+
+
+def _complete(path: str, n: int) -> bool:
+    if not os.path.exists(path):
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["labels"].shape == (n,)
+    except (OSError, ValueError, KeyError):
+        return False  # a foreign or damaged file: regenerate it
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_shard(path: str | os.PathLike) -> SyncMNISTBatch:
+    """Read one shard (no pickles)."""
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in _FIELDS if k not in z.files]
+        if missing:
+            raise ValueError(f"path: {os.fspath(path)} is not a SyncMNIST shard (missing {missing})")
+        return SyncMNISTBatch(**{k: z[k] for k in _FIELDS})
+
+
+class ShardDataset(Dataset):
+    """Videos from the shards of one split in ``root``: item ``i`` -> ``(video, label)`` with
+    ``video (1, 10, 64, 64)`` float32 in ``[0, 1]`` and ``label`` int64.
+
+    Shards are read on demand and the last ``cache_shards`` kept in memory.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", cache_shards: int = 2) -> None:
+        root = os.fspath(root)
+        names = sorted(
+            f for f in os.listdir(root) if f.startswith(f"{split}-") and f.endswith(".npz") and ".tmp" not in f
+        )
+        if not names:
+            raise ValueError(f"root: no {split} shards in {root!r}")
+        self.paths = [os.path.join(root, f) for f in names]
+        sizes = []
+        for p in self.paths:
+            with np.load(p, allow_pickle=False) as z:
+                sizes.append(int(z["labels"].shape[0]))
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.cache_shards = cache_shards
+        self._cache: OrderedDict[int, SyncMNISTBatch] = OrderedDict()
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _shard(self, s: int) -> SyncMNISTBatch:
+        if s in self._cache:
+            self._cache.move_to_end(s)
+        else:
+            self._cache[s] = load_shard(self.paths[s])
+            while len(self._cache) > self.cache_shards:
+                self._cache.popitem(last=False)
+        return self._cache[s]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} videos")
+        i %= len(self)
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        b = self._shard(s)
+        j = i - int(self.offsets[s])
+        return to_tensor(b.videos[j]), torch.tensor(b.labels[j])
+
+
+class OnTheFlySyncMNIST(Dataset):
+    """``num_videos`` videos generated on demand in blocks of ``block`` (block ``b`` is
+    ``generate(block, ..., stream=b)``), so item ``i`` is the same whatever the access
+    order, process or batch size. Items as :class:`ShardDataset`."""
+
+    def __init__(
+        self,
+        num_videos: int,
+        num_digits: int = 3,
+        split: str = "train",
+        seed: int = 0,
+        *,
+        block: int = 256,
+        source: str | None = None,
+        cache_blocks: int = 4,
+    ) -> None:
+        if num_videos <= 0 or block <= 0:
+            raise ValueError(f"num_videos and block must be > 0, got {num_videos} and {block}")
+        self.num_videos, self.num_digits, self.split, self.seed = num_videos, num_digits, split, seed
+        self.block, self.source, self.cache_blocks = block, source, cache_blocks
+        self._cache: OrderedDict[int, SyncMNISTBatch] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def block_batch(self, b: int) -> SyncMNISTBatch:
+        """Block ``b`` (the last one may be short)."""
+        if b not in self._cache:
+            n = min(self.block, self.num_videos - b * self.block)
+            self._cache[b] = generate(n, self.num_digits, self.split, self.seed, stream=b, source=self.source)
+            while len(self._cache) > self.cache_blocks:
+                self._cache.popitem(last=False)
+        return self._cache[b]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < self.num_videos:
+            raise IndexError(f"index {i} out of range for {self.num_videos} videos")
+        b = self.block_batch(i // self.block)
+        return to_tensor(b.videos[i % self.block]), torch.tensor(b.labels[i % self.block])
+
+
+def to_tensor(videos: np.ndarray) -> torch.Tensor:
+    """uint8 ``(..., T, H, W)`` -> float32 ``(..., 1, T, H, W)`` in ``[0, 1]`` (Conv3d layout)."""
+    return torch.from_numpy(np.ascontiguousarray(videos)).float().div_(255.0).unsqueeze(-4)

