@@ -3,6 +3,7 @@ space stage (so both have the same ``state_dict`` keys); they differ only in ``g
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -15,7 +16,7 @@ from rstg_fast.modules.graph_cache import SizeGraph, size_graph
 from rstg_fast.modules.time_stage import TimeStage
 
 
-class SpaceStageBase(nn.Module):
+class SpaceStageBase(nn.Module, abc.ABC):
     """send -> attention gather -> update -> norm, on ``G`` graphs of ``N`` nodes at once.
 
     Parameters (the contract between both implementations):
@@ -68,9 +69,11 @@ class SpaceStageBase(nn.Module):
             self.update = Update(node_dim, message_dim, update_layers, scale_sizes)
         self.norm = nn.LayerNorm(node_dim) if norm == "layer" else nn.Identity()
 
+    @abc.abstractmethod
     def gather(self, v: torch.Tensor, graph: SizeGraph) -> torch.Tensor:
-        """``sum_j a_ij m_ij`` (before bias and ReLU): ``v (G, N, node_dim)`` -> ``(G, N, message_dim)``."""
-        raise NotImplementedError
+        """``sum_j a_ij m_ij`` (before bias and ReLU): ``v (G, N, node_dim)`` -> ``(G, N, message_dim)``.
+
+        The one place the two space stages differ: per edge (reference) or fused (fast)."""
 
     def forward(self, v: torch.Tensor, graph: SizeGraph | Graph, cell: TimeStage | None = None) -> torch.Tensor:
         """``v (G, N, node_dim)`` -> ``(G, N, node_dim)``.
