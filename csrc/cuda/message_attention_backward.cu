@@ -451,19 +451,9 @@ void message_attention_backward_cuda(const MaArgs& args, double scale) {
   const ma::ArgReader in{args};
   const ma::Dims d = ma::read_dims(in);
   auto stream = reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(in.get("stream")));
-  switch (in.get("dtype")) {
-    case 0:
-      ma::dispatch_backward<float>(in, d, float(scale), stream);
-      break;
-    case 1:
-      ma::dispatch_backward<__half>(in, d, float(scale), stream);
-      break;
-    case 2:
-      ma::dispatch_backward<__nv_bfloat16>(in, d, float(scale), stream);
-      break;
-    default:
-      throw std::invalid_argument("message_attention cuda backend: dtype code must be 0, 1 or 2");
-  }
+  ma::with_dtype(in.get("dtype"), [&](auto tag) {
+    ma::dispatch_backward<typename decltype(tag)::type>(in, d, float(scale), stream);
+  });
 }
 
 }  // namespace rstg

@@ -370,5 +370,29 @@ __device__ void mma_h_w2t(const T* hs, T* w2s, float* zs, const Layout& L, const
     wmma::store_matrix_sync(zs + mf * 16 * L.ldz + warp * 16, acc[mf], L.ldz, wmma::mem_row_major);
 }
 
+// The element type named by the Python side's dtype code (0 float, 1 half, 2 bfloat16):
+// with_dtype(code, fn) calls fn(DtypeTag<T>{}), one switch for every entry point.
+template <typename T>
+struct DtypeTag {
+  using type = T;
+};
+
+template <typename Fn>
+void with_dtype(int64_t code, Fn&& fn) {
+  switch (code) {
+    case 0:
+      fn(DtypeTag<float>{});
+      return;
+    case 1:
+      fn(DtypeTag<__half>{});
+      return;
+    case 2:
+      fn(DtypeTag<__nv_bfloat16>{});
+      return;
+    default:
+      throw std::invalid_argument("message_attention cuda backend: dtype code must be 0, 1 or 2");
+  }
+}
+
 }  // namespace ma
 }  // namespace rstg
