@@ -9,13 +9,12 @@ shape; then its memory and time are measured (``benchkit.runner.measure``).
 
 from __future__ import annotations
 
-import pytest
 import torch
 from benchkit.cases import base_info
 from benchkit.flops import op_flops
 from benchkit.gate import check, tolerance
 from benchkit.providers import build_op
-from benchkit.runner import measure, record_unmeasured, run_case
+from benchkit.runner import measure, run_case, skip_unrunnable
 from benchkit.shapes import DIFF_INPUTS, Shape, make_op_inputs
 
 ARGS = ("S", "R", "Q", "K", "W2", "b2", "indptr", "indices", "heads", "scale")
@@ -83,20 +82,7 @@ def test_message_attention(benchmark, request, bench_env, op_case):
     case, env = op_case, bench_env
     benchmark.group = case.group
     info = base_info(case, env)
-    reason = case.shape.skip_reason or case.provider.unavailable(env.device, case.dtype)
-    if reason:
-        pytest.skip(reason)
-    budget = env.run_budget_bytes()
-    if budget is not None and case.provider.materialises_edges and edge_bytes(case.shape, case.dtype) > budget:
-        record_unmeasured(
-            env,
-            request,
-            benchmark,
-            info,
-            "oom",
-            f"predicted {edge_bytes(case.shape, case.dtype) / 2**30:.1f} GiB > "
-            f"{budget / 2**30:.1f} GiB available (not run)",
-        )
+    skip_unrunnable(env, request, benchmark, info, case, edge_bytes(case.shape, case.dtype))
 
     def body():
         fn = build_op(case.provider)

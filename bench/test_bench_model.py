@@ -17,7 +17,7 @@ from benchkit.cases import base_info
 from benchkit.flops import counted_flops
 from benchkit.gate import check, tolerance
 from benchkit.providers import compiled
-from benchkit.runner import measure, record_unmeasured, run_case
+from benchkit.runner import measure, run_case, skip_unrunnable
 from benchkit.shapes import Shape
 
 try:
@@ -86,20 +86,7 @@ def test_model_step(benchmark, request, bench_env, model_case):
     info["in_channels"] = case.shape.in_channels
     if _MISSING:
         pytest.skip(_MISSING)
-    reason = case.shape.skip_reason or case.provider.unavailable(env.device, case.dtype)
-    if reason:
-        pytest.skip(reason)
-    budget = env.run_budget_bytes()
-    if budget is not None and case.provider.materialises_edges and edge_bytes(case.shape, case.dtype) > budget:
-        record_unmeasured(
-            env,
-            request,
-            benchmark,
-            info,
-            "oom",
-            f"predicted {edge_bytes(case.shape, case.dtype) / 2**30:.1f} GiB > "
-            f"{budget / 2**30:.1f} GiB available (not run)",
-        )
+    skip_unrunnable(env, request, benchmark, info, case, edge_bytes(case.shape, case.dtype))
 
     def body():
         torch.manual_seed(case.seed)

@@ -198,3 +198,23 @@ def run_case(benchmark, request, env: BenchEnv, info: dict, body: Callable[[], N
         info["case_wall_s"] = time.perf_counter() - t0
         if "status" in benchmark.extra_info:
             benchmark.extra_info["case_wall_s"] = info["case_wall_s"]
+
+
+def skip_unrunnable(env: BenchEnv, request, benchmark, info: dict, case, edge_bytes: int) -> None:
+    """Skip a case its provider cannot run here, or record it as OOM (without running it)
+    when its materialised edges (``edge_bytes``) would not fit the memory budget."""
+    reason = case.shape.skip_reason or case.provider.unavailable(env.device, case.dtype)
+    if reason:
+        import pytest
+
+        pytest.skip(reason)
+    budget = env.run_budget_bytes()
+    if budget is not None and case.provider.materialises_edges and edge_bytes > budget:
+        record_unmeasured(
+            env,
+            request,
+            benchmark,
+            info,
+            "oom",
+            f"predicted {edge_bytes / 2**30:.1f} GiB > {budget / 2**30:.1f} GiB available (not run)",
+        )
