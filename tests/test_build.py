@@ -48,3 +48,4 @@ def test_readme_python_examples_run():
         exec(compile(block, "README.md", "exec"), namespace)
     assert tuple(namespace["y"].shape) == (2, 128)
     assert tuple(namespace["O"].shape) == (16, 14, 64)
+

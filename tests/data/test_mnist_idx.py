@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import struct
 
 import numpy as np
 import pytest
+from mnist_testing import idx_bytes, write_mnist_dir
 
 from rstg_fast.data.mnist import load_idx_dir, parse_idx, read_idx
-
-
-def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write_mnist_dir(path, n_train=30, n_test=20, gz=False, seed=0):
-    rng = np.random.default_rng(seed)
-    out = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
-            data = idx_bytes(arr)
-            name = f"{prefix}-{kind}-ubyte" + (".gz" if gz else "")
-            (path / name).write_bytes(gzip.compress(data) if gz else data)
-        out[prefix] = (images, labels)
-    return out
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])

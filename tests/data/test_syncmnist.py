@@ -8,13 +8,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from mnist_testing import write_mnist_dir
 
 from rstg_fast.data import mnist
 from rstg_fast.data.images import save_examples
 from rstg_fast.data.mnist import DigitPool
 from rstg_fast.data.shards import OnTheFlySyncMNIST, ShardDataset, load_shard, write_shards
 from rstg_fast.data.syncmnist import NO_SYNC, area_matrix, generate, label_pair, pair_label
-from tests.data.test_mnist_idx import write_mnist_dir
 
 
 def fake_pool(seed=0, per_class=6):

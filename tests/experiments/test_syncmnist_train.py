@@ -15,11 +15,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from mnist_testing import write_mnist_dir
 
 from rstg_fast.experiments import syncmnist
 from rstg_fast.experiments.syncmnist_runtime import load_checkpoint
 from rstg_fast.experiments.syncmnist_train import build_model, train
-from tests.data.test_mnist_idx import write_mnist_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
