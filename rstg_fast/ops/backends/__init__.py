@@ -121,7 +121,7 @@ def module(name: str) -> ModuleType:
 def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
     """The backend ``backend="auto"`` resolves to for tensors on ``device`` of ``dtype``.
 
-    Rule: the fastest usable fused backend for the device (see docs/backends.md), falling
+    Rule: the fastest usable fused backend for the device (docs/architecture.md, measured in docs/benchmarks.md), falling
     back to ``reference`` when no fused backend supports the device and dtype.
     """
     for name in AUTO_ORDER.get(device.type, ()):
