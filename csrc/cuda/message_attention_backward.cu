@@ -435,24 +435,14 @@ void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream
   }
 }
 
-template <typename T>
-void dispatch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream_t stream) {
-  check_limits(d, sizeof(T), "backward");
-  if (d.has_w2)
-    launch_backward<T, true>(in, d, scale, stream);
-  else
-    launch_backward<T, false>(in, d, scale, stream);
-}
-
 }  // namespace
 }  // namespace ma
 
 void message_attention_backward_cuda(const MaArgs& args, double scale) {
-  const ma::ArgReader in{args};
-  const ma::Dims d = ma::read_dims(in);
-  auto stream = reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(in.get("stream")));
-  ma::with_dtype(in.get("dtype"), [&](auto tag) {
-    ma::dispatch_backward<typename decltype(tag)::type>(in, d, float(scale), stream);
+  ma::dispatch_entry(args, "backward", [&](auto tag, auto has_w2, const ma::ArgReader& in,
+                                          const ma::Dims& d, cudaStream_t stream) {
+    ma::launch_backward<typename decltype(tag)::type, decltype(has_w2)::value>(in, d, float(scale),
+                                                                            stream);
   });
 }
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "cuda/message_attention_cuda.h"
 
@@ -370,25 +371,34 @@ __device__ void mma_h_w2t(const T* hs, T* w2s, float* zs, const Layout& L, const
     wmma::store_matrix_sync(zs + mf * 16 * L.ldz + warp * 16, acc[mf], L.ldz, wmma::mem_row_major);
 }
 
-// The element type named by the Python side's dtype code (0 float, 1 half, 2 bfloat16):
-// with_dtype(code, fn) calls fn(DtypeTag<T>{}), one switch for every entry point.
+// The element type named by the Python side's dtype code (0 float, 1 half, 2 bfloat16).
 template <typename T>
 struct DtypeTag {
   using type = T;
 };
 
+// Everything an entry point does before its launcher: read the arguments, check the limits
+// for the element size, then turn the runtime dtype and "has W2" into template arguments
+// (flash-attention's BOOL_SWITCH): fn(DtypeTag<T>{}, std::bool_constant<W2>{}, in, dims, stream).
 template <typename Fn>
-void with_dtype(int64_t code, Fn&& fn) {
-  switch (code) {
+void dispatch_entry(const MaArgs& args, const char* who, Fn&& fn) {
+  const ArgReader in{args};
+  const Dims d = read_dims(in);
+  auto stream = reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(in.get("stream")));
+  auto with_w2 = [&](auto tag) {
+    check_limits(d, int(sizeof(typename decltype(tag)::type)), who);
+    if (d.has_w2)
+      fn(tag, std::true_type{}, in, d, stream);
+    else
+      fn(tag, std::false_type{}, in, d, stream);
+  };
+  switch (in.get("dtype")) {
     case 0:
-      fn(DtypeTag<float>{});
-      return;
+      return with_w2(DtypeTag<float>{});
     case 1:
-      fn(DtypeTag<__half>{});
-      return;
+      return with_w2(DtypeTag<__half>{});
     case 2:
-      fn(DtypeTag<__nv_bfloat16>{});
-      return;
+      return with_w2(DtypeTag<__nv_bfloat16>{});
     default:
       throw std::invalid_argument("message_attention cuda backend: dtype code must be 0, 1 or 2");
   }

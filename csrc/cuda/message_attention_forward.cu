@@ -204,24 +204,14 @@ void launch_forward(const ArgReader& in, const Dims& d, float scale, cudaStream_
   }
 }
 
-template <typename T>
-void dispatch_forward(const ArgReader& in, const Dims& d, float scale, cudaStream_t stream) {
-  check_limits(d, sizeof(T), "forward");
-  if (d.has_w2)
-    launch_forward<T, true>(in, d, scale, stream);
-  else
-    launch_forward<T, false>(in, d, scale, stream);
-}
-
 }  // namespace
 }  // namespace ma
 
 void message_attention_forward_cuda(const MaArgs& args, double scale) {
-  const ma::ArgReader in{args};
-  const ma::Dims d = ma::read_dims(in);
-  auto stream = reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(in.get("stream")));
-  ma::with_dtype(in.get("dtype"), [&](auto tag) {
-    ma::dispatch_forward<typename decltype(tag)::type>(in, d, float(scale), stream);
+  ma::dispatch_entry(args, "forward", [&](auto tag, auto has_w2, const ma::ArgReader& in,
+                                          const ma::Dims& d, cudaStream_t stream) {
+    ma::launch_forward<typename decltype(tag)::type, decltype(has_w2)::value>(in, d, float(scale),
+                                                                            stream);
   });
 }
 
