@@ -8,10 +8,6 @@
 #include "cpu/ma_tile.h"
 #include "message_attention_cpu.h"
 
-#ifdef RSTG_WITH_OPENMP
-#include <omp.h>
-#endif
-
 namespace rstg {
 namespace {
 
@@ -49,11 +45,7 @@ double cpu_fma_peak_gflops(int threads, double seconds) {
 #pragma omp parallel num_threads(threads)
 #endif
   {
-#ifdef RSTG_WITH_OPENMP
-    const int tid = omp_get_thread_num();
-#else
-    const int tid = 0;
-#endif
+    const int tid = cpu::thread_id();
     int64_t flops = 0;
     fma_loop(1 << 16, &sink[tid]);  // warm up (frequency ramp, page-in)
     const auto t0 = Clock::now();
@@ -76,11 +68,7 @@ double cpu_microkernel_gflops(int threads, double seconds, int64_t m, int64_t k,
 #pragma omp parallel num_threads(threads)
 #endif
   {
-#ifdef RSTG_WITH_OPENMP
-    const int tid = omp_get_thread_num();
-#else
-    const int tid = 0;
-#endif
+    const int tid = cpu::thread_id();
     cpu::Scratch<T> a(Mp * Kp), w(n * k), packed(Np * k), c(Mp * Np);
     for (int64_t i = 0; i < Mp * Kp; ++i) a.get()[i] = T((i * 7) % 13) * T(0.01);
     for (int64_t i = 0; i < n * k; ++i) w.get()[i] = T((i * 5) % 11) * T(0.01);

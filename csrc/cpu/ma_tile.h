@@ -10,6 +10,10 @@
 #include <limits>
 #include <new>
 
+#ifdef RSTG_WITH_OPENMP
+#include <omp.h>
+#endif
+
 #include "cpu/ma_gemm.h"
 #include "cpu/ma_plan.h"
 
@@ -144,6 +148,15 @@ void row_softmax(const Dims& d, int64_t g, int64_t dst, const int64_t* indptr,
 template <typename T>
 inline void add_into(T* __restrict dst, const T* __restrict src, int64_t n) {
   for (int64_t k = 0; k < n; ++k) dst[k] += src[k];
+}
+
+// This thread's index inside an OpenMP parallel region; 0 without OpenMP.
+inline int thread_id() {
+#ifdef RSTG_WITH_OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
 }
 
 // The thread count the kernels run with; 1 without OpenMP.

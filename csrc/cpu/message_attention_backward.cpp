@@ -19,10 +19,6 @@
 #include "cpu/ma_tile.h"
 #include "message_attention_cpu.h"
 
-#ifdef RSTG_WITH_OPENMP
-#include <omp.h>
-#endif
-
 namespace rstg::cpu {
 namespace {
 
@@ -138,11 +134,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
 #pragma omp parallel num_threads(threads)
 #endif
   {
-#ifdef RSTG_WITH_OPENMP
-    const int tid = omp_get_thread_num();
-#else
-    const int tid = 0;
-#endif
+    const int tid = cpu::thread_id();
     BackwardScratch<T>& ws = *scratch[tid];
     if (w2) {
       const int64_t pt = num_panels<T>(d.D), pn = num_panels<T>(d.Hd);

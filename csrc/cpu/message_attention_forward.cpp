@@ -18,10 +18,6 @@
 #include "cpu/ma_tile.h"
 #include "message_attention_cpu.h"
 
-#ifdef RSTG_WITH_OPENMP
-#include <omp.h>
-#endif
-
 namespace rstg::cpu {
 namespace {
 
@@ -79,11 +75,7 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
 #pragma omp parallel num_threads(threads)
 #endif
   {
-#ifdef RSTG_WITH_OPENMP
-    const int tid = omp_get_thread_num();
-#else
-    const int tid = 0;
-#endif
+    const int tid = cpu::thread_id();
     ForwardScratch<T>& ws = *scratch[tid];
     if (d.has_w2) {
       const int64_t panels = num_panels<T>(d.D);
