@@ -184,7 +184,7 @@ def test_save_examples(tmp_path):
     try:
         from PIL import Image
     except ImportError:
-        pytest.skip("Pillow not installed: PNG read-back check needs it")
+        pytest.skip(reason="Pillow not installed: PNG read-back check needs it")
     im = np.asarray(Image.open(png))
     assert im.shape == (2 * 66 - 2, 10 * 66 - 2)
     np.testing.assert_array_equal(im[:64, :64], g.videos[0, 0])

@@ -306,7 +306,7 @@ CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
 def emulated_extension():
     """The kernels compiled against tests/cuda_emu/cuda_emulation.h (built once, cached in build/)."""
     if shutil.which(os.environ.get("CXX", "g++")) is None or not (CUDA_INCLUDE / "cuda_bf16.h").exists():
-        pytest.skip("the CUDA emulation needs g++ (C++20) and the CUDA headers (CUDA_HOME/include)")
+        pytest.skip(reason="the CUDA emulation needs g++ (C++20) and the CUDA headers (CUDA_HOME/include)")
     pytest.importorskip("pybind11", reason="the CUDA emulation is built against pybind11")
     out = ROOT / "build" / "cuda_emu"
     built = sorted(out.glob("rstg_fast_cuda_emu*.so"))
@@ -499,7 +499,7 @@ def test_agrees_with_the_triton_backend(dtype):
     """Second opinion (issue 7): the two GPU backends agree within the dtype's tolerance."""
     spec = backends.BACKENDS.get("triton")
     if spec is None or dtype not in spec.dtypes or spec.unavailable(torch.device("cuda")) is not None:
-        pytest.skip("needs the triton backend (issue 6) usable on this GPU")
+        pytest.skip(reason="needs the triton backend (issue 6) usable on this GPU")
     gen = torch.Generator().manual_seed(zlib.crc32(f"triton-{dtype}".encode()))
     x64, indptr, indices, heads = _case("skewed-h4", gen)
     x = {k: (v.to(dtype).cuda() if v is not None else None) for k, v in x64.items()}

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 if importlib.util.find_spec("triton") is None:  # not imported here: see SET_INTERPRET
-    pytest.skip("triton is not installed (pip install triton)", allow_module_level=True)
+    pytest.skip(reason="triton is not installed (pip install triton)", allow_module_level=True)
 
 # Without a GPU the kernels (and triton.language's own jit functions, created when triton is
 # first imported) must be created in interpreter mode: TRITON_INTERPRET=1 is set for that
@@ -367,7 +367,7 @@ def test_kernels_compile_for_sm90():
 
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     if not os.path.exists(ptxas):
-        pytest.skip(f"this triton build has no NVIDIA backend with ptxas ({ptxas})")
+        pytest.skip(reason=f"this triton build has no NVIDIA backend with ptxas ({ptxas})")
     script = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "gpu", "check_triton.py")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a real compiler
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])

@@ -20,12 +20,6 @@ try:
     HAVE_PIL = True
 except ImportError:
     HAVE_PIL = False
-try:
-    from rstg_fast import RSTG  # noqa: F401
-
-    HAVE_RSTG = True
-except ImportError:
-    HAVE_RSTG = False
 pytestmark = pytest.mark.skipif(not HAVE_PIL, reason="Pillow (optional dependency) is needed to write/decode JPEGs")
 
 TINY = ["--base-width", "4", "--blocks", "1", "1", "1", "1", "--num-frames", "4", "--crop-size", "32",
@@ -61,8 +55,7 @@ def assert_same_weights(a, b, exact=True):
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
-@pytest.mark.parametrize("placement", ["none", pytest.param("res4", marks=pytest.mark.skipif(
-    not HAVE_RSTG, reason="rstg_fast.RSTG is not on this branch yet (model branch not merged)"))])
+@pytest.mark.parametrize("placement", ["none", "res4"])
 def test_smoke_train_then_evaluate_multiview(data, tmp_path, placement, capsys):
     out = tmp_path / "run"
     size = RSTG_SIZE
@@ -111,7 +104,6 @@ def test_gradient_accumulation_matches_a_big_batch(data, tmp_path):
     assert_same_weights(acc["model"], big["model"], exact=False)
 
 
-@pytest.mark.skipif(not HAVE_RSTG, reason="rstg_fast.RSTG is not on this branch yet (model branch not merged)")
 def test_two_process_ddp_matches_one_process(data, tmp_path):
     # with an RSTG-to-map block after res4 (48 px crops: res4 is 3 x 3) so DDP sees its parameters
     rstg = [*RSTG_SIZE, "--placement", "res4"]

@@ -8,14 +8,6 @@ from video_testing import TINY, MapProbe
 
 from rstg_fast.video import PRESETS, Placement, VideoClassifier, parse_placement
 
-try:
-    from rstg_fast import RSTG  # noqa: F401
-
-    HAVE_RSTG = True
-except ImportError:
-    HAVE_RSTG = False
-needs_rstg = pytest.mark.skipif(not HAVE_RSTG, reason="rstg_fast.RSTG is not on this branch (model branch not merged)")
-
 PAPER_ROWS = ["vec", "res2", "res3", "res4", "res3-4"]
 TINY_RSTG = {"node_dim": 8, "message_dim": 8, "iterations": 1, "backend": "reference"}
 
@@ -77,7 +69,6 @@ def test_map_probe_is_identity_at_init(placement):
         torch.testing.assert_close(graph(x), base(x), rtol=0, atol=0)
 
 
-@needs_rstg
 @pytest.mark.parametrize("arch", ["c2d", "i3d"])
 @pytest.mark.parametrize("placement", ["res2", "res3", "res4", "res3-4"])
 def test_rstg_to_map_is_identity_at_init(arch, placement):
@@ -95,7 +86,6 @@ def test_rstg_to_map_is_identity_at_init(arch, placement):
         assert grads and any(g.abs().sum() > 0 for g in grads), stage
 
 
-@needs_rstg
 def test_rstg_to_vec_head():
     torch.manual_seed(0)
     model = VideoClassifier("i3d", 5, "vec", rstg=TINY_RSTG, **TINY)
