@@ -20,7 +20,7 @@ template <typename T>
 class BlockOutputs {
  public:
   struct Output {
-    T* base;            // [G, per_graph], zeroed before the tile loop
+    T* base;            // [G, per_graph], zeroed before the tile loop (by the caller)
     int64_t per_graph;  // elements of one graph
   };
 
@@ -38,6 +38,12 @@ class BlockOutputs {
     }
   }
 
+  // Zeroes thread `tid`'s slot buffers; call from that thread before its tile loop.
+  void zero_slots(int tid) {
+    for (int s = 0; s < 2; ++s)
+      if (slots_[size_t(tid) * 2 + s]) slots_[size_t(tid) * 2 + s]->zero();
+  }
+
   // out[o] = where thread `tid` accumulates output o of graph block `block` (graph g0 first).
   void targets(int tid, int64_t block, T** out) const {
     const Scratch<T>* slot = nullptr;
@@ -53,17 +59,21 @@ class BlockOutputs {
 
   // Call from every thread of the parallel region after the tile loop (and a barrier).
   void reduce_shared(int64_t num_graphs) {
+    std::vector<int> owners;  // the threads with tiles in the block, in thread order
+    std::vector<const T*> parts;
     for (int64_t b = 0; b < plan_.num_blocks; ++b) {
       const int64_t bf = plan_.block_first_tile[b], bl = plan_.block_first_tile[b + 1];
-      int t_lo = -1, t_hi = -1;
+      owners.clear();
       for (int t = 0; t < threads_; ++t) {
+        // A thread with an empty run (possible when a few large hub tiles outweigh the
+        // thread count) contributes nothing and has no slot.
         if (plan_.thread_begin[t] < bl && plan_.thread_begin[t + 1] > bf &&
-            plan_.thread_begin[t] < plan_.thread_begin[t + 1]) {
-          if (t_lo < 0) t_lo = t;
-          t_hi = t;
-        }
+            plan_.thread_begin[t] < plan_.thread_begin[t + 1])
+          owners.push_back(t);
       }
-      if (t_lo < 0 || t_lo == t_hi) continue;  // written in place
+      if (owners.size() < 2) continue;  // written in place
+      parts.clear();
+      for (int t : owners) parts.push_back(slot_of(t, b));
       const int64_t g0 = b * plan_.graphs_per_block;
       const int64_t ng = std::min(plan_.graphs_per_block, num_graphs - g0);
       int64_t offset = 0;
@@ -75,7 +85,7 @@ class BlockOutputs {
 #endif
         for (int64_t k = 0; k < n; ++k) {
           T sum = T(0);
-          for (int t = t_lo; t <= t_hi; ++t) sum += slot_of(t, b)[offset + k];
+          for (const T* part : parts) sum += part[offset + k];
           dst[k] = sum;
         }
         offset += plan_.graphs_per_block * o.per_graph;

@@ -50,6 +50,15 @@ constexpr int kNR = kNV * kLanes<T>;  // columns of a full micro-tile
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Row stride of a scratch matrix whose rows hold `width` elements (a whole number of
+// vectors): one cache line more when a row is a multiple of 1 KB. Without it the rows of a
+// 512-wide float tile sit 2 KB apart, and a product walking down a column (dW2 += dz^T @ h
+// reads h's rows as its B panel) maps them all to two L1 sets and evicts itself.
+template <typename T>
+inline int64_t padded_ld(int64_t width) {
+  return width;
+}
+
 template <typename T>
 inline Vec<T> vload(const T* p) {
   Vec<T> v;
@@ -95,7 +104,7 @@ template <typename T, int NV, bool kAccumulate, bool kPackedA>
 inline void block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
                   int64_t m, int64_t n0) {
   if constexpr (kPackedA)
-    micro_kernel<T, NV, kAccumulate, true>(K, A + m * K, kMR, B, ldb, C + m * ldc + n0, ldc);
+    micro_kernel<T, NV, kAccumulate, true>(K, A + m * lda, kMR, B, ldb, C + m * ldc + n0, ldc);
   else
     micro_kernel<T, NV, kAccumulate, false>(K, A + m * lda, lda, B, ldb, C + m * ldc + n0, ldc);
 }

@@ -6,8 +6,9 @@
 namespace rstg::cpu {
 
 Plan make_plan(const int64_t* indptr, int64_t num_nodes, int64_t num_graphs, int threads,
-               double row_cost, double tile_cost, int64_t row_multiple) {
+               double row_cost, double tile_cost, int64_t row_multiple, int64_t target_rows) {
   Plan plan;
+  const int64_t max_rows = 2 * target_rows;
   const int64_t num_edges = indptr[num_nodes];
   int64_t nonempty = 0;
   for (int64_t i = 0; i < num_nodes; ++i) {
@@ -18,7 +19,7 @@ Plan make_plan(const int64_t* indptr, int64_t num_nodes, int64_t num_graphs, int
   const double mean_degree = nonempty ? double(num_edges) / double(nonempty) : 1.0;
   // A multiple of the micro-tile's rows, so every tile's rows (graphs x edges) are too and
   // no row of a product is padding (paper: 16 graphs of 14 nodes, 6.4 sources on average).
-  int64_t gpb = std::llround(double(kTargetRows) / mean_degree / double(row_multiple)) * row_multiple;
+  int64_t gpb = std::llround(double(target_rows) / mean_degree / double(row_multiple)) * row_multiple;
   gpb = std::clamp<int64_t>(gpb, 1, std::max<int64_t>(num_graphs, 1));
   plan.graphs_per_block = gpb;
   plan.num_blocks = (num_graphs + gpb - 1) / gpb;
@@ -30,8 +31,8 @@ Plan make_plan(const int64_t* indptr, int64_t num_nodes, int64_t num_graphs, int
     for (int64_t i = 0; i < num_nodes; ++i) {
       const int64_t e0 = indptr[i], deg = indptr[i + 1] - e0;
       if (deg == 0) continue;
-      // Split a hub into `pieces` edge ranges of near-equal size, each <= kMaxRows rows.
-      const int64_t pieces = (ng * deg + kMaxRows - 1) / kMaxRows;
+      // Split a hub into `pieces` edge ranges of near-equal size, each <= max_rows rows.
+      const int64_t pieces = (ng * deg + max_rows - 1) / max_rows;
       for (int64_t p = 0; p < pieces; ++p) {
         const int64_t a = e0 + deg * p / pieces, z = e0 + deg * (p + 1) / pieces;
         if (z > a) plan.tiles.push_back({g0, ng, i, a, z, b});

@@ -27,20 +27,24 @@ struct Dims {
   int64_t Ah() const { return A / heads; }  // query/key slice per head
 };
 
-// 64-byte aligned, zero-initialised scratch, freed on scope exit.
+// 64-byte aligned scratch, freed on scope exit. Not initialised: the kernels write every
+// element they read, and the few accumulators (dW2/db2 partials, slot buffers) are zeroed
+// by the thread that uses them, inside the parallel region (first touch on its own core,
+// and no serial memset of megabytes before the threads start).
 template <typename T>
 struct Scratch {
   T* p = nullptr;
-  explicit Scratch(int64_t n) {
-    const size_t bytes = size_t(round_up(std::max<int64_t>(n, 1) * int64_t(sizeof(T)), 64));
+  int64_t n = 0;
+  explicit Scratch(int64_t count) : n(count) {
+    const size_t bytes = size_t(round_up(std::max<int64_t>(count, 1) * int64_t(sizeof(T)), 64));
     p = static_cast<T*>(std::aligned_alloc(64, bytes));
     if (!p) throw std::bad_alloc();
-    for (int64_t k = 0; k < n; ++k) p[k] = T(0);
   }
   ~Scratch() { std::free(p); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   T* get() const { return p; }
+  void zero() { std::fill(p, p + n, T(0)); }
 };
 
 // <a, b> over n elements with four vector accumulators: the compiler does not vectorise a
@@ -73,8 +77,8 @@ inline void prefetch_row(const T* p, int64_t n) {
   for (int64_t k = 0; k < n; k += 64 / int64_t(sizeof(T))) __builtin_prefetch(p + k);
 }
 
-// h[r, :Hd] = relu(S[g, j] + R[g, dst]) for the tile's rows; columns Hd..ldh stay zero
-// (they were zeroed once and are never written), rows M..Mp are zeroed here.
+// h[r, :Hd] = relu(S[g, j] + R[g, dst]) for the tile's rows, zero in columns Hd..ldh;
+// rows M..Mp are zeroed (the products run on whole micro-tiles of rows).
 template <typename T>
 void build_h(const Dims& d, const Tile& t, const int64_t* indices, const T* S, const T* R,
              T* h, int64_t ldh, int64_t Mp) {
@@ -90,6 +94,7 @@ void build_h(const Dims& d, const Tile& t, const int64_t* indices, const T* S, c
         const T v = Sj[k] + Ri[k];
         hr[k] = v > T(0) ? v : T(0);
       }
+      for (int64_t k = d.Hd; k < ldh; ++k) hr[k] = T(0);
     }
   }
   for (int64_t r = t.ng * ne; r < Mp; ++r)

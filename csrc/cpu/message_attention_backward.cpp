@@ -24,47 +24,51 @@ namespace {
 
 template <typename T>
 struct BackwardScratch {
-  Scratch<T> h, z, a, ds, delta, dz, dzb, dh, dW2, db2;
-  // Mp rows of a tile; Hdp: Hd rounded up to whole vectors; Dm: D rounded up to whole
-  // vectors and to kMR (dz's row stride and dW2's rows).
-  BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dm, int64_t heads, int64_t gpb, bool w2)
-      : h(Mp * Hdp), z(w2 ? Mp * Dm : 0), a(Mp * heads), ds(Mp * heads), delta(gpb * heads),
-        dz(w2 ? Mp * Dm : 0), dzb(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0),
-        db2(w2 ? Dm : 0) {}
+  Scratch<T> h, zdz, a, ds, delta, dzb, dh, dW2, db2;
+  // Mp rows of a tile; ldh: row stride of h, dh and the dW2 partial (Hd rounded up to whole
+  // vectors, padded_ld); Dm: D rounded up to whole vectors and to kMR (dW2's rows, dz's
+  // columns); ldz: row stride of zdz, which holds z = h @ W2^T and then, row by row in
+  // place, dz (padded_ld of Dm).
+  BackwardScratch(int64_t Mp, int64_t ldh, int64_t Dm, int64_t ldz, int64_t heads, int64_t gpb, bool w2)
+      : h(Mp * ldh), zdz(w2 ? Mp * ldz : 0), a(Mp * heads), ds(Mp * heads), delta(gpb * heads),
+        dzb(w2 ? Mp * Dm : 0), dh(Mp * ldh), dW2(w2 ? Dm * ldh : 0), db2(w2 ? Dm : 0) {}
 };
 
 // Softmax and message gradients of a tile's rows. msg (ldm) holds z = h @ W2^T when b2 is
-// given (turned into m = relu(z + b2) in place, row by row) or m itself (one layer).
-// Writes ds [M, heads] and either dz (row-major, ld Dp, zero in columns D..Dp; its column
-// sums added to db2) and dz^T in kMR-row blocks for the dW2 product (dzb, K = M rows:
-// element (d, r) at (d / kMR) * kMR * M + r * kMR + d % kMR) when W2 is present, or dh
-// (before the first layer's relu mask).
+// given, or m itself (one layer). Writes ds [M, heads], and either
+//  - two layers: dz over z in place (row r: m = relu(z + b2) is read, then replaced by
+//    dz = a dO_i [m > 0], zero in columns D..Dp; its column sums added to db2), and dz^T in
+//    kMR-row blocks for the dW2 product (dzb, K = M rows: element (d, r) at
+//    (d / kMR) * kMR * M + r * kMR + d % kMR); or
+//  - one layer: dh (before the first layer's relu mask).
 template <typename T>
 void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg, int64_t ldm,
-                   const T* b2, const T* a, T* delta, T* ds, T* dz, int64_t Dp, T* dzb, T* db2,
-                   T* dh, int64_t ldh) {
+                   const T* b2, const T* a, T* delta, T* ds, int64_t Dp, T* dzb, T* db2, T* dh,
+                   int64_t ldh) {
   const int64_t ne = t.e1 - t.e0, Dh = d.Dh();
+  const bool two_layers = b2 != nullptr;
   for (int64_t gl = 0; gl < t.ng; ++gl) {
     const int64_t row = (t.g0 + gl) * d.N + t.dst;
     const T* dOi = dO + row * d.D;
     for (int64_t c = 0; c < d.heads; ++c) delta[c] = dot(dOi + c * Dh, O + row * d.D + c * Dh, Dh);
     for (int64_t e = 0; e < ne; ++e) {
       const int64_t r = gl * ne + e;
-      T* __restrict m = msg + r * ldm;
-      if (b2) {
+      T* m = msg + r * ldm;  // not __restrict: with two layers `out` is m itself
+      if (two_layers) {
         for (int64_t k = 0; k < d.D; ++k) {
           const T v = m[k] + b2[k];
           m[k] = v > T(0) ? v : T(0);
         }
       }
-      T* __restrict out = dz ? dz + r * Dp : dh + r * ldh;
+      // Per head: ds from this head's slice of m, then the slice becomes the gradient.
+      T* out = two_layers ? m : dh + r * ldh;
       for (int64_t c = 0; c < d.heads; ++c) {
         const T w = a[r * d.heads + c];
         const int64_t k0 = c * Dh, k1 = k0 + Dh;
         ds[r * d.heads + c] = w * (dot(dOi + k0, m + k0, Dh) - delta[c]);
         for (int64_t k = k0; k < k1; ++k) out[k] = m[k] > T(0) ? w * dOi[k] : T(0);
       }
-      if (dz) {
+      if (two_layers) {
         for (int64_t k = d.D; k < Dp; ++k) out[k] = T(0);
         add_into(db2, out, d.D);
         const int64_t M = t.ng * ne;
@@ -119,15 +123,16 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
               int threads) {
   const bool w2 = d.has_w2;
   const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(round_up(d.D, kLanes<T>), kMR);
+  const int64_t ldh = padded_ld<T>(Hdp), ldz = padded_ld<T>(Dp);
   const double row_cost = double(d.Hd) * double(w2 ? 3 * d.D : 1) + double(2 * d.A + 3 * d.D);
-  Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0, kMR);
+  Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0, kMR, kBackwardTileRows);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
 
   Scratch<T> w2t(w2 ? Dp * d.Hd : 0);  // W2^T panels (K = Hd): z = h @ W2^T
   Scratch<T> w2n(w2 ? Hdp * d.D : 0);  // W2 panels (K = D): dh = dz @ W2
   std::vector<std::unique_ptr<BackwardScratch<T>>> scratch;
   for (int t = 0; t < threads; ++t)
-    scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, Hdp, Dp, d.heads, plan.graphs_per_block, w2));
+    scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, ldh, Dp, ldz, d.heads, plan.graphs_per_block, w2));
   BlockOutputs<T> outs(plan, threads, {{dS, d.N * d.Hd}, {dK, d.N * d.A}, {dR, d.N * d.Hd}, {dQ, d.N * d.A}});
 
 #ifdef RSTG_WITH_OPENMP
@@ -148,6 +153,11 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
           pack_panel(W2, d.D, d.Hd, false, p - pt, w2n.get());
       }
     }
+    if (w2) {
+      ws.dW2.zero();
+      ws.db2.zero();
+    }
+    outs.zero_slots(tid);
 #ifdef RSTG_WITH_OPENMP
 #pragma omp for schedule(static) nowait
 #endif
@@ -162,24 +172,22 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
     for (int64_t k = plan.thread_begin[tid]; k < plan.thread_begin[tid + 1]; ++k) {
       const Tile& t = plan.tiles[k];
       const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
-      build_h(d, t, indices, S, R, ws.h.get(), Hdp, Mt);
+      build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
       attention_weights(d, t, indices, Q, K, lse, ws.a.get());
       outs.targets(tid, t.block, tg);
       if (w2) {
-        T* z = ws.z.get();
-        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, z, Dp);
-        row_gradients(d, t, dO, O, z, Dp, b2, ws.a.get(), ws.delta.get(), ws.ds.get(),
-                      ws.dz.get(), Dp, ws.dzb.get(), ws.db2.get(), ws.dh.get(), Hdp);
-        T* dz = ws.dz.get();
-        for (int64_t r = M; r < Mt; ++r)
-          for (int64_t c = 0; c < Dp; ++c) dz[r * Dp + c] = T(0);
-        gemm<T, false>(Mt, Hdp, d.D, dz, Dp, w2n.get(), true, 0, ws.dh.get(), Hdp);
-        gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), 0, ws.h.get(), false, Hdp, ws.dW2.get(), Hdp);
+        // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too.
+        T* zdz = ws.zdz.get();
+        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), ldh, w2t.get(), true, 0, zdz, ldz);
+        row_gradients(d, t, dO, O, zdz, ldz, b2, ws.a.get(), ws.delta.get(), ws.ds.get(), Dp,
+                      ws.dzb.get(), ws.db2.get(), ws.dh.get(), ldh);
+        gemm<T, false>(Mt, Hdp, d.D, zdz, ldz, w2n.get(), true, 0, ws.dh.get(), ldh);
+        gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), M, ws.h.get(), false, ldh, ws.dW2.get(), ldh);
       } else {
-        row_gradients<T>(d, t, dO, O, ws.h.get(), Hdp, nullptr, ws.a.get(), ws.delta.get(),
-                         ws.ds.get(), nullptr, Dp, nullptr, nullptr, ws.dh.get(), Hdp);
+        row_gradients<T>(d, t, dO, O, ws.h.get(), ldh, nullptr, ws.a.get(), ws.delta.get(),
+                         ws.ds.get(), Dp, nullptr, nullptr, ws.dh.get(), ldh);
       }
-      scatter_gradients(d, t, indices, Q, K, ws.h.get(), ws.dh.get(), Hdp, ws.ds.get(), tg);
+      scatter_gradients(d, t, indices, Q, K, ws.h.get(), ws.dh.get(), ldh, ws.ds.get(), tg);
     }
 #ifdef RSTG_WITH_OPENMP
 #pragma omp barrier
@@ -193,7 +201,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
       for (int64_t n = 0; n < d.D; ++n) {
         for (int64_t k = 0; k < d.Hd; ++k) {
           T sum = T(0);
-          for (int t = 0; t < threads; ++t) sum += scratch[t]->dW2.get()[n * Hdp + k];
+          for (int t = 0; t < threads; ++t) sum += scratch[t]->dW2.get()[n * ldh + k];
           dW2[n * d.Hd + k] = sum;
         }
         T sum = T(0);

@@ -117,8 +117,9 @@ def test_forward_and_gradients_match_oracle(case, dtype):
 
 
 # 3 and 7 threads cut graph blocks between threads (shared blocks and their slot buffers);
-# 1 thread takes the whole plan.
-@pytest.mark.parametrize("threads", [1, 3, 7])
+# 1 thread takes the whole plan; 16 threads on star-hub leave threads between the hub's
+# few large tiles with empty runs (once a segfault in the shared-block reduction).
+@pytest.mark.parametrize("threads", [1, 3, 7, 16])
 @pytest.mark.parametrize("case", ["round", "star-hub", "one-layer-h2", "many-blocks"])
 def test_any_thread_count_matches_oracle(case, threads):
     compare_with_oracle(case, torch.float32, threads=threads, seed=threads)
