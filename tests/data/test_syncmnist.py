@@ -242,8 +242,12 @@ def test_make_syncmnist_rejects_bad_sizes(tmp_path, flag, value):
 
 @pytest.mark.parametrize(
     "kw,name",
-    [({"num_digits": 11}, "num_digits"), ({"seed": -1}, "seed"), ({"split": "val"}, "split"),
-     ({"source": "no/such/dir"}, "source")],
+    [
+        ({"num_digits": 11}, "num_digits"),
+        ({"seed": -1}, "seed"),
+        ({"split": "val"}, "split"),
+        ({"source": "no/such/dir"}, "source"),
+    ],
 )
 def test_write_shards_checks_arguments_before_writing_meta(tmp_path, kw, name):
     args = dict(shard_size=2, num_digits=3, split="train", seed=0) | kw

@@ -173,8 +173,15 @@ def test_bad_flags(tmp_path, source):
 
 @pytest.mark.parametrize(
     "flag,value",
-    [("--eval-batch-size", "0"), ("--ckpt-steps", "-1"), ("--threads", "-2"), ("--lr", "-0.1"), ("--lr", "nan"),
-     ("--weight-decay", "-0.0001"), ("--weight-decay", "inf")],
+    [
+        ("--eval-batch-size", "0"),
+        ("--ckpt-steps", "-1"),
+        ("--threads", "-2"),
+        ("--lr", "-0.1"),
+        ("--lr", "nan"),
+        ("--weight-decay", "-0.0001"),
+        ("--weight-decay", "inf"),
+    ],
 )
 def test_bad_flags_are_refused_before_training(tmp_path, source, flag, value):
     with pytest.raises(ValueError, match=flag):

@@ -336,11 +336,13 @@ def test_fake_kernels_validate_shapes_without_data():
 @pytest.mark.parametrize("backend", BACKENDS_HERE)
 def test_strided_indptr_and_indices_in_backward(backend):
     # saved indptr/indices are the caller's tensors: the backward kernel must not see strides
-    kw = {k: (v.double().requires_grad_(True) if v is not None and v.is_floating_point() else v) for k, v in _valid().items()}
+    kw = _valid()
+    for k in ("S", "R", "Q", "K", "W2", "b2"):
+        kw[k] = kw[k].double().requires_grad_(True)
     want = torch.autograd.grad(message_attention(**kw, heads=2, backend="reference").sum(), [kw["S"], kw["Q"]])
     kw["indptr"] = torch.stack([kw["indptr"], torch.full_like(kw["indptr"], 7)], 1)[:, 0]
     kw["indices"] = torch.stack([kw["indices"], torch.full_like(kw["indices"], 99)], 1)[:, 0]
     assert not kw["indptr"].is_contiguous() and not kw["indices"].is_contiguous()
     got = torch.autograd.grad(message_attention(**kw, heads=2, backend=backend).sum(), [kw["S"], kw["Q"]])
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b)
