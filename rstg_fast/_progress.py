@@ -13,6 +13,7 @@ import time
 class Progress:
     def __init__(self, total: int, desc: str = "", unit: str = "it", initial: int = 0, disable: bool = False) -> None:
         self.total, self.desc, self.unit, self.n, self.disable = total, desc, unit, initial, disable
+        self._initial = initial  # done before this run (--resume): not part of its rate
         self._postfix = ""
         self._tqdm = None
         self._last = 0.0
@@ -40,13 +41,13 @@ class Progress:
             self._tqdm.set_postfix_str(text)
         self._postfix = text
 
-    def _maybe_print(self, force: bool = False) -> None:
+    def _maybe_print(self) -> None:
         if self.disable or self._tqdm is not None:
             return
         now = time.monotonic()
-        if force or now - self._last >= 5.0 or self.n == self.total:
+        if now - self._last >= 5.0 or self.n == self.total:
             self._last = now
-            rate = (self.n) / max(now - self._start, 1e-9)
+            rate = (self.n - self._initial) / max(now - self._start, 1e-9)
             print(
                 f"{self.desc}: {self.n}/{self.total} {self.unit} "
                 f"[{now - self._start:.0f}s, {rate:.2f} {self.unit}/s] {self._postfix}",

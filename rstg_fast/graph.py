@@ -8,9 +8,11 @@ scale. Nodes ``i != j`` are connected both ways when their cells overlap or shar
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 Scales = Sequence[tuple[int, int]]
@@ -53,19 +55,43 @@ class Graph:
         return torch.stack([self.indices, dst])
 
 
+def _index(value) -> int | None:
+    """``value`` as an int if it is a Python, numpy or 0-d torch integer (not a bool), else None.
+
+    Floats are refused rather than truncated: a size of 6.9 is a caller's mistake.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, torch.Tensor) and (value.dim() != 0 or value.dtype == torch.bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _positive(name: str, value) -> int:
+    out = _index(value)
+    if out is None or out < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return out
+
+
 def check_scales(scales: Scales) -> tuple[tuple[int, int], ...]:
     try:
-        out = tuple((int(sh), int(sw)) for sh, sw in scales)
+        pairs = [(sh, sw) for sh, sw in scales]
     except (TypeError, ValueError):
         raise ValueError(f"scales must be a sequence of (rows, cols) pairs, got {scales!r}") from None
-    if not out or any(sh < 1 or sw < 1 for sh, sw in out):
-        raise ValueError(f"scales must be a non-empty sequence of positive (rows, cols), got {scales!r}")
+    out = tuple((_index(sh), _index(sw)) for sh, sw in pairs)
+    if not out or any(sh is None or sw is None or sh < 1 or sw < 1 for sh, sw in out):
+        raise ValueError(f"scales must be a non-empty sequence of positive int (rows, cols), got {scales!r}")
     return out
 
 
 def grid_regions(scales: Scales, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer cells of every node: ``regions (N, 4)`` and ``scale_of_node (N,)``."""
     scales = check_scales(scales)
+    height, width = _positive("height", height), _positive("width", width)
     for sh, sw in scales:
         if height < sh or width < sw:
             raise ValueError(
@@ -99,13 +125,16 @@ def grid_graph(scales: Scales, height: int, width: int, self_loops: bool = False
     (14, 90)
     """
     scales = check_scales(scales)
-    regions, scale_of_node = grid_regions(scales, int(height), int(width))
-    adj = _adjacency(regions, self_loops)
+    height, width = _positive("height", height), _positive("width", width)
+    if not isinstance(self_loops, (bool, np.bool_)):
+        raise ValueError(f"self_loops must be a bool, got {self_loops!r}")
+    regions, scale_of_node = grid_regions(scales, height, width)
+    adj = _adjacency(regions, bool(self_loops))
     degrees = adj.sum(1)
     indptr = torch.zeros(len(regions) + 1, dtype=torch.int64)
     indptr[1:] = torch.cumsum(degrees, 0)
     indices = adj.nonzero()[:, 1].contiguous()  # row-major: grouped by destination, sources ascending
-    return Graph(scales, int(height), int(width), len(regions), regions, scale_of_node, indptr, indices)
+    return Graph(scales, height, width, len(regions), regions, scale_of_node, indptr, indices)
 
 
 def positional_maps(graph: Graph | Scales, dim_map: int = 6) -> torch.Tensor:
@@ -117,7 +146,9 @@ def positional_maps(graph: Graph | Scales, dim_map: int = 6) -> torch.Tensor:
     The maps depend on the scales and ``dim_map`` only, not on the feature-map size.
     """
     scales = graph.scales if isinstance(graph, Graph) else check_scales(graph)
-    dim_map = int(dim_map)
+    dim_map = _positive("dim_map", dim_map)
+    if any(dim_map < max(sh, sw) for sh, sw in scales):
+        raise ValueError(f"dim_map must be at least the largest scale side, got dim_map={dim_map} for scales {scales}")
     regions, _ = grid_regions(scales, dim_map, dim_map)
     ys = torch.arange(dim_map, dtype=torch.float64)
     maps = torch.zeros(len(regions), dim_map, dim_map, dtype=torch.float64)

@@ -1,5 +1,6 @@
 """The graph builder against hand-checked cases (DESIGN.md §1)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,6 +72,34 @@ def test_rectangular_scales_and_bad_input():
         grid_graph(((5, 5),), 4, 4)
     with pytest.raises(ValueError, match="scales"):
         grid_graph("abc", 4, 4)
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,name",
+    [((((3, 3),), None, 6), {}, "height"), ((((3, 3),), 6.9, 6), {}, "height"), ((((3, 3),), 6, "6"), {}, "width"),
+     ((((3, 3),), True, 6), {}, "height"), ((((3, 3),), torch.tensor([6, 6]), 6), {}, "height"),
+     ((((2.7, 2),), 6, 6), {}, "scales"), ((((3, True),), 6, 6), {}, "scales"),
+     ((((3, 3),), 6, 6), {"self_loops": "no"}, "self_loops"), ((((3, 3),), 6, 6), {"self_loops": 1}, "self_loops")],
+    ids=["height-None", "height-float", "width-str", "height-bool", "height-tensor", "scale-float", "scale-bool",
+         "self_loops-str", "self_loops-int"],
+)
+def test_grid_graph_refuses_non_integers(args, kwargs, name):
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        grid_graph(*args, **kwargs)
+
+
+def test_grid_graph_accepts_numpy_and_torch_integers():
+    want = grid_graph(((3, 3), (2, 2)), 6, 7)
+    got = grid_graph(((np.int64(3), torch.tensor(3)), (2, np.int32(2))), np.int64(6), torch.tensor(7), np.bool_(False))
+    assert got.scales == want.scales and (got.height, got.width) == (6, 7)
+    assert type(got.height) is int and type(got.scales[0][1]) is int
+    assert torch.equal(got.indptr, want.indptr) and torch.equal(got.indices, want.indices)
+
+
+@pytest.mark.parametrize("dim_map", [2, 0, 6.5, "6", None])
+def test_positional_maps_bad_dim_map_is_named(dim_map):
+    with pytest.raises(ValueError, match=r"^dim_map must"):
+        positional_maps(grid_graph(((3, 3), (1, 1)), 6, 6), dim_map)
 
 
 def test_positional_maps_are_cell_gaussians():

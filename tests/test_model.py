@@ -208,3 +208,33 @@ def test_space_stage_on_its_own_with_a_grid_graph():
     out = fast(v, graph)
     assert out.shape == (4, 14, 16)
     _close64(out, ref(v, graph), "space stage")
+
+
+@pytest.mark.parametrize("cls_name", ["fast", "reference"])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [(dict(heads=0), "heads"), (dict(heads=5), "heads"), (dict(send_layers=3), "send_layers"),
+     (dict(update_layers=0), "update_layers"), (dict(norm="batch"), "norm"), (dict(attention_scale="1"), "attention_scale"),
+     (dict(attention_scale=float("nan")), "attention_scale"), (dict(node_dim=0), "node_dim"),
+     (dict(message_dim=2.5), "message_dim")],
+)
+def test_space_stage_bad_arguments(cls_name, kwargs, name):
+    from rstg_fast.reference import ReferenceSpaceStage
+
+    cls = rstg_fast.SpaceStage if cls_name == "fast" else ReferenceSpaceStage
+    args = dict(node_dim=16, message_dim=24) | kwargs
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        cls(args.pop("node_dim"), args.pop("message_dim"), **args)
+
+
+def test_bad_input_is_refused_before_the_graph_cache_converts():
+    model = rstg_fast.RSTG(12, **TINY)  # float32
+    x = video()  # float64
+    with pytest.raises(ValueError, match=r"x must have the dtype of the model's parameters \(torch.float32\)"):
+        model(x)
+    with pytest.raises(ValueError, match="at least one frame"):
+        model(video(T=0, dtype=torch.float32))
+    assert all(b.dtype == torch.float32 for b in model.buffers() if b.is_floating_point())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: lower-precision activations are fine
+        assert model(x.to(torch.bfloat16)).shape == (2, TINY["node_dim"])
+    assert model(x.float()).dtype == torch.float32

@@ -250,6 +250,12 @@ def test_graph_cache_is_per_size_and_not_in_state_dict():
         (dict(schedule="homogeneous", scalewise_update=True), "scalewise_update"),
         (dict(backend="nope"), "backend"),
         (dict(node_dim=0), "node_dim"),
+        (dict(attention_scale="0.5"), "attention_scale"),
+        (dict(attention_scale=float("nan")), "attention_scale"),
+        (dict(attention_scale=0.0), "attention_scale"),
+        (dict(attention_scale=-1.0), "attention_scale"),
+        (dict(attention_scale=True), "attention_scale"),
+        (dict(schedule="time_only", attention_scale=float("inf")), "attention_scale"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
@@ -265,3 +271,28 @@ def test_bad_input_raises():
         model(torch.zeros(2, 12, 6, 6, dtype=torch.float64))
     with pytest.raises(ValueError, match="height"):
         model(video(H=2, W=6))  # smaller than the 3x3 scale
+    with pytest.raises(ValueError, match=r"x must have at least one frame"):
+        model(video(T=0))
+    with pytest.raises(ValueError, match=r"x must have the dtype of the model's parameters \(torch.float64\)"):
+        model(video(dtype=torch.float32))
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        model(video().long())
+    assert all(b.dtype == torch.float64 for b in model.buffers() if b.is_floating_point())  # nothing converted
+    model(video())  # still usable
+
+
+def test_attention_scale_is_used():
+    a = make(Ref, attention_scale=2)
+    assert isinstance(a.space.scale, float) and a.space.scale == 2.0
+    assert make(Ref, heads=2).space.scale == 1 / math.sqrt(TINY["message_dim"] // 2)
+
+
+@pytest.mark.parametrize(
+    "args,name",
+    [((0,), "dim"), ((-3,), "dim"), ((16.0,), "dim"), ((True,), "dim"), ((16, "rnn"), "cell")],
+)
+def test_time_stage_bad_arguments(args, name):
+    from rstg_fast.modules.time_stage import TimeStage
+
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        TimeStage(*args)

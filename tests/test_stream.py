@@ -48,3 +48,15 @@ def test_stream_rejects_video_shaped_input():
     stream = make(rstg_fast.RSTG).stream()
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         stream.step(video())
+
+
+def test_stream_rejects_a_batch_size_change_until_reset():
+    model = make(rstg_fast.RSTG)
+    stream = model.stream()
+    x = video(B=3, T=2)
+    stream.step(x[:, :, 0])
+    with pytest.raises(ValueError, match=r"frame must keep the stream's batch size 3"):
+        stream.step(x[:2, :, 1])
+    torch.testing.assert_close(stream.step(x[:, :, 1]), model(x), rtol=0, atol=1e-11)  # state untouched
+    stream.reset()
+    assert stream.step(x[:2, :, 0]).shape == (2, 16)

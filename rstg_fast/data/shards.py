@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rstg_fast.data.syncmnist import SyncMNISTBatch, generate
+from rstg_fast.data.syncmnist import SyncMNISTBatch, check_arguments, generate
 
 _FIELDS = ("videos", "labels", "digits", "coords", "draw_order")
 
@@ -49,6 +50,11 @@ def write_shards(
     """
     if num_videos <= 0 or shard_size <= 0:
         raise ValueError(f"num_videos and shard_size must be > 0, got {num_videos} and {shard_size}")
+    # before meta.json is written: a bad argument must not leave a dataset directory that
+    # later runs with the right arguments refuse as foreign
+    check_arguments(num_digits, split, seed)
+    if source is not None and not os.path.isdir(source):
+        raise ValueError(f"source must be a directory of MNIST IDX files, got {source!r}")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     meta = {
@@ -88,8 +94,9 @@ def _complete(path: str, n: int) -> bool:
         return False
     try:
         with np.load(path, allow_pickle=False) as z:
-            return z["labels"].shape == (n,)
-    except (OSError, ValueError, KeyError):
+            # a truncated zip loses its central directory (BadZipFile / EOFError on open)
+            return set(_FIELDS) <= set(z.files) and z["labels"].shape == (n,)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return False  # a foreign or damaged file: regenerate it
 
 

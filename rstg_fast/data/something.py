@@ -37,6 +37,7 @@ JPEG decoding needs Pillow (optional dependency: ``pip install pillow``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -183,6 +184,11 @@ class ClipConfig:
             raise ValueError(f"test_short_side must be >= crop_size, got {self.test_short_side}")
         if self.flip not in FLIP_MODES:
             raise ValueError(f"flip must be one of {FLIP_MODES}, got {self.flip!r}")
+        # clips are (x - mean) / std: a zero or non-finite value gives inf/NaN pixels silently
+        if len(self.mean) != 3 or not all(math.isfinite(m) for m in self.mean):
+            raise ValueError(f"mean must be 3 finite numbers (RGB), got {self.mean}")
+        if len(self.std) != 3 or not all(math.isfinite(v) and v > 0 for v in self.std):
+            raise ValueError(f"std must be 3 finite numbers > 0 (RGB), got {self.std}")
 
 
 class SomethingSomethingV1(torch.utils.data.Dataset):

@@ -90,12 +90,18 @@ def area_matrix(out_size: int = SIZE, in_size: int = CANVAS) -> np.ndarray:
     return overlap / (in_size / out_size)
 
 
-def _rng(seed: int, split: str, num_digits: int, stream: int) -> np.random.Generator:
+def check_arguments(num_digits: int, split: str = "train", seed: int = 0, stream: int = 0) -> None:
+    """The argument checks of :func:`generate` (run them before writing anything to disk)."""
+    if not 2 <= int(num_digits) <= 10:
+        raise ValueError(f"num_digits must be in [2, 10] (distinct classes), got {num_digits}")
     if split not in _SPLIT_CODE:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     for name, value in (("seed", seed), ("stream", stream)):
         if int(value) < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _rng(seed: int, split: str, num_digits: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], num_digits, int(stream)]))
 
 
@@ -167,8 +173,7 @@ def generate(
     """
     if int(num_videos) < 0:
         raise ValueError(f"num_videos must be >= 0, got {num_videos}")
-    if not 2 <= int(num_digits) <= 10:
-        raise ValueError(f"num_digits must be in [2, 10] (distinct classes), got {num_digits}")
+    check_arguments(num_digits, split, seed, stream)
     if not 0.0 <= p_no_sync <= 1.0:
         raise ValueError(f"p_no_sync must be in [0, 1], got {p_no_sync}")
     n, k = int(num_videos), int(num_digits)

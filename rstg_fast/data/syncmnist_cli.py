@@ -29,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from rstg_fast.data.images import save_examples
     from rstg_fast.data.shards import load_shard, write_shards
 
+    for name in ("num_videos", "shard_size"):  # before the bar, which divides by them
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.examples < 0:
+        raise ValueError(f"--examples must be >= 0, got {args.examples}")
     bar = Progress(total=-(-args.num_videos // args.shard_size), desc=f"shards {args.split}", unit="shard")
     paths = write_shards(
         args.out,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 import numpy as np
@@ -133,9 +134,16 @@ def resolve(args: argparse.Namespace) -> dict:
         "node_dim",
         "message_dim",
         "iterations",
+        "eval_batch_size",
     ):
         if cfg[k] <= 0:
             raise ValueError(f"--{k.replace('_', '-')} must be > 0, got {cfg[k]}")
+    for k in ("ckpt_steps", "threads", "stop_after_steps"):  # 0 means off / default
+        if cfg[k] < 0:
+            raise ValueError(f"--{k.replace('_', '-')} must be >= 0, got {cfg[k]}")
+    for k in ("lr", "weight_decay"):
+        if not (math.isfinite(cfg[k]) and cfg[k] >= 0):
+            raise ValueError(f"--{k.replace('_', '-')} must be a finite number >= 0, got {cfg[k]}")
     if not 2 <= cfg["digits"] <= 10:
         raise ValueError(f"--digits must be in [2, 10], got {cfg['digits']}")
     return cfg

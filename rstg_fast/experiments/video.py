@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 from typing import Any
 
@@ -174,9 +175,13 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("lr", "weight_decay", "warmup_steps", "max_steps", "clip_grad", "eval_every", "workers"):
+    for name in ("warmup_steps", "max_steps", "eval_every", "workers"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("lr", "momentum", "weight_decay", "clip_grad"):  # NaN would train silently to NaN
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 from rstg_fast.graph import check_scales, positional_maps
+from rstg_fast.modules._args import attention_scale as _attention_scale
+from rstg_fast.modules._args import choice as _choice
+from rstg_fast.modules._args import positive_int as _positive_int
 from rstg_fast.modules.blocks import MapReadout, vec_readout
 from rstg_fast.modules.graph_cache import GraphCache, SizeGraph
 from rstg_fast.modules.space_base import SpaceStageBase
@@ -21,18 +24,6 @@ from rstg_fast.pooling import pool_nodes
 SCHEDULES = ("all_time_stages", "one_time_stage", "space_only", "time_only", "homogeneous")
 
 States = list  # one entry per time stage (K + 1), each a recurrent State, a running sum, or None
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _choice(name: str, value, allowed: tuple) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
 
 
 class RSTGBase(nn.Module):
@@ -86,6 +77,7 @@ class RSTGBase(nn.Module):
         _choice("send_layers", send_layers, (1, 2))
         _choice("update_layers", update_layers, (1, 2))
         _positive_int("heads", heads)
+        _attention_scale(attention_scale)  # also for schedules without a space stage
         if message_dim % heads:
             raise ValueError(f"heads must divide message_dim (the attention width) = {message_dim}, got heads={heads}")
         self.norm_kind = _choice("norm", norm, ("layer", "none"))
@@ -135,11 +127,21 @@ class RSTGBase(nn.Module):
         return self.space_stage_class(node_dim, message_dim, **kwargs)
 
     # -- pieces -----------------------------------------------------------------------------
-    def _check_input(self, x: torch.Tensor, rank: int) -> None:
+    def _check_input(self, x: torch.Tensor, rank: int, name: str = "x") -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != rank or x.shape[1] != self.in_channels:
             layout = "(B, C, T, H, W)" if rank == 5 else "(B, C, H, W)"
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape {layout} with C = in_channels = {self.in_channels}, got {got}")
+            raise ValueError(f"{name} must have shape {layout} with C = in_channels = {self.in_channels}, got {got}")
+        if rank == 5 and x.shape[2] < 1:
+            raise ValueError(f"{name} must have at least one frame (T >= 1), got shape {tuple(x.shape)}")
+        # before the graph cache converts its buffers to x's dtype
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        want = next((p.dtype for p in self.parameters()), None)
+        # under autocast, float32/bfloat16/float16 activations meet float32 weights by design
+        autocast = torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64
+        if want is not None and x.dtype != want and not autocast:
+            raise ValueError(f"{name} must have the dtype of the model's parameters ({want}), got {x.dtype}")
 
     def _graph(self, x: torch.Tensor) -> SizeGraph:
         return self.graphs.get(int(x.shape[-2]), int(x.shape[-1]), x)

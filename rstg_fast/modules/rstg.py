@@ -23,7 +23,7 @@ class RSTG(RSTGBase):
         iterations: K, the number of (time stage -> space stage) rounds.
         send_layers, update_layers: 1 or 2 linear+ReLU layers.
         heads: attention heads; must divide ``message_dim``.
-        attention_scale: score scale; None = ``1 / sqrt(message_dim / heads)``.
+        attention_scale: score scale, a finite number > 0; None = ``1 / sqrt(message_dim / heads)``.
         positional, dim_map: Gaussian position maps (``dim_map x dim_map``) on the send input.
         norm: ``"layer"`` (LayerNorm after the update) or ``"none"``.
         time_cell: ``"lstm"`` or ``"gru"``.

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rstg_fast.modules._args import attention_scale as check_attention_scale
+from rstg_fast.modules._args import choice, positive_int
 from rstg_fast.modules.blocks import Update
 from rstg_fast.graph import Graph
 from rstg_fast.modules.graph_cache import SizeGraph, size_graph
@@ -44,11 +46,18 @@ class SpaceStageBase(nn.Module, abc.ABC):
         homogeneous: bool = False,
     ) -> None:
         super().__init__()
+        positive_int("node_dim", node_dim)
+        positive_int("message_dim", message_dim)
+        positive_int("heads", heads)
         if message_dim % heads:
             raise ValueError(f"heads must divide message_dim = {message_dim}, got heads={heads}")
+        choice("send_layers", send_layers, (1, 2))
+        choice("update_layers", update_layers, (1, 2))
+        choice("norm", norm, ("layer", "none"))
+        attention_scale = check_attention_scale(attention_scale)
         self.node_dim, self.message_dim, self.heads = node_dim, message_dim, heads
         self.send_layers = send_layers
-        self.scale = float(attention_scale) if attention_scale is not None else 1.0 / math.sqrt(message_dim // heads)
+        self.scale = attention_scale if attention_scale is not None else 1.0 / math.sqrt(message_dim // heads)
         P = positional.shape[1] if positional is not None else 0
         self.pos_dim = P
         if positional is not None:

@@ -32,12 +32,19 @@ class RSTGStream:
         """Forget every frame seen so far."""
         self.states = None
         self.frames = 0
+        self._batch = 0  # B of the frames since reset (the carried states are per video)
         self._vec_sum: torch.Tensor | None = None
 
     def step(self, frame: torch.Tensor) -> torch.Tensor:
         """Consume one frame ``(B, C, H, W)``; return the model's output on the frames so far."""
         m = self.model
-        m._check_input(frame, 4)
+        m._check_input(frame, 4, "frame")
+        if self.states is not None and frame.shape[0] != self._batch:
+            raise ValueError(
+                f"frame must keep the stream's batch size {self._batch} (call reset() to start another stream), "
+                f"got shape {tuple(frame.shape)}"
+            )
+        self._batch = frame.shape[0]
         x = frame.unsqueeze(2)  # (B, C, 1, H, W)
         graph = m._graph(x)
         v, self.states = m.propagate(m.embed(x, graph), graph, self.states)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rstg_fast.modules._args import choice, positive_int
+
 State = tuple[torch.Tensor, ...]
 
 _GATES = {"lstm": 4, "gru": 3}
@@ -30,9 +32,9 @@ class TimeStage(nn.Module):
 
     def __init__(self, dim: int, cell: str = "lstm") -> None:
         super().__init__()
-        if cell not in _GATES:
-            raise ValueError(f"time_cell must be 'lstm' or 'gru', got {cell!r}")
-        self.dim, self.cell_type = int(dim), cell
+        positive_int("dim", dim)
+        choice("cell", cell, tuple(_GATES))
+        self.dim, self.cell_type = dim, cell
         gates = _GATES[cell] * self.dim
         self.weight_ih = nn.Parameter(torch.empty(gates, self.dim))
         self.weight_hh = nn.Parameter(torch.empty(gates, self.dim))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import weakref
 
 import torch
@@ -24,6 +25,15 @@ def check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
 
     The CSR *contents* (monotone indptr, indices in range) are checked by
     :func:`check_csr_contents`, called by the op itself on real tensors, cached per graph.
+    """
+    scale = check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale)
+    return scale, check_backend(backend, S.device, S.dtype)
+
+
+def check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale) -> float:
+    """The checks that read no tensor data and ask no backend (fake kernels run them too).
+
+    Returns the concrete ``scale`` (default ``1 / sqrt(A / heads)``).
     """
     for name, t in (("S", S), ("R", R), ("Q", Q), ("K", K), ("indptr", indptr), ("indices", indices)):
         if not isinstance(t, torch.Tensor):
@@ -81,22 +91,77 @@ def check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
             raise ValueError(f"scale must be a float or None, got {scale!r}") from None
         if not math.isfinite(scale):
             raise ValueError(f"scale must be finite, got {scale}")
+    return scale
 
+
+def check_backward_tensors(dO, O, lse, S, W2, heads) -> None:
+    """Shapes, dtypes and devices of the backward-only tensors (``S``, ``W2`` already checked)."""
+    G, N, Hd = S.shape
+    D = W2.shape[0] if W2 is not None else Hd
+    for name, t, shape, dtype in (
+        ("dO", dO, (G, N, D), S.dtype),
+        ("O", O, (G, N, D), S.dtype),
+        ("lse", lse, (G, N, heads), lse_dtype(S.dtype)),
+    ):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape} (from S, W2 and heads), got {_shape(t)}")
+        if t.dtype != dtype:
+            raise ValueError(f"{name} must have dtype {dtype}, got {t.dtype}")
+        if t.device != S.device:
+            raise ValueError(f"{name} must be on the device of S ({S.device}), got {t.device}")
+
+
+def lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the log-sum-exp output for inputs of ``dtype``."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_backend(backend, device: torch.device, dtype: torch.dtype) -> str:
+    """Resolve ``"auto"`` and check the backend runs on ``device`` and ``dtype``."""
     if not isinstance(backend, str):
         raise ValueError(f"backend must be a string, got {backend!r}")
     if backend == "auto":
-        backend = backends.auto_backend(S.device, S.dtype)
+        backend = backends.auto_backend(device, dtype)
     spec = backends.BACKENDS.get(backend)
     if spec is None:
         raise ValueError(f"backend must be 'auto' or one of {sorted(backends.BACKENDS)}, got {backend!r}")
-    if S.device.type not in spec.devices:
-        raise ValueError(f"backend {backend!r} runs on {spec.devices} tensors, got tensors on {S.device}")
-    if S.dtype not in spec.dtypes:
-        raise ValueError(f"backend {backend!r} supports {[str(d) for d in spec.dtypes]}, got {S.dtype}")
-    why = _unavailable(backend, S.device)
+    if device.type not in spec.devices:
+        raise ValueError(f"backend {backend!r} runs on {spec.devices} tensors, got tensors on {device}")
+    if dtype not in spec.dtypes:
+        raise ValueError(f"backend {backend!r} supports {[str(d) for d in spec.dtypes]}, got {dtype}")
+    why = _unavailable(backend, device)
     if why is not None:
         raise ValueError(f"backend {backend!r} is not available: {why}")
-    return scale, backend
+    return backend
+
+
+class _Validated(threading.local):
+    flag = False
+
+
+# Set by callers that ran check_inputs on exactly the arguments they pass to the op (the
+# public function, MessageAttentionFunction): the op impls then skip their own check, which
+# would cost as much again per call (docs/architecture.md). Thread-local; read once and
+# cleared by the impl, so it never covers a later call.
+_validated_call = _Validated()
+
+
+def call_validated(fn, *args):
+    """``fn(*args)`` where the arguments already passed :func:`check_inputs` (backend resolved)."""
+    _validated_call.flag = True
+    try:
+        return fn(*args)
+    finally:
+        _validated_call.flag = False
+
+
+def take_validated() -> bool:
+    """True if the current op call comes through :func:`call_validated` (and clears it)."""
+    flag = _validated_call.flag
+    _validated_call.flag = False
+    return flag
 
 
 # Availability of a backend on a device is decided once per process and interpreter setting

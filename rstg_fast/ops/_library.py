@@ -11,7 +11,16 @@ from __future__ import annotations
 import torch
 
 from rstg_fast.ops import backends
-from rstg_fast.ops._checks import check_csr_contents
+from rstg_fast.ops._checks import (
+    as_int64,
+    call_validated,
+    check_backward_tensors,
+    check_csr_contents,
+    check_inputs,
+    check_tensors,
+    lse_dtype,
+    take_validated,
+)
 
 _lib = torch.library.Library("rstg_fast", "DEF")  # noqa: TOR901 - we own this namespace
 _lib.define(
@@ -25,23 +34,32 @@ _lib.define(
 )
 
 
-def lse_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _contiguous(*ts):
     return tuple(t.contiguous() if t is not None else None for t in ts)
 
 
+# ``torch.ops`` callers reach the impls without the public function's checks, so the impls
+# validate (the same check_inputs) unless the caller already did (call_validated).
+
+
 def _forward_impl(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
+    if not take_validated():
+        scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
+        indptr, indices = as_int64(indptr), as_int64(indices)
     S, R, Q, K, W2, b2, indptr, indices = _contiguous(S, R, Q, K, W2, b2, indptr, indices)
     check_csr_contents(indptr, indices)
     return backends.module(backend).forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale)
 
 
 def _backward_impl(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale, backend):
-    # Incoming gradients may be expanded views with stride 0: kernels see contiguous memory.
-    dO, S, R, Q, K, W2, b2, O, lse = _contiguous(dO, S, R, Q, K, W2, b2, O, lse)
+    if not take_validated():
+        scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
+        check_backward_tensors(dO, O, lse, S, W2, heads)
+        indptr, indices = as_int64(indptr), as_int64(indices)
+        check_csr_contents(*_contiguous(indptr, indices))
+    # Incoming gradients may be expanded views with stride 0, and saved indptr/indices are the
+    # caller's tensors (maybe strided views): kernels see contiguous memory.
+    dO, S, R, Q, K, W2, b2, indptr, indices, O, lse = _contiguous(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse)
     dS, dR, dQ, dK, dW2, db2 = backends.module(backend).backward(
         dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale
     )
@@ -58,6 +76,7 @@ for _key in ("CPU", "CUDA"):
 
 @torch.library.register_fake("rstg_fast::message_attention")
 def _forward_fake(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
+    check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale)  # no data, no backend: the impl checks those
     G, N, Hd = S.shape
     D = W2.shape[0] if W2 is not None else Hd
     return S.new_empty((G, N, D)), S.new_empty((G, N, heads), dtype=lse_dtype(S.dtype))
@@ -65,6 +84,8 @@ def _forward_fake(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
 
 @torch.library.register_fake("rstg_fast::message_attention_backward")
 def _backward_fake(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale, backend):
+    check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale)
+    check_backward_tensors(dO, O, lse, S, W2, heads)
     dW2 = torch.empty_like(W2) if W2 is not None else S.new_empty(0)
     db2 = torch.empty_like(b2) if b2 is not None else S.new_empty(0)
     return torch.empty_like(S), torch.empty_like(R), torch.empty_like(Q), torch.empty_like(K), dW2, db2
@@ -79,11 +100,11 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(lse)
 
 
-def _backward(ctx, dO, _dlse):
+def _backward(ctx, dO, _dlse, validated: bool = False):
     S, R, Q, K, W2, b2, indptr, indices, O, lse = ctx.saved_tensors
-    dS, dR, dQ, dK, dW2, db2 = torch.ops.rstg_fast.message_attention_backward(
-        dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, ctx.heads, ctx.scale, ctx.backend
-    )
+    args = (dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, ctx.heads, ctx.scale, ctx.backend)
+    op = torch.ops.rstg_fast.message_attention_backward.default
+    dS, dR, dQ, dK, dW2, db2 = call_validated(op, *args) if validated else op(*args)
     if not ctx.has_w2:
         dW2 = db2 = None
     return dS, dR, dQ, dK, dW2, db2, None, None, None, None, None
@@ -98,12 +119,17 @@ class MessageAttentionFunction(torch.autograd.Function):
     ``register_autograd`` costs about 30 us more per call than this (measured in
     docs/architecture.md); at the paper's shapes that is as much as the kernel itself, so
     the public function uses this class in eager mode and the registered op when compiling.
+    Its arguments must have passed ``check_inputs`` (backend resolved, int64 indices): the
+    op impls skip their own check for it, in forward and backward.
     """
 
     @staticmethod
     def forward(ctx, S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
-        output = torch.ops.rstg_fast.message_attention.default(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
-        _setup_context(ctx, (S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend), output)
+        args = (S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
+        output = call_validated(torch.ops.rstg_fast.message_attention.default, *args)
+        _setup_context(ctx, args, output)
         return output
 
-    backward = staticmethod(_backward)
+    @staticmethod
+    def backward(ctx, dO, _dlse):
+        return _backward(ctx, dO, _dlse, validated=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rstg_fast.ops._library import MessageAttentionFunction  # importing registers the torch ops
-from rstg_fast.ops._checks import as_int64, check_inputs
+from rstg_fast.ops._checks import as_int64, call_validated, check_inputs
 
 
 def message_attention(
@@ -59,10 +59,12 @@ def message_attention(
     scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
     indptr, indices = as_int64(indptr), as_int64(indices)
     args = (S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
-    if torch.is_grad_enabled() and not torch.compiler.is_compiling() and _needs_grad(S, R, Q, K, W2, b2):
-        O, lse = MessageAttentionFunction.apply(*args)
-    else:  # no autograd needed, or being compiled: the registered op (its autograd is registered)
+    if torch.compiler.is_compiling():  # the registered op (its autograd is registered)
         O, lse = torch.ops.rstg_fast.message_attention.default(*args)
+    elif torch.is_grad_enabled() and _needs_grad(S, R, Q, K, W2, b2):
+        O, lse = MessageAttentionFunction.apply(*args)
+    else:  # checked above: the op impl does not check again
+        O, lse = call_validated(torch.ops.rstg_fast.message_attention.default, *args)
     return (O, lse) if return_lse else O
 
 

@@ -72,6 +72,11 @@ def test_clip_config_validation():
         ClipConfig(crop_size=224, train_scale=(200, 320))
     with pytest.raises(ValueError, match="num_frames"):
         ClipConfig(num_frames=0)
+    for bad in ((0.2, 0.0, 0.2), (0.2, -0.2, 0.2), (0.2, float("nan"), 0.2), (0.2, 0.2)):
+        with pytest.raises(ValueError, match="std"):
+            ClipConfig(std=bad)
+    with pytest.raises(ValueError, match="mean"):
+        ClipConfig(mean=(0.5, float("inf"), 0.5))
 
 
 @needs_pil

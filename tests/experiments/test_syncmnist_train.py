@@ -171,6 +171,23 @@ def test_bad_flags(tmp_path, source):
         cfg_of(tiny_argv(tmp_path, source, "--digits", "11"))
 
 
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--eval-batch-size", "0"),
+        ("--ckpt-steps", "-1"),
+        ("--threads", "-2"),
+        ("--lr", "-0.1"),
+        ("--lr", "nan"),
+        ("--weight-decay", "-0.0001"),
+        ("--weight-decay", "inf"),
+    ],
+)
+def test_bad_flags_are_refused_before_training(tmp_path, source, flag, value):
+    with pytest.raises(ValueError, match=flag):
+        cfg_of(tiny_argv(tmp_path, source, flag, value))
+
+
 def test_ddp_two_cpu_processes_match_one(tmp_path, source):
     """torchrun with 2 gloo processes, each half of every batch == one process (up to reduction order)."""
     # SGD: Adam would turn rounding noise in near-zero gradients into lr-sized steps

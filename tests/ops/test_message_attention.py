@@ -259,3 +259,94 @@ def test_csr_checker_runs_in_the_compiled_extension():
     bad = g.indices.clone()
     bad[17] = 14
     assert ext.check_csr_cpu(g.indptr.data_ptr(), bad.data_ptr(), 14, 90) == (3, 17)
+
+
+# ------------------------------------------------ validation of torch.ops callers
+def _op_args(kw, heads=1, scale=0.5, backend="reference"):
+    return (kw["S"], kw["R"], kw["Q"], kw["K"], kw["W2"], kw["b2"], kw["indptr"], kw["indices"], heads, scale, backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+@pytest.mark.parametrize("case", list(_bad_cases()))
+def test_registered_op_validates_like_the_public_function(case, backend):
+    name, mutate = _bad_cases()[case]
+    kw = _valid()
+    message_attention(**kw, backend=backend)  # a checked public call first: its skip must not leak
+    mutate(kw)
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        torch.ops.rstg_fast.message_attention(*_op_args(kw, backend=backend))
+
+
+@pytest.mark.parametrize(
+    "options,name",
+    [({"heads": 3}, "heads"), ({"heads": 0}, "heads"), ({"scale": float("nan")}, "scale"),
+     ({"backend": "nope"}, "backend"), ({"backend": "cuda"}, "backend")],
+    ids=["heads-divide", "heads-zero", "scale-nan", "backend-name", "backend-device"],
+)
+def test_registered_op_validates_options(options, name):
+    args = dict(heads=2, scale=0.5, backend="reference") | options
+    with pytest.raises(ValueError, match=name):
+        torch.ops.rstg_fast.message_attention(*_op_args(_valid(), **args))
+
+
+def test_registered_op_accepts_auto_and_int32_indices():
+    kw = _valid()
+    want = message_attention(**kw, heads=2, scale=0.5, backend="reference")
+    kw["indptr"], kw["indices"] = kw["indptr"].int(), kw["indices"].int()
+    O, _ = torch.ops.rstg_fast.message_attention(*_op_args(kw, heads=2, backend="auto"))
+    torch.testing.assert_close(O, want)
+
+
+def _backward_args(**changes):
+    kw = _valid()
+    O, lse = message_attention(**kw, heads=2, scale=0.5, backend="reference", return_lse=True)
+    args = dict(dO=torch.randn_like(O), S=kw["S"], R=kw["R"], Q=kw["Q"], K=kw["K"], W2=kw["W2"], b2=kw["b2"],
+                indptr=kw["indptr"], indices=kw["indices"], O=O, lse=lse, heads=2, scale=0.5, backend="reference")
+    args.update({k: (v(args) if callable(v) else v) for k, v in changes.items()})
+    return tuple(args.values())
+
+
+@pytest.mark.parametrize(
+    "changes,name",
+    [({"dO": lambda a: a["dO"][:, :3]}, "dO"), ({"dO": lambda a: a["dO"].double()}, "dO"),
+     ({"O": lambda a: a["O"][..., :4]}, "O"), ({"lse": lambda a: a["lse"][..., :1]}, "lse"),
+     ({"lse": lambda a: a["lse"].double()}, "lse"), ({"R": lambda a: a["R"][:1]}, "R"),
+     ({"heads": 4}, "heads"), ({"backend": "nope"}, "backend"),
+     ({"indices": lambda a: a["indices"].index_put((torch.tensor([7]),), torch.tensor(14))}, "indices")],
+    ids=["dO-shape", "dO-dtype", "O-shape", "lse-shape", "lse-dtype", "R-shape", "heads", "backend", "indices-high"],
+)
+def test_registered_backward_op_validates(changes, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        torch.ops.rstg_fast.message_attention_backward(*_backward_args(**changes))
+
+
+def test_fake_kernels_validate_shapes_without_data():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    real, real_bw = _valid(), _backward_args()
+    with FakeTensorMode() as mode:  # fake tensors have no data: reading it would raise
+        kw = {k: mode.from_tensor(v) if v is not None else None for k, v in real.items()}
+        O, lse = torch.ops.rstg_fast.message_attention(*_op_args(kw, heads=2))
+        assert O.shape == (2, 14, 6) and lse.shape == (2, 14, 2) and lse.dtype == torch.float32
+        with pytest.raises(ValueError, match=r"\bR\b"):
+            torch.ops.rstg_fast.message_attention(*_op_args(dict(kw, R=kw["R"][:1]), heads=2))
+        bw = [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in real_bw]
+        assert torch.ops.rstg_fast.message_attention_backward(*bw)[0].shape == (2, 14, 8)
+        bw[10] = bw[10][..., :1]  # lse
+        with pytest.raises(ValueError, match=r"\blse\b"):
+            torch.ops.rstg_fast.message_attention_backward(*bw)
+
+
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_strided_indptr_and_indices_in_backward(backend):
+    # saved indptr/indices are the caller's tensors: the backward kernel must not see strides
+    kw = _valid()
+    for k in ("S", "R", "Q", "K", "W2", "b2"):
+        kw[k] = kw[k].double().requires_grad_(True)
+    want = torch.autograd.grad(message_attention(**kw, heads=2, backend="reference").sum(), [kw["S"], kw["Q"]])
+    kw["indptr"] = torch.stack([kw["indptr"], torch.full_like(kw["indptr"], 7)], 1)[:, 0]
+    kw["indices"] = torch.stack([kw["indices"], torch.full_like(kw["indices"], 99)], 1)[:, 0]
+    assert not kw["indptr"].is_contiguous() and not kw["indices"].is_contiguous()
+    got = torch.autograd.grad(message_attention(**kw, heads=2, backend=backend).sum(), [kw["S"], kw["Q"]])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
