@@ -23,7 +23,7 @@ import tempfile
 
 import torch
 
-SHAPES = {  # DESIGN.md §5: (B, T, scales, H, W, width)
+SHAPES = {  # docs/design.md §5: (B, T, scales, H, W, width)
     "syncmnist": (32, 10, ((3, 3), (2, 2), (1, 1)), 6, 6, 512),
     "paper": (8, 16, ((3, 3), (2, 2), (1, 1)), 14, 14, 512),
     "dense": (4, 16, ((14, 14), (7, 7), (3, 3), (1, 1)), 14, 14, 256),

@@ -1,4 +1,4 @@
-"""SyncMNIST (DESIGN.md §6): videos of moving MNIST digits, two of which move in sync.
+"""SyncMNIST (docs/design.md §6): videos of moving MNIST digits, two of which move in sync.
 
 Each video has ``T = 10`` frames of a ``100 x 100`` canvas with ``k`` digits (28 x 28) of
 distinct classes. Every digit starts at a uniform random top-left position in

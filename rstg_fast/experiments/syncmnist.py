@@ -72,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--digits", type=int, default=3, help="digits per video: 3 (3SyncMNIST) or 5 (5SyncMNIST)")
-    p.add_argument("--schedule", choices=SCHEDULES, default="all_time_stages", help="RSTG ablation (DESIGN.md §1)")
+    p.add_argument(
+        "--schedule", choices=SCHEDULES, default="all_time_stages", help="RSTG ablation (docs/design.md §1)"
+    )
     p.add_argument("--positional", action="store_true", help="positional-aware send function")
     p.add_argument("--backend", default="auto", help="message_attention backend (auto, reference, cpu, cuda, triton)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")

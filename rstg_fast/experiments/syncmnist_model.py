@@ -6,7 +6,7 @@ Backbone, per frame (weights shared over time), for ``64 x 64`` grey frames:
     conv 3x3 (c/2 -> c), ReLU, max-pool 2               16 -> 8
     conv 3x3 valid (c -> c), ReLU                        8 -> 6
 
-giving the ``(B, c, T, 6, 6)`` volume of the canonical ``syncmnist`` shape (DESIGN.md §5).
+giving the ``(B, c, T, 6, 6)`` volume of the canonical ``syncmnist`` shape (docs/design.md §5).
 Each conv is followed by GroupNorm (per-sample statistics, so data-parallel training equals
 one process; batch norm would not).
 The strided first layer keeps the backbone cheap on a CPU (about 6x less time than a

@@ -78,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--message-dim", type=int, default=512)
     m.add_argument("--iterations", type=int, default=3)
     m.add_argument("--scalewise-update", action=argparse.BooleanOptionalAction, default=True,
-                   help="one update MLP per scale (the authors' Something-Something configs; DESIGN.md §1)")
+                   help="one update MLP per scale (the authors' Something-Something configs; docs/design.md §1)")
     m.add_argument("--heads", type=int, default=1)
     m.add_argument("--positional", action="store_true", help="RSTG positional maps")
     m.add_argument("--rstg-backend", default="auto")

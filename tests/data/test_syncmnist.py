@@ -1,4 +1,4 @@
-"""The SyncMNIST generator (DESIGN.md §6), shards and datasets."""
+"""The SyncMNIST generator (docs/design.md §6), shards and datasets."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The ``reference`` backend of ``message_attention``: plain PyTorch, the oracle.
 
 It materialises every edge (``(G, E, Hd)`` and ``(G, E, D)`` tensors), exactly the maths of
-DESIGN.md §2, and computes in float32 for half inputs (float64 for float64). Its backward
+docs/design.md §2, and computes in float32 for half inputs (float64 for float64). Its backward
 recomputes the forward under autograd, so it is only as clever as PyTorch itself.
 ``message_attention_reference`` is also the function that ``torch.compile`` of the
 reference is measured with.
