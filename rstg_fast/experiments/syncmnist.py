@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from rstg_fast._atomic import atomic_path
+
 PRESETS: dict[str, dict] = {
     # a few minutes on a 2-core CPU; learns well above chance but is far from converged
     "quick": dict(
@@ -144,7 +146,7 @@ def resolve(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rstg_fast.experiments.syncmnist_runtime import shutdown_distributed
+    from rstg_fast._distributed import shutdown_distributed
     from rstg_fast.experiments.syncmnist_train import train
 
     try:
@@ -168,11 +170,9 @@ def main_report(result: dict) -> str:
 
 
 def dump_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def epoch_order(seed: int, epoch: int, steps: int) -> np.ndarray:

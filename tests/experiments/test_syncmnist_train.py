@@ -17,8 +17,8 @@ import pytest
 import torch
 from mnist_testing import write_mnist_dir
 
+from rstg_fast._checkpoint import load_checkpoint
 from rstg_fast.experiments import syncmnist
-from rstg_fast.experiments.syncmnist_runtime import load_checkpoint
 from rstg_fast.experiments.syncmnist_train import build_model, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -88,10 +88,10 @@ def test_short_run_and_outputs(tmp_path, source):
     assert ck["epoch"] == 2 and ck["step"] == 0
     model = build_model(ck["config"])
     model.load_state_dict(ck["model"])
-    from rstg_fast.experiments.syncmnist_runtime import DistInfo
+    from rstg_fast._distributed import DistInfo
     from rstg_fast.experiments.syncmnist_train import TestSet
 
-    loss, acc = TestSet(ck["config"], DistInfo()).evaluate(model, ck["config"], torch.device("cpu"), DistInfo())
+    loss, acc = TestSet(ck["config"], DistInfo()).evaluate(model, ck["config"], torch.device("cpu"))
     assert loss == pytest.approx(rows[-1]["test_loss"], rel=1e-6) and acc == rows[-1]["test_acc"]
 
 
