@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from rstg_fast._atomic import atomic_path
+from rstg_fast.modules.base import SCHEDULES
 
 PRESETS: dict[str, dict] = {
     # a few minutes on a 2-core CPU; learns well above chance but is far from converged
@@ -51,7 +52,6 @@ PRESETS: dict[str, dict] = {
         pretrain_steps=0,
     ),
 }
-SCHEDULES = ("all_time_stages", "one_time_stage", "space_only", "time_only", "homogeneous")
 # settings that may change between a run and its --resume (they do not change the maths)
 # (not --eval-batch-size: test block c is generate(eval_batch_size, ..., stream=c))
 RESUME_FREE = {

@@ -12,6 +12,7 @@ import torch
 
 from rstg_fast.ops import backends
 from rstg_fast.ops._checks import check_csr_contents
+from rstg_fast.ops._dtypes import acc_dtype
 
 _lib = torch.library.Library("rstg_fast", "DEF")  # noqa: TOR901 - we own this namespace
 _lib.define(
@@ -23,10 +24,6 @@ _lib.define(
     "Tensor? b2, Tensor indptr, Tensor indices, Tensor O, Tensor lse, int heads, float scale, "
     "str backend) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
 )
-
-
-def lse_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _contiguous(*ts):
@@ -60,7 +57,7 @@ for _key in ("CPU", "CUDA"):
 def _forward_fake(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
     G, N, Hd = S.shape
     D = W2.shape[0] if W2 is not None else Hd
-    return S.new_empty((G, N, D)), S.new_empty((G, N, heads), dtype=lse_dtype(S.dtype))
+    return S.new_empty((G, N, D)), S.new_empty((G, N, heads), dtype=acc_dtype(S.dtype))
 
 
 @torch.library.register_fake("rstg_fast::message_attention_backward")
