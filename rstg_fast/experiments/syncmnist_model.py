@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from rstg_fast.data.syncmnist import NUM_CLASSES
+from rstg_fast.modules import RSTG
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -125,10 +126,6 @@ class SyncMNISTNet(nn.Module):
 
     def __init__(self, channels: int = 64, num_classes: int = NUM_CLASSES, **rstg_kwargs: object) -> None:
         super().__init__()
-        try:
-            from rstg_fast import RSTG
-        except ImportError as err:
-            raise ImportError(f"rstg_fast.RSTG is not available in this checkout ({err})") from None
         self.backbone = ConvBackbone(channels)
         self.rstg = RSTG(channels, readout="vec", **rstg_kwargs)
         dim = self.rstg_dim(rstg_kwargs)
