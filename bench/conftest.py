@@ -1,6 +1,6 @@
 """pytest configuration of the benchmark suite: ``pytest bench/`` (see docs/benchmarking.md).
 
-Cases are generated here from the command line: shapes (DESIGN.md §5) x modes x dtypes x
+Cases are generated here from the command line: shapes (docs/design.md §5) x modes x dtypes x
 providers (every registered backend, plus reference, torch.compile(reference) and PyG).
 Options:
 

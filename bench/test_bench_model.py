@@ -29,7 +29,7 @@ except ImportError as exc:  # the model lands on its own branch; the op suite wo
 else:
     _MISSING = None
 
-ITERATIONS = 3  # DESIGN.md §1 default K
+ITERATIONS = 3  # docs/design.md §1 default K
 # Peak bytes of the reference model's step in units of G * E * message_dim elements: each
 # of the K space stages keeps about a dozen edge tensors for backward.
 EDGE_TENSORS_AT_PEAK = 12 * ITERATIONS

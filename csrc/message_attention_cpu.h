@@ -1,4 +1,4 @@
-// CPU kernels of message_attention (DESIGN.md section 2), for float32 and float64.
+// CPU kernels of message_attention (docs/design.md section 2), for float32 and float64.
 // All tensors are contiguous row-major buffers owned by the caller; outputs are fully
 // written (no need to zero them). `threads` is the OpenMP thread count (the Python side
 // passes torch.get_num_threads()). W2/b2 are null for one send layer (then D == Hd).

@@ -1,6 +1,6 @@
 """The RSTG graph: multi-scale grid nodes, the overlap/neighbour edge rule, positional maps.
 
-Rules (DESIGN.md §1): scale ``(sh, sw)`` cuts an ``H x W`` map into cells of integer size
+Rules (docs/design.md §1): scale ``(sh, sw)`` cuts an ``H x W`` map into cells of integer size
 ``H // sh`` by ``W // sw`` starting at 0. Nodes are numbered scale by scale, row-major in a
 scale. Nodes ``i != j`` are connected both ways when their cells overlap or share a side
 (``dx >= 0 and dy >= 0 and not dx == dy == 0``); a shared corner alone is not an edge.

@@ -1,7 +1,7 @@
 """Exact area pooling of a feature map onto the RSTG nodes, and its transpose ("paint").
 
 A node's feature is the area average of its cell of the ``H x W`` map (TensorFlow's
-``resize_area``, DESIGN.md §1): resizing ``in_size -> out_size`` averages, for output cell
+``resize_area``, docs/design.md §1): resizing ``in_size -> out_size`` averages, for output cell
 ``o``, the input span ``[o * in / out, (o + 1) * in / out)``, where an input pixel that the
 span only partly covers counts with the covered fraction. The 2-D resize is separable, so
 every node is one row of a dense ``(N, H * W)`` matrix, and pooling every scale at once is a

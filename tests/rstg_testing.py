@@ -81,21 +81,24 @@ def assert_close(
     finite = torch.isfinite(e)
     assert torch.equal(torch.isfinite(a), finite), f"{name}: non-finite pattern differs (unwritten or NaN output?)"
     assert torch.equal(a[~finite], e[~finite]), f"{name}: infinite entries differ"
-    a, e = a[finite], e[finite]
-    if e.numel() == 0:
+    if not finite.any():
         return
-    magnitude = max(1.0, float(e.abs().max()))
+    magnitude = max(1.0, float(e[finite].abs().max()))
     own_error = 0.0
     if expected_same_dtype is not None and dtype != torch.float64:
-        own = expected_same_dtype.detach().double().cpu()[finite]
-        own_error = float((own - e).abs().max())
+        own = expected_same_dtype.detach().double().cpu()
+        own_error = float((own - e)[finite].abs().max())
     bound = 2.0 * own_error + TOLERANCE_FLOOR[dtype] * magnitude
-    err = (a - e).abs()
+    err = torch.where(finite, a - e, 0.0).abs()  # full shape, so the worst indices are the tensor's own
     worst = float(err.max())
     if not worst <= bound:
-        top = torch.topk(err.flatten(), min(5, err.numel()))
-        detail = ", ".join(f"[{int(i)}] got {float(a.flatten()[i]):.6g} want {float(e.flatten()[i]):.6g}" for i in top.indices)
+        top = torch.topk(err.flatten(), min(5, err.numel())).indices
+        detail = ", ".join(
+            f"{list(idx)} got {float(a[idx]):.6g} want {float(e[idx]):.6g}"
+            for idx in zip(*(c.tolist() for c in torch.unravel_index(top, err.shape)), strict=True)
+        )
         raise AssertionError(
             f"{name} ({dtype}): max error {worst:.3g} > bound {bound:.3g} "
-            f"(2 x own-dtype error {own_error:.3g} + floor {TOLERANCE_FLOOR[dtype]:.1g} x {magnitude:.3g}); worst {detail}"
+            f"(2 x own-dtype error {own_error:.3g} + floor {TOLERANCE_FLOOR[dtype]:.1g} x {magnitude:.3g}); "
+            f"worst {detail}"
         )

@@ -1,4 +1,4 @@
-"""The graph builder against hand-checked cases (DESIGN.md §1)."""
+"""The graph builder against hand-checked cases (docs/design.md §1)."""
 
 import numpy as np
 import pytest

@@ -1,6 +1,6 @@
 """FLOP counts of a case, so achieved FLOP/s and the fraction of peak can be reported.
 
-The op (DESIGN.md §2), per graph-edge ``G * E``:
+The op (docs/design.md §2), per graph-edge ``G * E``:
 - the edge product ``W2 @ h``: ``2 * Hd * D`` (absent with one send layer);
 - the score dot products: ``2 * A`` (all heads together).
 Forward does each once. Forward+backward counts the work of a recomputing kernel: the edge

@@ -1,4 +1,4 @@
-"""The canonical shapes of DESIGN.md §5, and scaled-down copies of them.
+"""The canonical shapes of docs/design.md §5, and scaled-down copies of them.
 
 A scaled copy keeps the graph (scales and map size, so the same nodes, edges and degree
 skew) and the widths, and shrinks only the number of graphs ``G = B * T``: the per-graph

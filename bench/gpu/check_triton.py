@@ -23,7 +23,9 @@ import tempfile
 
 import torch
 
-SHAPES = {  # DESIGN.md §5: (B, T, scales, H, W, width)
+from rstg_fast._atomic import atomic_path
+
+SHAPES = {  # docs/design.md §5: (B, T, scales, H, W, width)
     "syncmnist": (32, 10, ((3, 3), (2, 2), (1, 1)), 6, 6, 512),
     "paper": (8, 16, ((3, 3), (2, 2), (1, 1)), 14, 14, 512),
     "dense": (4, 16, ((14, 14), (7, 7), (3, 3), (1, 1)), 14, 14, 256),
@@ -194,10 +196,8 @@ def main() -> int:
                   f"fwd triton {ms(t, 'forward')} ref {ms(r, 'forward')} ms   "
                   f"fwd+bwd triton {ms(t, 'forward+backward')} ref {ms(r, 'forward+backward')} ms",
                   flush=True)  # fmt: skip
-    tmp = args.json + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(args.json) as tmp, open(tmp, "w") as f:
         json.dump(dict(device=torch.cuda.get_device_name(), command=" ".join(sys.argv), rows=rows), f, indent=1)
-    os.replace(tmp, args.json)
     return status
 
 

@@ -1,4 +1,4 @@
-// Backward of message_attention on CPU (DESIGN.md section 7, "Backward dataflow").
+// Backward of message_attention on CPU (docs/design.md section 7, "Backward dataflow").
 //
 // Per tile of the plan (ma_plan.h), recomputing instead of storing anything per edge:
 //   h = relu(S_j + R_i), z = h @ W2^T, m = relu(z + b2), a = exp(s - lse)

@@ -1,4 +1,4 @@
-// Forward of message_attention on CPU (DESIGN.md section 2).
+// Forward of message_attention on CPU (docs/design.md section 2).
 //
 // Two phases in one parallel region:
 //  1. score pass, parallel over the G * N softmax rows: lse[g, i, c] and the attention

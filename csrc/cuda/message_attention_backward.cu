@@ -11,7 +11,7 @@
 //   blocks (persistent blocks P), w2_slots [P, pad32(D), pad32(Hd)], b2_slots [P, pad32(D)]
 //   (float32, zero-filled by the caller; 0 without W2).
 //
-// Recompute (DESIGN.md §7): per row, a = exp(s - lse) with the forward's full-row lse, so the
+// Recompute (docs/design.md §7): per row, a = exp(s - lse) with the forward's full-row lse, so the
 // items of a split row are independent. Delta = rowsum(dO * O) per head comes first. Each
 // task owns its node u: the destination pass (by_source = 0) accumulates dR_u and dQ_u in
 // shared memory and, per persistent block, dW2/db2 partials in that block's own global slot

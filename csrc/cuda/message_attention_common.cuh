@@ -5,7 +5,7 @@
 // Work decomposition (both directions). A "row" of the op is one (graph g, edge p) pair.
 // The host plan cuts every node's edge list into items of at most kChunk edges; a task is
 // (item, group of kBG graphs), so one block sees up to kBG * kChunk rows that share the
-// owner node u and one index list (DESIGN.md §7: the topology is shared by all graphs).
+// owner node u and one index list (docs/design.md §7: the topology is shared by all graphs).
 // Rows are processed in tiles of TM: h = relu(S[src] + R[dst]) is built in shared memory,
 // z = h @ W2^T runs on tensor cores (WMMA) in TN-column tiles with W2 streamed in TK slices.
 #pragma once

@@ -1,4 +1,4 @@
-// Entry points of the fused message_attention CUDA kernels (DESIGN.md §2).
+// Entry points of the fused message_attention CUDA kernels (docs/design.md §2).
 //
 // Arguments cross as a name -> int64 map (device addresses as integers, sizes, flags) so the
 // pybind11 module stays one line per entry point and a missing or misspelt field is a clear

@@ -13,6 +13,8 @@ import zlib
 
 import numpy as np
 
+from rstg_fast._atomic import atomic_path
+
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write a ``(H, W)`` grey or ``(H, W, 3)`` RGB uint8 image as PNG (atomic replace)."""
@@ -32,10 +34,8 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
         + chunk(b"IDAT", zlib.compress(raw, 9))
         + chunk(b"IEND", b"")
     )
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(body)
-    os.replace(tmp, path)
 
 
 def video_strip(videos: np.ndarray, gap: int = 2) -> np.ndarray:
@@ -69,9 +69,8 @@ def save_examples(path: str | os.PathLike, videos: np.ndarray, gap: int = 2) -> 
             for i in range(n):
                 row[:, i * (w + gap) : i * (w + gap) + w] = videos[i, j]
             frames.append(Image.fromarray(row, mode="L"))
-        tmp = path + ".tmp"
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=200, loop=0)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=200, loop=0)
     else:
         raise ValueError(f"path must end in .png or .gif, got {path!r}")
     return path

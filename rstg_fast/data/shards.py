@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rstg_fast._atomic import atomic_path
 from rstg_fast.data.syncmnist import SyncMNISTBatch, check_arguments, generate
 
 _FIELDS = ("videos", "labels", "digits", "coords", "draw_order")
@@ -71,7 +72,8 @@ def write_shards(
         if old != meta:
             raise ValueError(f"out_dir: {out_dir} holds a dataset made with {old}, not {meta}")
     else:
-        _atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+        with atomic_path(meta_path) as tmp, open(tmp, "w") as f:
+            f.write(json.dumps(meta, indent=2) + "\n")
 
     num_shards = -(-num_videos // shard_size)
     paths = []
@@ -80,9 +82,8 @@ def write_shards(
         n = min(shard_size, num_videos - s * shard_size)
         if not _complete(path, n):
             batch = generate(n, num_digits, split, seed, stream=s, source=source)
-            tmp = path + ".tmp.npz"
-            np.savez(tmp, **{k: getattr(batch, k) for k in _FIELDS})
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz to other names
+                np.savez(tmp, **{k: getattr(batch, k) for k in _FIELDS})
         paths.append(path)
         if progress is not None:
             progress(s + 1, num_shards)
@@ -98,13 +99,6 @@ def _complete(path: str, n: int) -> bool:
             return set(_FIELDS) <= set(z.files) and z["labels"].shape == (n,)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return False  # a foreign or damaged file: regenerate it
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def load_shard(path: str | os.PathLike) -> SyncMNISTBatch:

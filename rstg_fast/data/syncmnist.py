@@ -1,4 +1,4 @@
-"""SyncMNIST (DESIGN.md §6): videos of moving MNIST digits, two of which move in sync.
+"""SyncMNIST (docs/design.md §6): videos of moving MNIST digits, two of which move in sync.
 
 Each video has ``T = 10`` frames of a ``100 x 100`` canvas with ``k`` digits (28 x 28) of
 distinct classes. Every digit starts at a uniform random top-left position in
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rstg_fast import pooling
 from rstg_fast.data.mnist import DigitPool, digit_pool
 
 NUM_CLASSES = 46
@@ -80,14 +81,24 @@ class SyncMNISTBatch:
         return int(self.labels.shape[0])
 
 
-def area_matrix(out_size: int = SIZE, in_size: int = CANVAS) -> np.ndarray:
-    """``(out, in)`` float64 weights of the exact area resize: row ``o`` averages
-    ``[o * in/out, (o+1) * in/out)`` with fractional weights at the borders."""
-    edges = np.arange(out_size + 1) * (in_size / out_size)
-    lo, hi = edges[:-1, None], edges[1:, None]
-    pix = np.arange(in_size)[None, :]
-    overlap = np.clip(np.minimum(hi, pix + 1) - np.maximum(lo, pix), 0.0, None)
-    return overlap / (in_size / out_size)
+def paste_digits(canvas: np.ndarray, lead: tuple[np.ndarray, ...], pos: np.ndarray, digits: np.ndarray) -> None:
+    """Paste 28 x 28 ``digits`` onto ``canvas`` in place, top-left corners at ``pos (..., 2)``
+    (``(y, x)``); ``lead`` indexes the dimensions before the two image axes and broadcasts with
+    ``pos[..., 0]``. Pixels below ``TRANSPARENT_BELOW`` keep what is under them."""
+    offs = np.arange(DIGIT)
+    where = (*lead, (pos[..., 0, None] + offs)[..., :, None], (pos[..., 1, None] + offs)[..., None, :])
+    canvas[where] = np.where(digits >= TRANSPARENT_BELOW, digits, canvas[where])
+
+
+def resize_frames(canvas: np.ndarray) -> np.ndarray:
+    """``(n, ..., 100, 100)`` canvases -> ``(n, ..., 64, 64)`` uint8 frames: the exact area resize
+    of :func:`rstg_fast.pooling.area_matrix` along both axes, in float32, rounded."""
+    a = pooling.area_matrix(CANVAS, SIZE).numpy().astype(np.float32)  # (64, 100)
+    out = np.empty(canvas.shape[:-2] + (SIZE, SIZE), dtype=np.uint8)
+    for start in range(0, len(canvas), 64):  # chunks keep the float32 temporaries small
+        block = canvas[start : start + 64].astype(np.float32)
+        out[start : start + 64] = np.clip(np.rint(a @ block @ a.T), 0, 255).astype(np.uint8)
+    return out
 
 
 def check_arguments(num_digits: int, split: str = "train", seed: int = 0, stream: int = 0) -> None:
@@ -129,23 +140,12 @@ def _render(pool: DigitPool, image_index: np.ndarray, coords: np.ndarray, draw_o
     n, _, k, _ = coords.shape
     canvas = np.zeros((n, FRAMES, CANVAS, CANVAS), dtype=np.uint8)
     rows = np.arange(n)
-    ni = rows[:, None, None, None]
-    ti = np.arange(FRAMES)[None, :, None, None]
-    offs = np.arange(DIGIT)
+    lead = (rows[:, None, None, None], np.arange(FRAMES)[None, :, None, None])  # video, frame
     for layer in range(k):
         d = draw_order[:, layer]  # (n,)
         img = pool.images[image_index[rows, d]][:, None]  # (n, 1, 28, 28)
-        pos = coords[rows, :, d]  # (n, T, 2)
-        ys = (pos[..., 0, None] + offs)[..., :, None]  # (n, T, 28, 1)
-        xs = (pos[..., 1, None] + offs)[..., None, :]  # (n, T, 1, 28)
-        under = canvas[ni, ti, ys, xs]
-        canvas[ni, ti, ys, xs] = np.where(img >= TRANSPARENT_BELOW, img, under)
-    a = area_matrix().astype(np.float32)
-    out = np.empty((n, FRAMES, SIZE, SIZE), dtype=np.uint8)
-    for start in range(0, n, 64):  # chunks keep the float32 temporaries small
-        block = canvas[start : start + 64].astype(np.float32)
-        out[start : start + 64] = np.clip(np.rint(a @ block @ a.T), 0, 255).astype(np.uint8)
-    return out
+        paste_digits(canvas, lead, coords[rows, :, d], img)  # positions (n, T, 2)
+    return resize_frames(canvas)
 
 
 def generate(

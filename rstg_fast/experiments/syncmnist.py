@@ -22,6 +22,9 @@ import os
 
 import numpy as np
 
+from rstg_fast._atomic import atomic_path
+from rstg_fast.modules.base import SCHEDULES
+
 PRESETS: dict[str, dict] = {
     # a few minutes on a 2-core CPU; learns well above chance but is far from converged
     "quick": dict(
@@ -50,7 +53,6 @@ PRESETS: dict[str, dict] = {
         pretrain_steps=0,
     ),
 }
-SCHEDULES = ("all_time_stages", "one_time_stage", "space_only", "time_only", "homogeneous")
 # settings that may change between a run and its --resume (they do not change the maths)
 # (not --eval-batch-size: test block c is generate(eval_batch_size, ..., stream=c))
 RESUME_FREE = {
@@ -73,7 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--digits", type=int, default=3, help="digits per video: 3 (3SyncMNIST) or 5 (5SyncMNIST)")
-    p.add_argument("--schedule", choices=SCHEDULES, default="all_time_stages", help="RSTG ablation (DESIGN.md §1)")
+    p.add_argument(
+        "--schedule", choices=SCHEDULES, default="all_time_stages", help="RSTG ablation (docs/design.md §1)"
+    )
     p.add_argument("--positional", action="store_true", help="positional-aware send function")
     p.add_argument("--backend", default="auto", help="message_attention backend (auto, reference, cpu, cuda, triton)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -150,7 +154,7 @@ def resolve(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rstg_fast.experiments.syncmnist_runtime import shutdown_distributed
+    from rstg_fast._distributed import shutdown_distributed
     from rstg_fast.experiments.syncmnist_train import train
 
     try:
@@ -174,11 +178,9 @@ def main_report(result: dict) -> str:
 
 
 def dump_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def epoch_order(seed: int, epoch: int, steps: int) -> np.ndarray:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rstg_fast._checkpoint import load_checkpoint
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import NO_SYNC, generate, label_pair
-from rstg_fast.experiments.syncmnist_runtime import load_checkpoint
 from rstg_fast.experiments.syncmnist_train import build_model
 from rstg_fast.ops import message_attention
 

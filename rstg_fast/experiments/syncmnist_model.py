@@ -6,7 +6,7 @@ Backbone, per frame (weights shared over time), for ``64 x 64`` grey frames:
     conv 3x3 (c/2 -> c), ReLU, max-pool 2               16 -> 8
     conv 3x3 valid (c -> c), ReLU                        8 -> 6
 
-giving the ``(B, c, T, 6, 6)`` volume of the canonical ``syncmnist`` shape (DESIGN.md §5).
+giving the ``(B, c, T, 6, 6)`` volume of the canonical ``syncmnist`` shape (docs/design.md §5).
 Each conv is followed by GroupNorm (per-sample statistics, so data-parallel training equals
 one process; batch norm would not).
 The strided first layer keeps the backbone cheap on a CPU (about 6x less time than a
@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from rstg_fast.data.syncmnist import NUM_CLASSES
+from rstg_fast.modules import RSTG
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -125,10 +126,6 @@ class SyncMNISTNet(nn.Module):
 
     def __init__(self, channels: int = 64, num_classes: int = NUM_CLASSES, **rstg_kwargs: object) -> None:
         super().__init__()
-        try:
-            from rstg_fast import RSTG
-        except ImportError as err:
-            raise ImportError(f"rstg_fast.RSTG is not available in this checkout ({err})") from None
         self.backbone = ConvBackbone(channels)
         self.rstg = RSTG(channels, readout="vec", **rstg_kwargs)
         dim = self.rstg_dim(rstg_kwargs)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rstg_fast.data.mnist import digit_pool
-from rstg_fast.data.syncmnist import CANVAS, DIGIT, TRANSPARENT_BELOW, area_matrix
+from rstg_fast.data.syncmnist import CANVAS, DIGIT, paste_digits, resize_frames
 
 
 def digit_frames(n: int, seed: int, step: int, source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -27,15 +27,9 @@ def digit_frames(n: int, seed: int, step: int, source: str | None = None) -> tup
     rng = np.random.default_rng(np.random.SeedSequence([seed, 104729, step]))
     idx = rng.integers(0, len(pool.labels), n)
     pos = rng.integers(0, CANVAS - DIGIT + 1, (n, 2))
-    canvas = np.zeros((n, CANVAS, CANVAS), dtype=np.float32)
-    offs = np.arange(DIGIT)
-    rows = (pos[:, 0, None] + offs)[:, :, None]
-    cols = (pos[:, 1, None] + offs)[:, None, :]
-    img = pool.images[idx].astype(np.float32)
-    canvas[np.arange(n)[:, None, None], rows, cols] = np.where(img >= TRANSPARENT_BELOW, img, 0.0)
-    a = area_matrix().astype(np.float32)
-    frames = np.clip(np.rint(a @ canvas @ a.T), 0, 255).astype(np.uint8)
-    return frames, pool.labels[idx]
+    canvas = np.zeros((n, CANVAS, CANVAS), dtype=np.uint8)
+    paste_digits(canvas, (np.arange(n)[:, None, None],), pos, pool.images[idx])
+    return resize_frames(canvas), pool.labels[idx]
 
 
 def pretrain_backbone(

@@ -1,73 +1,20 @@
-"""Plumbing for the training commands: distributed setup, atomic checkpoints, metrics, plots."""
+"""Outputs of ``rstg-fast syncmnist``: the metrics log and the training-curve plot (both
+written atomically). Distributed setup and checkpoints: :mod:`rstg_fast._distributed`,
+:mod:`rstg_fast._checkpoint`."""
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
 
-import torch
-import torch.distributed as dist
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the ``torchrun`` process group if launched by it (``WORLD_SIZE > 1``):
-    gloo on CPU, nccl on CUDA. A plain ``python`` run is a world of one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def shutdown_distributed() -> None:
-    """Leave the process group (a clean exit; torchrun otherwise may see an abort)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def all_sum(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
-    """Sum a few float64 numbers over ranks (identity in a world of one)."""
-    if info.world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic: write a temporary file beside ``path``, then rename over it."""
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str, map_location: torch.device | str = "cpu") -> dict:
-    """Load a checkpoint without unpickling arbitrary objects."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+from rstg_fast._atomic import atomic_path
 
 
 def write_jsonl(path: str, rows: list[dict]) -> None:
     """(Re)write the whole metrics log atomically: after a resume the log is exactly the
     history stored in the checkpoint, with no duplicated or orphaned lines."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         for row in rows:
             f.write(json.dumps(row, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def plot_curves(path: str, history: list[dict]) -> str | None:
@@ -93,8 +40,9 @@ def plot_curves(path: str, history: list[dict]) -> str | None:
     ax2.set_ylabel("accuracy (%)")
     ax2.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
     return path

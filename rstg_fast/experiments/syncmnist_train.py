@@ -11,20 +11,14 @@ import time
 import torch
 import torch.nn.functional as F
 
+from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
+from rstg_fast._distributed import DistInfo, all_sum, init_distributed
 from rstg_fast._progress import Progress
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import generate
 from rstg_fast.experiments.syncmnist import RESUME_FREE, dump_json, epoch_order, main_report
 from rstg_fast.experiments.syncmnist_model import SyncMNISTNet
-from rstg_fast.experiments.syncmnist_runtime import (
-    DistInfo,
-    all_sum,
-    init_distributed,
-    load_checkpoint,
-    plot_curves,
-    save_checkpoint,
-    write_jsonl,
-)
+from rstg_fast.experiments.syncmnist_runtime import plot_curves, write_jsonl
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -64,7 +58,7 @@ class TestSet:
             self.blocks.append((b.videos, b.labels))
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, cfg: dict, device: torch.device, info: DistInfo) -> tuple[float, float]:
+    def evaluate(self, model: torch.nn.Module, cfg: dict, device: torch.device) -> tuple[float, float]:
         """Mean loss and accuracy over the whole test set (all ranks)."""
         model.eval()
         loss_sum = correct = count = 0.0
@@ -76,7 +70,7 @@ class TestSet:
             correct += (logits.argmax(1) == y).sum().item()
             count += len(labels)
         model.train()
-        loss_sum, correct, count = all_sum([loss_sum, correct, count], info, device)
+        loss_sum, correct, count = all_sum([loss_sum, correct, count], device)
         return loss_sum / count, correct / count
 
 
@@ -93,10 +87,7 @@ def train(cfg: dict) -> dict | None:
     if cfg["threads"] > 0:
         torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
-    info = init_distributed(device)
-    if device.type == "cuda" and info.world > 1:
-        device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
+    info, device = init_distributed(device)
     bsz, world, steps = cfg["batch_size"], info.world, cfg["steps_per_epoch"]
     if bsz % world:
         raise ValueError(f"--batch-size {bsz} must be divisible by the number of processes {world}")
@@ -158,7 +149,7 @@ def train(cfg: dict) -> dict | None:
         )
 
     def checkpoint(next_epoch: int, next_step: int, elapsed: float) -> None:
-        totals = all_sum(running, info, device)  # every rank joins the reduction
+        totals = all_sum(running, device)  # every rank joins the reduction
         if not info.is_main:
             return
         save_checkpoint(
@@ -214,16 +205,16 @@ def train(cfg: dict) -> dict | None:
             running[1] += (logits.argmax(1) == y).sum().item()
             running[2] += len(y)
             step += 1
-            bar.update(1)
             bar.set_postfix(loss=running[0] / running[2], acc=running[1] / running[2])
+            bar.update(1)
             stop = cfg["stop_after_steps"] and gstep + 1 >= cfg["stop_after_steps"]
             if step < steps and (stop or (cfg["ckpt_steps"] and (gstep + 1) % cfg["ckpt_steps"] == 0)):
                 checkpoint(epoch, step, time.perf_counter() - t0)
             if stop and step < steps:
                 bar.close()
                 return None
-        loss_sum, correct, count = all_sum(running, info, device)
-        test_loss, test_acc = test_set.evaluate(model, cfg, device, info)
+        loss_sum, correct, count = all_sum(running, device)
+        test_loss, test_acc = test_set.evaluate(model, cfg, device)
         elapsed = time.perf_counter() - t0
         history.append(
             {

@@ -24,22 +24,14 @@ import os
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
+from rstg_fast._distributed import all_sum, init_distributed, shutdown_distributed
+from rstg_fast._progress import Progress
 from rstg_fast.data.something import IMAGENET_MEAN, IMAGENET_STD, ClipConfig, SomethingSomethingV1
 from rstg_fast.video import VideoClassifier, load_resnet_weights, parse_placement
-from rstg_fast.video.training import (
-    Progress,
-    StepSampler,
-    all_reduce_sum,
-    cosine_lr,
-    init_distributed,
-    load_checkpoint,
-    save_checkpoint,
-    shard_indices,
-    topk_correct,
-)
+from rstg_fast.video.training import StepSampler, cosine_lr, shard_indices, topk_correct
 
 # Arguments that define the model: stored in checkpoints and checked on resume.
 MODEL_KEYS = ("arch", "placement", "base_width", "blocks", "pool2", "stride_in_1x1", "dropout", "node_dim",
@@ -79,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--message-dim", type=int, default=512)
     m.add_argument("--iterations", type=int, default=3)
     m.add_argument("--scalewise-update", action=argparse.BooleanOptionalAction, default=True,
-                   help="one update MLP per scale (the authors' Something-Something configs; DESIGN.md §1)")
+                   help="one update MLP per scale (the authors' Something-Something configs; docs/design.md §1)")
     m.add_argument("--heads", type=int, default=1)
     m.add_argument("--positional", action="store_true", help="RSTG positional maps")
     m.add_argument("--rstg-backend", default="auto")
@@ -148,7 +140,7 @@ def evaluate(model: torch.nn.Module, data: SomethingSomethingV1, args: argparse.
     loader = torch.utils.data.DataLoader(subset, batch_size=args.eval_batch_size, num_workers=args.workers)
     model.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # top1, top5, nll, count
-    bar = Progress(len(loader), "eval", enabled=rank == 0 and not args.no_progress)
+    bar = Progress(len(loader), "eval", disable=rank != 0 or args.no_progress)
     with torch.no_grad():
         for clips, labels in loader:
             b, v = clips.shape[:2]
@@ -161,7 +153,7 @@ def evaluate(model: torch.nn.Module, data: SomethingSomethingV1, args: argparse.
             sums = [sums[0] + c1, sums[1] + c5, sums[2] + nll, sums[3] + b]
             bar.update()
     bar.close()
-    top1, top5, nll, n = all_reduce_sum(sums, device)
+    top1, top5, nll, n = all_sum(sums, device)
     return {"top1": 100 * top1 / max(n, 1), "top5": 100 * top5 / max(n, 1), "loss": nll / max(n, 1), "videos": int(n)}
 
 
@@ -184,9 +176,17 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
 
 
+def _device(name: str) -> torch.device:
+    """``--device``: ``auto`` is CUDA when available (the GPU is picked by init_distributed)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but CUDA is not available")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    rank, world, device = init_distributed(args.device)
+    info, device = init_distributed(_device(args.device))
+    rank, world = info.rank, info.world
     if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
         torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick its fastest 3D convs
     cfg = _model_config(args)
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         net.train()
         if args.freeze_bn:
             _set_bn_eval(net)
-        bar = Progress(steps_per_epoch - step_in_epoch, f"epoch {epoch}", enabled=rank == 0 and not args.no_progress)
+        bar = Progress(steps_per_epoch - step_in_epoch, f"epoch {epoch}", disable=rank != 0 or args.no_progress)
         sums = [0.0, 0.0, 0.0]  # loss, top1, count (this rank)
         while step_in_epoch < steps_per_epoch and global_step < stop_at:
             # Dropout draws depend only on (seed, step, rank): resuming replays them exactly.
@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
             if global_step % args.ckpt_every == 0:
                 checkpoint(epoch, step_in_epoch)
         bar.close()
-        loss_sum, top1_sum, n = all_reduce_sum(sums, device)
+        loss_sum, top1_sum, n = all_sum(sums, device)
         epoch_done = step_in_epoch >= steps_per_epoch
         record = {"epoch": epoch, "global_step": global_step, "train_loss": loss_sum / max(n, 1),
                   "train_top1": 100 * top1_sum / max(n, 1)}
@@ -302,7 +302,5 @@ def run(args: argparse.Namespace) -> int:
         if epoch_done and ((args.eval_every and epoch % args.eval_every == 0) or finished):
             record["val"] = evaluate(model, val, args, rank, world, device)
         log(record)
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    shutdown_distributed()
     return 0

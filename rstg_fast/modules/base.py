@@ -2,7 +2,7 @@
 
 Everything but the space stage is literally the same maths in both (embedding, scheduler,
 time stages, readouts, streaming), so it lives here once; a subclass only names its space
-stage class. DESIGN.md §1 and §3; modelling choices the design leaves open are in
+stage class. docs/design.md §1 and §3; modelling choices the design leaves open are in
 docs/model.md.
 """
 

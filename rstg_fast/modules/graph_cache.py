@@ -3,7 +3,7 @@
 The edges (integer cells) and the pooling/painting weights (area resize) depend on the
 feature map's ``H x W``, which the constructor does not know. The first forward at a new
 size builds them once and stores them as non-persistent buffers of a child module
-(``model.graphs["HxW"]``): they follow ``.to(device/dtype)``, stay out of ``state_dict``,
+(``model.graphs.sizes["HxW"]``): they follow ``.to(device/dtype)``, stay out of ``state_dict``,
 and are reused by every later call at that size.
 
 Under ``torch.compile`` a size not yet cached is built at trace time by

@@ -8,7 +8,7 @@ from rstg_fast.modules.space_stage import SpaceStage
 
 
 class RSTG(RSTGBase):
-    """Recurrent Space-time Graph block (DESIGN.md §1, §3), fast version.
+    """Recurrent Space-time Graph block (docs/design.md §1, §3), fast version.
 
     Input ``x (B, C, T, H, W)`` (backbone features, Conv3d layout); output ``(B, node_dim)``
     for ``readout="vec"`` or ``(B, C, T, H, W)`` for ``readout="map"`` (the identity at

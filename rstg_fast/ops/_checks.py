@@ -12,6 +12,7 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from rstg_fast.ops import backends
+from rstg_fast.ops._dtypes import acc_dtype
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -101,7 +102,7 @@ def check_backward_tensors(dO, O, lse, S, W2, heads) -> None:
     for name, t, shape, dtype in (
         ("dO", dO, (G, N, D), S.dtype),
         ("O", O, (G, N, D), S.dtype),
-        ("lse", lse, (G, N, heads), lse_dtype(S.dtype)),
+        ("lse", lse, (G, N, heads), acc_dtype(S.dtype)),
     ):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -111,11 +112,6 @@ def check_backward_tensors(dO, O, lse, S, W2, heads) -> None:
             raise ValueError(f"{name} must have dtype {dtype}, got {t.dtype}")
         if t.device != S.device:
             raise ValueError(f"{name} must be on the device of S ({S.device}), got {t.device}")
-
-
-def lse_dtype(dtype: torch.dtype) -> torch.dtype:
-    """dtype of the log-sum-exp output for inputs of ``dtype``."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def check_backend(backend, device: torch.device, dtype: torch.dtype) -> str:

@@ -18,9 +18,9 @@ from rstg_fast.ops._checks import (
     check_csr_contents,
     check_inputs,
     check_tensors,
-    lse_dtype,
     take_validated,
 )
+from rstg_fast.ops._dtypes import acc_dtype
 
 _lib = torch.library.Library("rstg_fast", "DEF")  # noqa: TOR901 - we own this namespace
 _lib.define(
@@ -79,7 +79,7 @@ def _forward_fake(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
     check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale)  # no data, no backend: the impl checks those
     G, N, Hd = S.shape
     D = W2.shape[0] if W2 is not None else Hd
-    return S.new_empty((G, N, D)), S.new_empty((G, N, heads), dtype=lse_dtype(S.dtype))
+    return S.new_empty((G, N, D)), S.new_empty((G, N, heads), dtype=acc_dtype(S.dtype))
 
 
 @torch.library.register_fake("rstg_fast::message_attention_backward")

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scalewise-update", action=argparse.BooleanOptionalAction, default=True,
                    help="as train-video's default (the authors' Something-Something setting)")
     a = p.parse_args(argv)
-    print(f"input 1 x 3 x {a.frames} x {a.size} x {a.size}, 174 classes, RSTG defaults (DESIGN.md §3) "
+    print(f"input 1 x 3 x {a.frames} x {a.size} x {a.size}, 174 classes, RSTG defaults (docs/design.md §3) "
           f"with scalewise_update={a.scalewise_update}")
     print(table(a.frames, a.size, rstg={"scalewise_update": a.scalewise_update}, device=a.device))
     return 0

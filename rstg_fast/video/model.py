@@ -50,7 +50,7 @@ class VideoClassifier(VideoResNet):
         dropout: before the classifier (0.5 in Non-local).
 
     An RSTG-to-map block returns ``(B, C, T, H, W)`` like its input and is the identity
-    at initialisation (DESIGN.md §1), so it can be dropped into a pretrained trunk.
+    at initialisation (docs/design.md §1), so it can be dropped into a pretrained trunk.
     RSTG-to-vec returns ``(B, node_dim)``; the classifier then reads ``node_dim`` features,
     taken from the block's ``node_dim`` attribute (or ``rstg["node_dim"]``, default 512).
     """

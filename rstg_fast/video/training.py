@@ -1,19 +1,15 @@
-"""Training plumbing for train-video: sharded step sampler, checkpoints, metrics, progress.
-
-Kept free of argparse so each piece is testable on its own.
+"""Training plumbing for train-video: sharded step sampler, evaluation shards, LR schedule,
+top-k counts. Kept free of argparse so each piece is testable on its own. Checkpoints,
+distributed setup and the progress line are shared with ``rstg-fast syncmnist``
+(:mod:`rstg_fast._checkpoint`, :mod:`rstg_fast._distributed`, :mod:`rstg_fast._progress`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import torch
-import torch.distributed as dist
 
 
 class StepSampler(torch.utils.data.Sampler[list[int]]):
@@ -73,84 +69,3 @@ def topk_correct(scores: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]
     top = scores.topk(k_max, dim=1).indices  # (B, k_max)
     hit = top == target.view(-1, 1)
     return [int(hit[:, : min(k, k_max)].any(dim=1).sum()) for k in ks]
-
-
-def save_checkpoint(path: str, state: dict[str, Any]) -> None:
-    """Atomic: write a sibling temp file, then ``os.replace`` (a crash leaves the old one)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):  # a failed write leaves no half file behind
-            os.remove(tmp)
-
-
-def load_checkpoint(path: str) -> dict[str, Any]:
-    """Tensors and plain containers only (``weights_only=True``: nothing is unpickled)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
-    """``(rank, world_size, device)`` from torchrun's environment; starts the process group.
-
-    NCCL on CUDA devices, gloo on CPU. Without ``WORLD_SIZE`` (plain ``python``) it is a
-    single process and no group is created.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but CUDA is not available")
-    if use_cuda:
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    else:
-        dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return rank, world, dev
-
-
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Sum over ranks (identity in a single process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-class Progress:
-    """A dependency-free progress line on stderr: ``desc  i/total  rate  eta  postfix``.
-
-    Redraws in place on a terminal (at most 4 times a second); on a pipe/log it prints a
-    line every ``log_every`` seconds and at the end, so CI logs stay short.
-    """
-
-    def __init__(self, total: int, desc: str, enabled: bool = True, log_every: float = 30.0) -> None:
-        self.total, self.desc, self.enabled, self.log_every = total, desc, enabled, log_every
-        self.n, self.start, self.last, self.postfix = 0, time.monotonic(), float("-inf"), ""  # first update shows
-        self.tty = sys.stderr.isatty()
-
-    def update(self, n: int = 1, postfix: str = "") -> None:
-        self.n += n
-        self.postfix = postfix or self.postfix
-        now = time.monotonic()
-        if self.enabled and (now - self.last >= (0.25 if self.tty else self.log_every) or self.n >= self.total):
-            self.last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        el = now - self.start
-        rate = self.n / el if el > 0 else 0.0
-        eta = (self.total - self.n) / rate if rate > 0 else float("nan")
-        line = f"{self.desc} {self.n}/{self.total} [{el:.0f}s<{eta:.0f}s, {rate:.2f}it/s] {self.postfix}"
-        sys.stderr.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")

@@ -1,4 +1,4 @@
-"""The SyncMNIST generator (DESIGN.md §6), shards and datasets."""
+"""The SyncMNIST generator (docs/design.md §6), shards and datasets."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from rstg_fast.data import mnist
 from rstg_fast.data.images import save_examples
 from rstg_fast.data.mnist import DigitPool
 from rstg_fast.data.shards import OnTheFlySyncMNIST, ShardDataset, load_shard, write_shards
-from rstg_fast.data.syncmnist import NO_SYNC, area_matrix, generate, label_pair, pair_label
+from rstg_fast.data.syncmnist import NO_SYNC, generate, label_pair, pair_label
+from rstg_fast.pooling import area_matrix
 
 
 def fake_pool(seed=0, per_class=6):
@@ -86,7 +87,7 @@ def test_motion_labels_and_classes():
 def test_rendering_matches_coords():
     pool = DigitPool(np.full((10, 28, 28), 255, np.uint8), np.arange(10))  # solid squares
     g = generate(5, 2, seed=0, pool=pool)
-    a = area_matrix()
+    a = area_matrix(100, 64).numpy()
     for v in range(5):
         for t in (0, 9):
             canvas = np.zeros((100, 100))
@@ -97,7 +98,7 @@ def test_rendering_matches_coords():
 
 
 def test_area_matrix_rows_sum_to_one():
-    a = area_matrix(64, 100)
+    a = area_matrix(100, 64).numpy()
     np.testing.assert_allclose(a.sum(1), 1.0)
     np.testing.assert_allclose(a.sum(0), 64 / 100)
 

@@ -255,7 +255,7 @@ def oracle(S, R, Q, K, W2, b2, indptr, indices, heads, scale, h_dtype):
 def delta_correction(leaves, indptr, indices, heads, scale, dO, O_used, O64, lse64):
     """The part of dQ, dK that comes from Delta = rowsum(dO * O) using the op's O in its dtype.
 
-    DESIGN.md §7 (like FlashAttention) has the backward take Delta from the stored output O;
+    docs/design.md §7 (like FlashAttention) has the backward take Delta from the stored output O;
     in 16-bit that O is rounded, Delta' = Delta + eps, so ds = a (dp - Delta') = exact ds - a eps.
     Returns the float64 gradients of -sum(a eps s) for Q and K, to add to the exact ones.
     """

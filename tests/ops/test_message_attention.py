@@ -28,7 +28,7 @@ BACKENDS_HERE = usable_backends()
 
 
 def edge_loop(S, R, Q, K, W2, b2, indptr, indices, heads, scale):
-    """The maths of DESIGN.md §2 as literal loops over graphs, destinations and sources."""
+    """The maths of docs/design.md §2 as literal loops over graphs, destinations and sources."""
     G, N, _ = S.shape
     D = W2.shape[0] if W2 is not None else S.shape[2]
     A = Q.shape[2]

@@ -381,7 +381,7 @@ def test_kernels_compile_for_sm90():
 
 # ---- GPU only ------------------------------------------------------------------------
 
-# The canonical graphs (DESIGN.md §5) with a small batch and the real widths.
+# The canonical graphs (docs/design.md §5) with a small batch and the real widths.
 CANONICAL = {
     "syncmnist": ((((3, 3), (2, 2), (1, 1)), 6, 6), 512),
     "paper": ((((3, 3), (2, 2), (1, 1)), 14, 14), 512),

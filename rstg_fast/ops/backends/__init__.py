@@ -88,8 +88,6 @@ BACKENDS: dict[str, BackendSpec] = {
     # float64 compiles for sm_90 (ptxas) and is exact in the interpreter; bfloat16 on CPU is
     # interpreter-only and uses float32 tl.dot there (see docs/triton_backend.md).
     "triton": BackendSpec("triton", "rstg_fast.ops.backends.triton", ("cuda", "cpu"), _ALL_FLOATS, _triton_unavailable),
-
-
     "cpu": BackendSpec(
         "cpu", "rstg_fast.ops.backends.cpu", ("cpu",), (torch.float32, torch.float64), _cpu_kernels_missing
     ),
@@ -101,11 +99,6 @@ BACKENDS: dict[str, BackendSpec] = {
         _cuda_unavailable,
     ),
 }
-
-
-def register(spec: BackendSpec) -> None:
-    """Add (or replace) a backend; kernel backends call this from ``rstg_fast.ops.backends``."""
-    BACKENDS[spec.name] = spec
 
 
 _modules: dict[str, ModuleType] = {}

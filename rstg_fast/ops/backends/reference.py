@@ -1,7 +1,7 @@
 """The ``reference`` backend of ``message_attention``: plain PyTorch, the oracle.
 
 It materialises every edge (``(G, E, Hd)`` and ``(G, E, D)`` tensors), exactly the maths of
-DESIGN.md §2, and computes in float32 for half inputs (float64 for float64). Its backward
+docs/design.md §2, and computes in float32 for half inputs (float64 for float64). Its backward
 recomputes the forward under autograd, so it is only as clever as PyTorch itself.
 ``message_attention_reference`` is also the function that ``torch.compile`` of the
 reference is measured with.
@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from rstg_fast.ops._dtypes import acc_dtype
 
 
 def destinations(indptr: torch.Tensor, num_edges: int) -> torch.Tensor:
@@ -49,7 +47,7 @@ def message_attention_reference(
     """
     G, N, _ = S.shape
     E = indices.numel()
-    in_dtype, acc = S.dtype, compute_dtype or _acc_dtype(S.dtype)
+    in_dtype, acc = S.dtype, compute_dtype or acc_dtype(S.dtype)
     S, R, Q, K = (t.to(acc) for t in (S, R, Q, K))
     src = indices
     dst = destinations(indptr, E)
@@ -73,7 +71,7 @@ def message_attention_reference(
 
     weighted = (a.unsqueeze(-1) * m.reshape(G, E, heads, D // heads)).reshape(G, E, D)
     O = torch.zeros((G, N, D), dtype=acc, device=S.device).index_add(1, dst, weighted)
-    return O.to(in_dtype), lse.to(_acc_dtype(in_dtype))
+    return O.to(in_dtype), lse.to(acc_dtype(in_dtype))
 
 
 def forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale):

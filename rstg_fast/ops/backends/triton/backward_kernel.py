@@ -1,6 +1,6 @@
 """Backward kernels of the ``triton`` backend of ``message_attention``.
 
-Notation of DESIGN.md §7: ``a = exp(s - lse)``, ``dp = dO . m`` per head,
+Notation of docs/design.md §7: ``a = exp(s - lse)``, ``dp = dO . m`` per head,
 ``ds = a (dp - Delta)`` with ``Delta = rowsum(dO * O)``, ``dz = a dO [z > 0]``,
 ``dh = (W2^T dz) [S_j + R_i > 0]``. Everything per edge is recomputed from node rows;
 nothing of size ``E x D`` is stored.

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 import triton
 
+from rstg_fast.ops._dtypes import acc_dtype
 from rstg_fast.ops.backends.triton import configs
 from rstg_fast.ops.backends.triton.backward_kernel import _backward_kernel, _weight_grad_kernel
-from rstg_fast.ops.backends.triton.launch_forward import acc_dtype, attention_block, dot_dtype, input_precision, tl_acc
+from rstg_fast.ops.backends.triton.launch_forward import attention_block, dot_dtype, input_precision, tl_acc
 from rstg_fast.ops.backends.triton.plan import Plan, get_plan, get_transposed
 
 

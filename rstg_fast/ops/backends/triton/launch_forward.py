@@ -6,6 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
+from rstg_fast.ops._dtypes import acc_dtype
 from rstg_fast.ops.backends.triton import configs
 from rstg_fast.ops.backends.triton.forward_kernel import _forward_kernel, _merge_kernel
 from rstg_fast.ops.backends.triton.plan import Plan, get_plan
@@ -16,10 +17,6 @@ _TL_DTYPE = {
     torch.float32: tl.float32,
     torch.float64: tl.float64,
 }
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def tl_acc(dtype: torch.dtype):

@@ -1,0 +1,32 @@
+"""Atomic file writes: write a temporary file beside the target, then ``os.replace`` it.
+
+A crash or an exception mid-write leaves the previous file (if any) intact and no temporary
+file behind; readers never see a half-written file. The temporary file is in the target's
+directory, so the final rename never crosses file systems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path to write instead of ``path``; on a normal exit it replaces
+    ``path``, on an exception it is removed (and the exception propagates).
+
+    ``suffix`` ends the temporary name, for writers that choose the format by extension
+    (``np.savez`` appends ``.npz`` unless the name has it; matplotlib's ``savefig``). The name
+    holds ``.tmp`` and the process id: concurrent writers of one target do not share it.
+    """
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.tmp{suffix}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise

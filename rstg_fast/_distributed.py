@@ -1,0 +1,59 @@
+"""Data-parallel plumbing shared by the training commands: ``torchrun`` process group, one
+GPU per process, sums over ranks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the ``torchrun`` process group if launched by it (``WORLD_SIZE > 1``): gloo on
+    CPU, nccl on CUDA. A plain ``python`` run is a world of one and creates no group.
+
+    Returns the ranks and the device this process uses: on CUDA, GPU ``LOCAL_RANK`` when
+    launched by ``torchrun`` or when ``device`` names no index (made the current device
+    before the group starts, so NCCL binds that GPU); otherwise ``device`` itself.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if world > 1 or device.index is None:
+            device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if world <= 1:
+        return DistInfo(), device
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local), device
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group, if any (a clean exit; torchrun otherwise may see an abort)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a few numbers over ranks, in float64 on ``device`` (a copy of ``values`` when no
+    process group is running)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
