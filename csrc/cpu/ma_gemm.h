@@ -48,6 +48,8 @@ constexpr int kMR = kVecBytes == 64 ? 8 : 6;  // rows of a micro-tile
 template <typename T>
 constexpr int kNR = kNV * kLanes<T>;  // columns of a full micro-tile
 
+constexpr int64_t kL2ChunkBytes = 512 * 1024;  // share of the 2 MB L2 a B chunk may take
+
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Row stride of a scratch matrix whose rows hold `width` elements (a whole number of
@@ -112,9 +114,13 @@ inline void block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T
 // C[Mp, Np] (= or +=) A[Mp, K] * B[K, Np]; see the layout conventions above.
 // Loop order by the size of a B panel (K x kNR):
 //  - large K (h @ W2^T, dz @ W2: K = Hd or D): row blocks outside, panels inside; the kMR
-//    rows of A stay in L1 while the panels of B (the packed W2) stream from L2;
+//    rows of A stay in L1 while the panels of B (the packed W2) stream from L2. Panels go
+//    in chunks of about kL2ChunkBytes: every row block passes over one chunk before the
+//    next, so the chunk stays in L2 beside the tile buffers;
 //  - small K (dW2 += dz^T @ h: K = the tile's rows): panels outside, row blocks inside; the
 //    panel of B fits in L1 and A streams instead, several times less L2 traffic.
+// (Fusing the epilogues into the products, row block by row block, measured slower: the
+// epilogues' scattered reads and writes evicted the B chunk, paper forward+backward 68 -> 88 ms.)
 template <typename T, bool kAccumulate, bool kPackedA = false>
 void gemm(int64_t Mp, int64_t Np, int64_t K, const T* A, int64_t lda, const T* B, bool packed,
           int64_t ldb, T* C, int64_t ldc) {
@@ -129,11 +135,16 @@ void gemm(int64_t Mp, int64_t Np, int64_t K, const T* A, int64_t lda, const T* B
         block<T, 2, kAccumulate, kPackedA>(K, A, lda, Brest, packed ? 2 * L : ldb, C, ldc, m, full);
   };
   const int64_t ldp = packed ? NR : ldb;
-  if (K * NR * int64_t(sizeof(T)) > 24 * 1024) {
-    for (int64_t m = 0; m < Mp; m += kMR) {
-      for (int64_t n0 = 0; n0 < full; n0 += NR)
-        block<T, kNV, kAccumulate, kPackedA>(K, A, lda, panel(n0), ldp, C, ldc, m, n0);
-      rest_block(m);
+  const int64_t panel_bytes = K * NR * int64_t(sizeof(T));
+  if (panel_bytes > 24 * 1024) {
+    const int64_t chunk = std::max<int64_t>(1, kL2ChunkBytes / panel_bytes) * NR;
+    for (int64_t c0 = 0; c0 < full || (c0 == 0 && rest); c0 += chunk) {
+      const int64_t c1 = std::min(c0 + chunk, full);
+      for (int64_t m = 0; m < Mp; m += kMR) {
+        for (int64_t n0 = c0; n0 < c1; n0 += NR)
+          block<T, kNV, kAccumulate, kPackedA>(K, A, lda, panel(n0), ldp, C, ldc, m, n0);
+        if (c1 == full) rest_block(m);
+      }
     }
   } else {
     for (int64_t n0 = 0; n0 < full; n0 += NR)
