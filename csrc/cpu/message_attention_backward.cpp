@@ -4,12 +4,15 @@
 //   h = relu(S_j + R_i), z = h @ W2^T, m = relu(z + b2), a = exp(s - lse)
 //   Delta_c = <dO_i, O_i>_c,  ds = a * (<dO_i, m>_c - Delta_c)
 //   dz = a * dO_i * [m > 0],  dh = (dz @ W2) * [h > 0]
-//   dR_i += dh, dS_j += dh, dQ_i += scale ds K_j, dK_j += scale ds Q_i
+//   dR_i += dh, dS_j += dh
 //   dW2 += dz^T @ h, db2 += colsum(dz)      (per-thread partials)
-// The three products (z, dh, dW2) run on the packed-panel micro-kernel. dS/dK scatter to
+// and after the tile loop, per graph, from the ds of every edge (G x E x heads scalars):
+//   dQ_i = scale sum_j ds K_j, dK_j = scale sum_i ds Q_i.
+// The three products (z, dh, dW2) run on the packed-panel micro-kernel. dS scatters to
 // sources inside a graph block: blocks owned by one thread are written in place, the few
 // shared ones through per-thread slots (ma_blocks.h). dW2/db2 are summed over threads in
 // thread order at the end. Everything is deterministic for a fixed thread count.
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -24,18 +27,18 @@ namespace {
 
 template <typename T>
 struct BackwardScratch {
-  Scratch<T> h, zdz, a, ds, delta, dzb, dh, dW2, db2;
+  Scratch<T> h, zdz, a, delta, dzb, dh, dW2, db2;
   // Mp rows of a tile; ldh: row stride of h, dh and the dW2 partial (Hd rounded up to whole
   // vectors, padded_ld); Dm: D rounded up to whole vectors and to kMR (dW2's rows, dz's
   // columns); ldz: row stride of zdz, which holds z = h @ W2^T and then, row by row in
   // place, dz (padded_ld of Dm).
   BackwardScratch(int64_t Mp, int64_t ldh, int64_t Dm, int64_t ldz, int64_t heads, int64_t gpb, bool w2)
-      : h(Mp * ldh), zdz(w2 ? Mp * ldz : 0), a(Mp * heads), ds(Mp * heads), delta(gpb * heads),
+      : h(Mp * ldh), zdz(w2 ? Mp * ldz : 0), a(Mp * heads), delta(gpb * heads),
         dzb(w2 ? Mp * Dm : 0), dh(Mp * ldh), dW2(w2 ? Dm * ldh : 0), db2(w2 ? Dm : 0) {}
 };
 
 // Softmax and message gradients of a tile's rows. msg (ldm) holds z = h @ W2^T when b2 is
-// given, or m itself (one layer). Writes ds [M, heads], and either
+// given, or m itself (one layer). Writes ds of the tile's edges into ds_all [G, E, heads], and either
 //  - two layers: dz over z in place (row r: m = relu(z + b2) is read, then replaced by
 //    dz = a dO_i [m > 0], zero in columns D..Dp; its column sums added to db2), and dz^T in
 //    kMR-row blocks for the dW2 product (dzb, K = M rows: element (d, r) at
@@ -43,7 +46,7 @@ struct BackwardScratch {
 //  - one layer: dh (before the first layer's relu mask).
 template <typename T>
 void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg, int64_t ldm,
-                   const T* b2, const T* a, T* delta, T* ds, int64_t Dp, T* dzb, T* db2, T* dh,
+                   const T* b2, const T* a, T* delta, T* ds_all, int64_t Dp, T* dzb, T* db2, T* dh,
                    int64_t ldh) {
   const int64_t ne = t.e1 - t.e0, Dh = d.Dh();
   const bool two_layers = b2 != nullptr;
@@ -53,6 +56,7 @@ void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg
     for (int64_t c = 0; c < d.heads; ++c) delta[c] = dot(dOi + c * Dh, O + row * d.D + c * Dh, Dh);
     for (int64_t e = 0; e < ne; ++e) {
       const int64_t r = gl * ne + e;
+      T* ds = ds_all + ((t.g0 + gl) * d.E + t.e0 + e) * d.heads;
       T* m = msg + r * ldm;  // not __restrict: with two layers `out` is m itself
       if (two_layers) {
         for (int64_t k = 0; k < d.D; ++k) {
@@ -65,7 +69,7 @@ void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg
       for (int64_t c = 0; c < d.heads; ++c) {
         const T w = a[r * d.heads + c];
         const int64_t k0 = c * Dh, k1 = k0 + Dh;
-        ds[r * d.heads + c] = w * (dot(dOi + k0, m + k0, Dh) - delta[c]);
+        ds[c] = w * (dot(dOi + k0, m + k0, Dh) - delta[c]);
         for (int64_t k = k0; k < k1; ++k) out[k] = m[k] > T(0) ? w * dOi[k] : T(0);
       }
       if (two_layers) {
@@ -79,20 +83,15 @@ void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg
   }
 }
 
-// dR/dS (from dh, through the first layer's relu: dh * [h > 0]) and dQ/dK (from ds) of one
-// tile, into the block's targets.
+// dR_i and dS_j of one tile, from dh through the first layer's relu (dh * [h > 0]), into
+// the block's targets.
 template <typename T>
-void scatter_gradients(const Dims& d, const Tile& t, const int64_t* indices, const T* Q,
-                       const T* K, const T* h, const T* dh, int64_t ldh, const T* ds,
-                       T* const* tg) {
-  T *dS = tg[0], *dK = tg[1], *dR = tg[2], *dQ = tg[3];  // block targets, graph g0 first
-  const int64_t ne = t.e1 - t.e0, Ah = d.Ah();
-  const T scale = T(d.scale);
+void scatter_gradients(const Dims& d, const Tile& t, const int64_t* indices, const T* h,
+                       const T* dh, int64_t ldh, T* const* tg) {
+  T *dS = tg[0], *dR = tg[1];  // block targets, graph g0 first
+  const int64_t ne = t.e1 - t.e0;
   for (int64_t gl = 0; gl < t.ng; ++gl) {
-    const int64_t g = t.g0 + gl;
-    T* dRi = dR + (gl * d.N + t.dst) * d.Hd;
-    T* dQi = dQ + (gl * d.N + t.dst) * d.A;
-    const T* Qi = Q + (g * d.N + t.dst) * d.A;
+    T* __restrict dRi = dR + (gl * d.N + t.dst) * d.Hd;
     for (int64_t e = 0; e < ne; ++e) {
       const int64_t r = gl * ne + e, j = indices[t.e0 + e];
       const T* __restrict dhr = dh + r * ldh;
@@ -103,10 +102,35 @@ void scatter_gradients(const Dims& d, const Tile& t, const int64_t* indices, con
         dRi[k] += v;
         dSj[k] += v;
       }
-      const T* Kj = K + (g * d.N + j) * d.A;
-      T* dKj = dK + (gl * d.N + j) * d.A;
+    }
+  }
+}
+
+// dQ and dK of graph g from the ds of its edges: dQ_i = scale sum_e ds_e K_src(e) and
+// dK_j = scale sum of ds_e Q_dst(e) over the edges leaving j. One thread per graph, edges
+// in CSR order: deterministic for any thread count, and the graph's Q, K, dQ, dK rows
+// (N x A each) stay in L1/L2. (Inside the tile loop, dK_j was a scatter across a whole
+// graph block: moving it here took paper forward+backward from 68.5 to 66 ms.)
+template <typename T>
+void query_key_gradients(const Dims& d, int64_t g, const int64_t* indptr, const int64_t* indices,
+                         const T* Q, const T* K, const T* ds_all, T* dQ, T* dK) {
+  const int64_t Ah = d.Ah(), rows = d.N * d.A;
+  const T scale = T(d.scale);
+  const T* Qg = Q + g * rows;
+  const T* Kg = K + g * rows;
+  T* dQg = dQ + g * rows;
+  T* dKg = dK + g * rows;
+  std::fill(dQg, dQg + rows, T(0));
+  std::fill(dKg, dKg + rows, T(0));
+  for (int64_t i = 0; i < d.N; ++i) {
+    T* __restrict dQi = dQg + i * d.A;
+    const T* __restrict Qi = Qg + i * d.A;
+    for (int64_t e = indptr[i]; e < indptr[i + 1]; ++e) {
+      const int64_t j = indices[e];
+      const T* __restrict Kj = Kg + j * d.A;
+      T* __restrict dKj = dKg + j * d.A;
       for (int64_t c = 0; c < d.heads; ++c) {
-        const T w = scale * ds[r * d.heads + c];
+        const T w = scale * ds_all[(g * d.E + e) * d.heads + c];
         for (int64_t k = c * Ah; k < (c + 1) * Ah; ++k) {
           dQi[k] += w * Kj[k];
           dKj[k] += w * Qi[k];
@@ -133,7 +157,8 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
   std::vector<std::unique_ptr<BackwardScratch<T>>> scratch;
   for (int t = 0; t < threads; ++t)
     scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, ldh, Dp, ldz, d.heads, plan.graphs_per_block, w2));
-  BlockOutputs<T> outs(plan, threads, {{dS, d.N * d.Hd}, {dK, d.N * d.A}, {dR, d.N * d.Hd}, {dQ, d.N * d.A}});
+  Scratch<T> ds_all(d.G * d.E * d.heads);  // ds of every edge, for the dQ/dK pass
+  BlockOutputs<T> outs(plan, threads, {{dS, d.N * d.Hd}, {dR, d.N * d.Hd}});
 
 #ifdef RSTG_WITH_OPENMP
 #pragma omp parallel num_threads(threads)
@@ -163,12 +188,11 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
 #endif
     for (int64_t row = 0; row < d.G * d.N; ++row) {
       for (int64_t k = 0; k < d.Hd; ++k) dS[row * d.Hd + k] = dR[row * d.Hd + k] = T(0);
-      for (int64_t k = 0; k < d.A; ++k) dQ[row * d.A + k] = dK[row * d.A + k] = T(0);
     }
 #ifdef RSTG_WITH_OPENMP
 #pragma omp barrier
 #endif
-    T* tg[4];
+    T* tg[2];
     for (int64_t k = plan.thread_begin[tid]; k < plan.thread_begin[tid + 1]; ++k) {
       const Tile& t = plan.tiles[k];
       const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
@@ -179,20 +203,24 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
         // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too.
         T* zdz = ws.zdz.get();
         gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), ldh, w2t.get(), true, 0, zdz, ldz);
-        row_gradients(d, t, dO, O, zdz, ldz, b2, ws.a.get(), ws.delta.get(), ws.ds.get(), Dp,
+        row_gradients(d, t, dO, O, zdz, ldz, b2, ws.a.get(), ws.delta.get(), ds_all.get(), Dp,
                       ws.dzb.get(), ws.db2.get(), ws.dh.get(), ldh);
         gemm<T, false>(Mt, Hdp, d.D, zdz, ldz, w2n.get(), true, 0, ws.dh.get(), ldh);
         gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), M, ws.h.get(), false, ldh, ws.dW2.get(), ldh);
       } else {
         row_gradients<T>(d, t, dO, O, ws.h.get(), ldh, nullptr, ws.a.get(), ws.delta.get(),
-                         ws.ds.get(), Dp, nullptr, nullptr, ws.dh.get(), ldh);
+                         ds_all.get(), Dp, nullptr, nullptr, ws.dh.get(), ldh);
       }
-      scatter_gradients(d, t, indices, Q, K, ws.h.get(), ws.dh.get(), ldh, ws.ds.get(), tg);
+      scatter_gradients(d, t, indices, ws.h.get(), ws.dh.get(), ldh, tg);
     }
 #ifdef RSTG_WITH_OPENMP
 #pragma omp barrier
 #endif
     outs.reduce_shared(d.G);
+#ifdef RSTG_WITH_OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+    for (int64_t g = 0; g < d.G; ++g) query_key_gradients(d, g, indptr, indices, Q, K, ds_all.get(), dQ, dK);
     if (w2) {
       // Thread partials summed in thread order: a fixed order for a fixed thread count.
 #ifdef RSTG_WITH_OPENMP
