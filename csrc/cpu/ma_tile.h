@@ -101,23 +101,29 @@ void build_h(const Dims& d, const Tile& t, const int64_t* indices, const T* S, c
     for (int64_t k = 0; k < ldh; ++k) h[r * ldh + k] = T(0);
 }
 
-// a[r, c] = exp(scale * <Q[g, dst, c], K[g, j, c]> - lse[g, dst, c]) for the tile's rows.
+// The tile's attention weights, rows graph-major, copied out of the weights of every edge
+// (a_all [G, E, heads], from a per-row pass: row_softmax or row_weights).
 template <typename T>
-void attention_weights(const Dims& d, const Tile& t, const int64_t* indices, const T* Q,
-                       const T* K, const T* lse, T* a) {
-  const int64_t ne = t.e1 - t.e0, Ah = d.Ah();
+void tile_weights(const Dims& d, const Tile& t, const T* a_all, T* a) {
+  const int64_t ne = t.e1 - t.e0;
+  for (int64_t gl = 0; gl < t.ng; ++gl)
+    std::copy_n(a_all + ((t.g0 + gl) * d.E + t.e0) * d.heads, ne * d.heads, a + gl * ne * d.heads);
+}
+
+// Weights of one softmax row with lse known (the backward): a[e * heads + c] =
+// exp(scale <Q_i, K_j>_c - lse[c]) for the deg edges of destination dst of graph g. A pass
+// over rows reads each graph's K rows while they are cached, where a per-tile gather would
+// fetch them across a whole graph block.
+template <typename T>
+void row_weights(const Dims& d, int64_t g, int64_t dst, const int64_t* indptr,
+                 const int64_t* indices, const T* Q, const T* K, const T* lse, T* a) {
+  const int64_t e0 = indptr[dst], deg = indptr[dst + 1] - e0, Ah = d.Ah();
   const T scale = T(d.scale);
-  for (int64_t gl = 0; gl < t.ng; ++gl) {
-    const int64_t g = t.g0 + gl;
-    const T* Qi = Q + (g * d.N + t.dst) * d.A;
-    const T* L = lse + (g * d.N + t.dst) * d.heads;
-    for (int64_t e = 0; e < ne; ++e) {
-      const T* Kj = K + (g * d.N + indices[t.e0 + e]) * d.A;
-      if (e + 1 < ne) prefetch_row(K + (g * d.N + indices[t.e0 + e + 1]) * d.A, d.A);
-      T* ar = a + (gl * ne + e) * d.heads;
-      for (int64_t c = 0; c < d.heads; ++c)
-        ar[c] = std::exp(scale * dot(Qi + c * Ah, Kj + c * Ah, Ah) - L[c]);
-    }
+  const T* Qi = Q + (g * d.N + dst) * d.A;
+  for (int64_t e = 0; e < deg; ++e) {
+    const T* Kj = K + (g * d.N + indices[e0 + e]) * d.A;
+    for (int64_t c = 0; c < d.heads; ++c)
+      a[e * d.heads + c] = std::exp(scale * dot(Qi + c * Ah, Kj + c * Ah, Ah) - lse[c]);
   }
 }
 

@@ -157,6 +157,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
   std::vector<std::unique_ptr<BackwardScratch<T>>> scratch;
   for (int t = 0; t < threads; ++t)
     scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, ldh, Dp, ldz, d.heads, plan.graphs_per_block, w2));
+  Scratch<T> a_all(d.G * d.E * d.heads);   // attention weight of every edge (row pass)
   Scratch<T> ds_all(d.G * d.E * d.heads);  // ds of every edge, for the dQ/dK pass
   BlockOutputs<T> outs(plan, threads, {{dS, d.N * d.Hd}, {dR, d.N * d.Hd}});
 
@@ -188,6 +189,9 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
 #endif
     for (int64_t row = 0; row < d.G * d.N; ++row) {
       for (int64_t k = 0; k < d.Hd; ++k) dS[row * d.Hd + k] = dR[row * d.Hd + k] = T(0);
+      const int64_t g = row / d.N, i = row % d.N;
+      row_weights(d, g, i, indptr, indices, Q, K, lse + row * d.heads,
+                  a_all.get() + (g * d.E + indptr[i]) * d.heads);
     }
 #ifdef RSTG_WITH_OPENMP
 #pragma omp barrier
@@ -197,7 +201,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
       const Tile& t = plan.tiles[k];
       const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
       build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
-      attention_weights(d, t, indices, Q, K, lse, ws.a.get());
+      tile_weights(d, t, a_all.get(), ws.a.get());
       outs.targets(tid, t.block, tg);
       if (w2) {
         // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too.

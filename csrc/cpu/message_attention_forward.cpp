@@ -8,7 +8,6 @@
 //     O[g, i] += a * relu(z + b2), accumulated in edge order.
 // Knowing lse first makes every tile's weights final, so the pieces of a split hub row just
 // add up (no rescaling), and nothing of size E x D is ever stored.
-#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -103,10 +102,7 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
       const Tile& t = plan.tiles[k];
       const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
       build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
-      for (int64_t gl = 0; gl < t.ng; ++gl)  // the tile's weights, rows graph-major
-        std::memcpy(ws.a.get() + gl * (t.e1 - t.e0) * d.heads,
-                    weights.get() + ((t.g0 + gl) * d.E + t.e0) * d.heads,
-                    sizeof(T) * size_t((t.e1 - t.e0) * d.heads));
+      tile_weights(d, t, weights.get(), ws.a.get());
       outs.targets(tid, t.block, target);
       T* O_block = target[0];
       if (d.has_w2) {
