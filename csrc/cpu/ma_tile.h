@@ -170,6 +170,18 @@ inline int thread_id() {
 #endif
 }
 
+// Threads in the current team; 1 without OpenMP. It can be fewer than the kernels asked
+// for (a call from inside another parallel region, OMP_THREAD_LIMIT, OMP_DYNAMIC), so the
+// kernels deal the planned per-thread runs out over the team (for (v = tid; v < planned;
+// v += team_size())) instead of assuming one thread per run.
+inline int team_size() {
+#ifdef RSTG_WITH_OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
 // The thread count the kernels run with; 1 without OpenMP.
 inline int clamp_threads(int threads) {
 #ifdef RSTG_WITH_OPENMP

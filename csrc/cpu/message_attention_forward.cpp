@@ -75,8 +75,7 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
 #pragma omp parallel num_threads(threads)
 #endif
   {
-    const int tid = cpu::thread_id();
-    ForwardScratch<T>& ws = *scratch[tid];
+    const int tid = cpu::thread_id(), team = cpu::team_size();
     if (d.has_w2) {
       const int64_t panels = num_panels<T>(d.D);
 #ifdef RSTG_WITH_OPENMP
@@ -84,7 +83,7 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
 #endif
       for (int64_t p = 0; p < panels; ++p) pack_panel(W2, d.D, d.Hd, true, p, w2p.get());
     }
-    outs.zero_slots(tid);
+    for (int v = tid; v < threads; v += team) outs.zero_slots(v);  // planned runs (ma_tile.h)
 #ifdef RSTG_WITH_OPENMP
 #pragma omp for schedule(static) nowait
 #endif
@@ -98,18 +97,21 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
 #pragma omp barrier
 #endif
     T* target[1];
-    for (int64_t k = plan.thread_begin[tid]; k < plan.thread_begin[tid + 1]; ++k) {
-      const Tile& t = plan.tiles[k];
-      const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
-      build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
-      tile_weights(d, t, weights.get(), ws.a.get());
-      outs.targets(tid, t.block, target);
-      T* O_block = target[0];
-      if (d.has_w2) {
-        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), ldh, w2p.get(), true, 0, ws.z.get(), ldz);
-        accumulate_messages(d, t, ws.z.get(), ldz, b2, ws.a.get(), O_block);
-      } else {
-        accumulate_messages<T>(d, t, ws.h.get(), ldh, nullptr, ws.a.get(), O_block);
+    for (int v = tid; v < threads; v += team) {  // planned runs: one each unless the team is smaller
+      ForwardScratch<T>& ws = *scratch[v];
+      for (int64_t k = plan.thread_begin[v]; k < plan.thread_begin[v + 1]; ++k) {
+        const Tile& t = plan.tiles[k];
+        const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
+        build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
+        tile_weights(d, t, weights.get(), ws.a.get());
+        outs.targets(v, t.block, target);
+        T* O_block = target[0];
+        if (d.has_w2) {
+          gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), ldh, w2p.get(), true, 0, ws.z.get(), ldz);
+          accumulate_messages(d, t, ws.z.get(), ldz, b2, ws.a.get(), O_block);
+        } else {
+          accumulate_messages<T>(d, t, ws.h.get(), ldh, nullptr, ws.a.get(), O_block);
+        }
       }
     }
 #ifdef RSTG_WITH_OPENMP

@@ -186,6 +186,46 @@ def test_bitwise_deterministic_for_a_thread_count(threads):
         assert torch.equal(first[2][k], second[2][k]), k
 
 
+_SMALLER_TEAM_SCRIPT = """
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from test_cpu_backend import bitwise_case
+torch.set_num_threads(4)
+torch.save(bitwise_case(), sys.argv[1])
+"""
+
+
+def bitwise_case():
+    """O, lse and every gradient of a fixed float32 case with a skewed row, on the cpu backend."""
+    gen = torch.Generator().manual_seed(14)
+    indptr, indices = random_csr(30, 12, generator=gen, skewed_row=4)
+    x = op_inputs(6, 30, 32, 16, 48, dtype=torch.float32, generator=gen)
+    dO = torch.randn(6, 30, 48, generator=gen)
+    O, lse, grads = run(x, indptr, indices, 2, "cpu", dO)
+    return {"O": O, "lse": lse, **{f"d{k}": g for k, g in grads.items()}}
+
+
+def test_team_smaller_than_planned_gives_the_same_bits(tmp_path):
+    # The runtime may give a parallel region fewer threads than the kernels plan for
+    # (OMP_THREAD_LIMIT, OMP_DYNAMIC, a call from inside another parallel region). The
+    # planned per-thread runs are then dealt out over the team: same bits as a full team
+    # (once: silently skipped runs, wrong outputs and NaN gradients).
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "limited.pt"
+    env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONPATH=os.pathsep.join(sys.path))
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, "-c", _SMALLER_TEAM_SCRIPT, str(out), tests_dir], env=env, check=True)
+    limited = torch.load(out, weights_only=True)
+    with num_threads(4):
+        full = bitwise_case()
+    assert limited.keys() == full.keys()
+    for k in full:
+        assert torch.equal(limited[k], full[k]), k
+
+
 def test_runs_under_use_deterministic_algorithms():
     gen = torch.Generator().manual_seed(15)
     indptr, indices = random_csr(8, 4, generator=gen)
