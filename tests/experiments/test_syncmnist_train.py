@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from interrupt_testing import kill_at
 from mnist_testing import write_mnist_dir
 
 from rstg_fast._checkpoint import load_checkpoint
@@ -128,19 +129,6 @@ def _assert_same_run(full, part):
     assert a["pretrain_acc"] == b["pretrain_acc"]
 
 
-def _killed_at(monkeypatch, module, name, call):
-    """Make ``module.name`` raise KeyboardInterrupt (a kill) on its ``call``-th call (from 1)."""
-    real, calls = getattr(module, name), []
-
-    def wrapper(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
-            raise KeyboardInterrupt(f"simulated kill in {name}")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, wrapper)
-
-
 @pytest.mark.parametrize("stop", [1, 2, 3], ids=["mid-epoch1", "epoch-boundary", "mid-epoch2"])
 def test_exact_resume(tmp_path, source, stop):
     full = tmp_path / "full"
@@ -162,7 +150,7 @@ def test_kill_between_checkpoint_and_log_write(tmp_path, source, monkeypatch):
     train(cfg_of(tiny_argv(full, source)))
     with monkeypatch.context() as m:
         # the last epoch is checkpointed, its log row not written: the resume has no step left to run
-        _killed_at(m, syncmnist_train, "write_jsonl", 2)
+        kill_at(m, syncmnist_train, "write_jsonl", 2)
         with pytest.raises(KeyboardInterrupt):
             train(cfg_of(tiny_argv(part, source)))
     assert load_checkpoint(str(part / "checkpoint.pt"))["epoch"] == 2 and len(_log_rows(part)) == 1
@@ -177,7 +165,7 @@ def test_kill_during_backbone_pretraining_resumes_exactly(tmp_path, source, monk
     full, part = tmp_path / "full", tmp_path / "part"
     train(cfg_of(tiny_argv(full, source, *pre)))
     with monkeypatch.context() as m:
-        _killed_at(m, syncmnist_pretrain, "digit_frames", 4)  # in pretraining step 3; step 2 is checkpointed
+        kill_at(m, syncmnist_pretrain, "digit_frames", 4)  # in pretraining step 3; step 2 is checkpointed
         with pytest.raises(KeyboardInterrupt):
             train(cfg_of(tiny_argv(part, source, *pre)))
     ck = load_checkpoint(str(part / "checkpoint.pt"))
