@@ -8,6 +8,7 @@ directory, so the final rename never crosses file systems.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 
@@ -30,3 +31,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """(Re)write a whole JSON-lines log atomically. The training commands rebuild their metrics
+    log from the history stored in the checkpoint, so after a kill and a resume the log is
+    exactly that history: no duplicated, lost or half-written lines."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, sort_keys=True) + "\n")

@@ -12,6 +12,8 @@ used, so test videos stay unseen. The full preset does not pretrain (``--pretrai
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,13 +35,24 @@ def digit_frames(n: int, seed: int, step: int, source: str | None = None) -> tup
 
 
 def pretrain_backbone(
-    backbone: nn.Module, channels: int, cfg: dict, device: torch.device, progress=None
+    backbone: nn.Module,
+    channels: int,
+    cfg: dict,
+    device: torch.device,
+    progress: Callable[[int], None] | None = None,
+    resume: dict | None = None,
+    save: Callable[[dict], None] | None = None,
+    every: int = 0,
 ) -> list[float]:
     """Train ``backbone`` (``(B, 1, T, 64, 64) -> (B, C, T, 6, 6)``) in place for
     ``cfg["pretrain_steps"]`` steps of 64 digits; returns the running accuracy per 50 steps.
 
     Deterministic for ``cfg["seed"]``; it draws its head's initial weights from a private
     generator so the global torch RNG (and hence the rest of training) is unaffected.
+    Resumable: ``save(state)`` is called every ``every`` steps (0: never) and after the last
+    step with everything but the backbone (head, optimizer, step, running counts); passing
+    that ``state`` back as ``resume`` (with the backbone weights saved beside it) continues
+    exactly, bit for bit on CPU.
     """
     gen = torch.Generator().manual_seed(cfg["seed"] + 1)
     head = nn.Linear(channels, 10)
@@ -49,8 +62,23 @@ def pretrain_backbone(
         head.bias.zero_()
     head = head.to(device)
     opt = torch.optim.AdamW(list(backbone.parameters()) + list(head.parameters()), lr=3e-3, weight_decay=1e-4)
-    correct, accs = 0.0, []
-    for step in range(cfg["pretrain_steps"]):
+    start, correct, accs = 0, 0.0, []
+    if resume is not None:
+        head.load_state_dict(resume["head"])
+        opt.load_state_dict(resume["optimizer"])
+        start, correct, accs = resume["step"], resume["correct"], list(resume["accs"])
+
+    def state(step: int) -> dict:
+        return {
+            "step": step,
+            "head": head.state_dict(),
+            "optimizer": opt.state_dict(),
+            "correct": correct,
+            "accs": accs,
+        }
+
+    total = cfg["pretrain_steps"]
+    for step in range(start, total):
         frames, labels = digit_frames(64, cfg["seed"], step, cfg["source"])
         x = torch.from_numpy(frames).float().div_(255.0)[:, None, None].to(device)  # (B, 1, 1, 64, 64)
         y = torch.from_numpy(labels).to(device)
@@ -65,4 +93,6 @@ def pretrain_backbone(
             correct = 0.0
         if progress is not None:
             progress(step + 1)
+        if save is not None and ((every and (step + 1) % every == 0) or step + 1 == total):
+            save(state(step + 1))
     return accs

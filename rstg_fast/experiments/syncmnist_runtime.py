@@ -1,20 +1,10 @@
-"""Outputs of ``rstg-fast syncmnist``: the metrics log and the training-curve plot (both
-written atomically). Distributed setup and checkpoints: :mod:`rstg_fast._distributed`,
-:mod:`rstg_fast._checkpoint`."""
+"""Outputs of ``rstg-fast syncmnist``: the training-curve plot (written atomically). The
+metrics log: :func:`rstg_fast._atomic.write_jsonl`; distributed setup and checkpoints:
+:mod:`rstg_fast._distributed`, :mod:`rstg_fast._checkpoint`."""
 
 from __future__ import annotations
 
-import json
-
 from rstg_fast._atomic import atomic_path
-
-
-def write_jsonl(path: str, rows: list[dict]) -> None:
-    """(Re)write the whole metrics log atomically: after a resume the log is exactly the
-    history stored in the checkpoint, with no duplicated or orphaned lines."""
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
 def plot_curves(path: str, history: list[dict]) -> str | None:

@@ -11,6 +11,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from rstg_fast._atomic import write_jsonl
 from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
 from rstg_fast._distributed import DistInfo, all_sum, init_distributed
 from rstg_fast._progress import Progress
@@ -18,7 +19,7 @@ from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import generate
 from rstg_fast.experiments.syncmnist import RESUME_FREE, dump_json, epoch_order, main_report
 from rstg_fast.experiments.syncmnist_model import SyncMNISTNet
-from rstg_fast.experiments.syncmnist_runtime import plot_curves, write_jsonl
+from rstg_fast.experiments.syncmnist_runtime import plot_curves
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -82,6 +83,58 @@ def _check_resume_config(old: dict, new: dict) -> None:
         raise ValueError(f"--resume: the checkpoint was made with other settings: {diff} (checkpoint, now)")
 
 
+def _rng_state(device: torch.device) -> dict:
+    cuda = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
+    return {"torch_rng": torch.get_rng_state(), **cuda}
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
+def _pretrain(
+    model: SyncMNISTNet, cfg: dict, device: torch.device, info: DistInfo, ckpt_path: str, state: dict | None
+) -> list[float]:
+    """The single-digit warm-up of the backbone (syncmnist_pretrain.py says why), resumable:
+    it checkpoints into ``ckpt_path`` (with a ``"pretrain"`` entry that marks the phase) every
+    ``--ckpt-steps`` steps, or every ``steps_per_epoch`` steps when that is 0, and at its end;
+    ``state`` is such a checkpoint to continue from exactly. Every rank runs the same warm-up
+    (same data, same seed), so the backbones agree when DDP starts."""
+    from rstg_fast.experiments.syncmnist_pretrain import pretrain_backbone
+
+    resume = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        _set_rng_state(state, device)
+        resume = state["pretrain"]
+
+    def save(pretrain_state: dict) -> None:
+        if info.is_main:
+            save_checkpoint(
+                ckpt_path,
+                {"model": model.state_dict(), "pretrain": pretrain_state, "config": cfg, **_rng_state(device)},
+            )
+
+    pbar = Progress(
+        cfg["pretrain_steps"],
+        desc="pretrain backbone",
+        unit="step",
+        initial=resume["step"] if resume else 0,
+        disable=not info.is_main or cfg["progress"] == "none",
+    )
+    every = cfg["ckpt_steps"] or cfg["steps_per_epoch"]
+    acc = pretrain_backbone(model.backbone, cfg["channels"], cfg, device, pbar.update_to, resume, save, every)
+    pbar.close()
+    if info.is_main and acc:
+        print(
+            f"backbone pretraining: single-digit accuracy {100 * acc[-1]:.1f} % over its last 50 steps",
+            file=sys.stderr,
+        )
+    return acc
+
+
 def train(cfg: dict) -> dict | None:
     """Train and evaluate; returns the final report (``None`` if stopped early on purpose)."""
     if cfg["threads"] > 0:
@@ -108,23 +161,9 @@ def train(cfg: dict) -> dict | None:
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg).to(device)
     pretrain_acc: list[float] = []
-    if state is None and cfg["pretrain_steps"] > 0:
-        # single-digit warm-up of the backbone (syncmnist_pretrain.py says why)
-        from rstg_fast.experiments.syncmnist_pretrain import pretrain_backbone
-
-        pbar = Progress(
-            cfg["pretrain_steps"],
-            desc="pretrain backbone",
-            unit="step",
-            disable=not info.is_main or cfg["progress"] == "none",
-        )
-        pretrain_acc = pretrain_backbone(model.backbone, cfg["channels"], cfg, device, pbar.update_to)
-        pbar.close()
-        if info.is_main and pretrain_acc:
-            print(
-                f"backbone pretraining: single-digit accuracy {100 * pretrain_acc[-1]:.1f} % over its last 50 steps",
-                file=sys.stderr,
-            )
+    if cfg["pretrain_steps"] > 0 and (state is None or "pretrain" in state):
+        pretrain_acc = _pretrain(model, cfg, device, info, ckpt_path, state)
+        state = None  # the training phase starts afresh from the warmed-up backbone
     if cfg["optimizer"] == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
     else:
@@ -136,12 +175,12 @@ def train(cfg: dict) -> dict | None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        _set_rng_state(state, device)
         epoch, step, history, run_time = state["epoch"], state["step"], state["history"], state["train_time_s"]
         pretrain_acc = list(state["pretrain_acc"])
         running = list(state["running"]) if info.is_main else [0.0, 0.0, 0.0]
+        if info.is_main:  # a kill between the checkpoint and the log write left the log behind
+            write_jsonl(os.path.join(out, "metrics.jsonl"), history)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -158,8 +197,7 @@ def train(cfg: dict) -> dict | None:
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                **_rng_state(device),
                 "epoch": next_epoch,
                 "step": next_step,
                 "history": history,

@@ -9,7 +9,8 @@ Many GPUs / nodes (per-process ``--batch-size``; global batch = batch x processe
 
     torchrun --nproc_per_node 8 -m rstg_fast.cli train-video ... (same flags)
 
-Resumes from ``<out>/last.pt`` when it exists (``--restart`` ignores it). Evaluation: one
+Resumes from ``<out>/last.pt`` when it exists (``--restart`` ignores it); ``metrics.jsonl`` is
+rewritten from the history kept in that checkpoint. Evaluation: one
 centre crop by default; the paper's multi-view test is ``--spatial-clips 11 --temporal-clips 2``
 (softmax scores averaged over the 22 views). See docs/video.md.
 """
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rstg_fast._atomic import write_jsonl
 from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
 from rstg_fast._distributed import all_sum, init_distributed, shutdown_distributed
 from rstg_fast._progress import Progress
@@ -212,6 +214,14 @@ def run(args: argparse.Namespace) -> int:
     opt = torch.optim.SGD(decay, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     epoch, step_in_epoch, global_step = 0, 0, 0
+    # One record per epoch (a run stopped mid-epoch by --max-steps records that part, and its
+    # resume replaces the record); ``pending`` is a finished epoch's record awaiting its
+    # evaluation; ``sums`` (loss, top-1, count) are this rank's share of the current epoch.
+    # All of it is in the checkpoint and the log is rewritten from it, so a resumed run's log
+    # equals an uninterrupted run's.
+    history: list[dict[str, Any]] = []
+    pending: dict[str, Any] | None = None
+    sums = [0.0, 0.0, 0.0]
     if os.path.exists(last) and not args.restart:
         state = load_checkpoint(last)
         if state["config"] != cfg:
@@ -220,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        history, pending = state["history"], state["pending"]
+        sums = list(state["running"]) if rank == 0 else [0.0, 0.0, 0.0]  # rank 0 holds all ranks' totals
         if rank == 0:
             print(f"resumed from {last}: epoch {epoch}, step {step_in_epoch}, global step {global_step}")
     elif args.pretrained:
@@ -239,20 +251,33 @@ def run(args: argparse.Namespace) -> int:
     total_steps = steps_per_epoch * args.epochs
     stop_at = min(total_steps, args.max_steps) if args.max_steps > 0 else total_steps
 
-    def checkpoint(ep: int, step: int) -> None:
+    def checkpoint() -> None:
+        totals = all_sum(sums, device)  # every rank joins the reduction
         if rank == 0:
             save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                   "scaler": scaler.state_dict(), "epoch": ep, "step_in_epoch": step,
-                                   "global_step": global_step, "config": cfg})
+                                   "scaler": scaler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch,
+                                   "global_step": global_step, "config": cfg, "history": history,
+                                   "pending": pending, "running": totals})
 
-    def log(record: dict[str, Any]) -> None:
+    def log(record: dict[str, Any] | None = None) -> None:
         if rank == 0:
-            print(json.dumps(record))
-            with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if record is not None:
+                print(json.dumps(record))
+            write_jsonl(os.path.join(args.out, "metrics.jsonl"), history)
+
+    def finish(record: dict[str, Any]) -> None:
+        """Store ``record`` (replacing an earlier part of the same epoch), checkpoint, log."""
+        nonlocal history, pending
+        history = [h for h in history if h["epoch"] != record["epoch"]] + [record]
+        pending = None
+        checkpoint()
+        log(record)
 
     if rank == 0:
         os.makedirs(args.out, exist_ok=True)
+    log()  # a kill between a checkpoint and its log write left the log behind
+    if pending is not None:  # killed during an evaluation: the training it follows is saved
+        finish({**pending, "val": evaluate(model, val, args, rank, world, device)})
     while epoch < args.epochs and global_step < stop_at:
         train.set_epoch(epoch)
         sampler = StepSampler(len(train), args.batch_size, world_size=world, rank=rank, accum_steps=args.accum_steps,
@@ -263,7 +288,6 @@ def run(args: argparse.Namespace) -> int:
         if args.freeze_bn:
             _set_bn_eval(net)
         bar = Progress(steps_per_epoch - step_in_epoch, f"epoch {epoch}", disable=rank != 0 or args.no_progress)
-        sums = [0.0, 0.0, 0.0]  # loss, top1, count (this rank)
         while step_in_epoch < steps_per_epoch and global_step < stop_at:
             # Dropout draws depend only on (seed, step, rank): resuming replays them exactly.
             torch.manual_seed(args.seed * 1_000_003 + global_step * 1009 + rank)
@@ -288,19 +312,21 @@ def run(args: argparse.Namespace) -> int:
             step_in_epoch += 1
             global_step += 1
             bar.update(postfix=f"loss {sums[0] / sums[2]:.3f} lr {opt.param_groups[0]['lr']:.4g}")
-            if global_step % args.ckpt_every == 0:
-                checkpoint(epoch, step_in_epoch)
+            if global_step % args.ckpt_every == 0 and step_in_epoch < steps_per_epoch:
+                checkpoint()
         bar.close()
         loss_sum, top1_sum, n = all_sum(sums, device)
-        epoch_done = step_in_epoch >= steps_per_epoch
         record = {"epoch": epoch, "global_step": global_step, "train_loss": loss_sum / max(n, 1),
                   "train_top1": 100 * top1_sum / max(n, 1)}
-        if epoch_done:
-            epoch, step_in_epoch = epoch + 1, 0
-        checkpoint(epoch, step_in_epoch)
+        if step_in_epoch < steps_per_epoch:  # stopped by --max-steps: the sums stay for a resume
+            finish(record)
+            continue
+        epoch, step_in_epoch, sums = epoch + 1, 0, [0.0, 0.0, 0.0]
         finished = epoch >= args.epochs or global_step >= stop_at
-        if epoch_done and ((args.eval_every and epoch % args.eval_every == 0) or finished):
-            record["val"] = evaluate(model, val, args, rank, world, device)
-        log(record)
+        if (args.eval_every and epoch % args.eval_every == 0) or finished:
+            pending = record
+            checkpoint()  # the epoch's training is safe before the (long) evaluation
+            record = {**record, "val": evaluate(model, val, args, rank, world, device)}
+        finish(record)
     shutdown_distributed()
     return 0

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from interrupt_testing import kill_at
 from mnist_testing import write_mnist_dir
 
 from rstg_fast._checkpoint import load_checkpoint
@@ -110,6 +111,24 @@ def _strip_times(history):
     return [{k: v for k, v in h.items() if k != "time_s"} for h in history]
 
 
+def _log_rows(out):
+    """metrics.jsonl without the wall-clock times."""
+    return _strip_times([json.loads(line) for line in open(out / "metrics.jsonl")])
+
+
+def _assert_same_run(full, part):
+    """Bitwise equal weights, optimizer state and metrics (checkpoint history and log)."""
+    a, b = load_checkpoint(str(full / "checkpoint.pt")), load_checkpoint(str(part / "checkpoint.pt"))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k  # bitwise on CPU
+    for i, sa in a["optimizer"]["state"].items():
+        for k, v in sa.items():
+            assert torch.equal(v, b["optimizer"]["state"][i][k]), (i, k)
+    assert _strip_times(a["history"]) == _strip_times(b["history"])
+    assert _log_rows(part) == _log_rows(full) == _strip_times(a["history"])
+    assert a["pretrain_acc"] == b["pretrain_acc"]
+
+
 @pytest.mark.parametrize("stop", [1, 2, 3], ids=["mid-epoch1", "epoch-boundary", "mid-epoch2"])
 def test_exact_resume(tmp_path, source, stop):
     full = tmp_path / "full"
@@ -121,10 +140,38 @@ def test_exact_resume(tmp_path, source, stop):
         == stop
     )
     train(cfg_of(tiny_argv(part, source, "--resume")))
-    a, b = load_checkpoint(str(full / "checkpoint.pt")), load_checkpoint(str(part / "checkpoint.pt"))
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k  # bitwise on CPU
-    assert _strip_times(a["history"]) == _strip_times(b["history"])
+    _assert_same_run(full, part)  # train_loss/acc of a split epoch cover all its steps
+
+
+def test_kill_between_checkpoint_and_log_write(tmp_path, source, monkeypatch):
+    from rstg_fast.experiments import syncmnist_train
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(cfg_of(tiny_argv(full, source)))
+    with monkeypatch.context() as m:
+        # the last epoch is checkpointed, its log row not written: the resume has no step left to run
+        kill_at(m, syncmnist_train, "write_jsonl", 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg_of(tiny_argv(part, source)))
+    assert load_checkpoint(str(part / "checkpoint.pt"))["epoch"] == 2 and len(_log_rows(part)) == 1
+    train(cfg_of(tiny_argv(part, source, "--resume")))
+    _assert_same_run(full, part)
+
+
+def test_kill_during_backbone_pretraining_resumes_exactly(tmp_path, source, monkeypatch):
+    from rstg_fast.experiments import syncmnist_pretrain
+
+    pre = ("--pretrain-steps", "5", "--ckpt-steps", "2")
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(cfg_of(tiny_argv(full, source, *pre)))
+    with monkeypatch.context() as m:
+        kill_at(m, syncmnist_pretrain, "digit_frames", 4)  # in pretraining step 3; step 2 is checkpointed
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg_of(tiny_argv(part, source, *pre)))
+    ck = load_checkpoint(str(part / "checkpoint.pt"))
+    assert ck["pretrain"]["step"] == 2 and "optimizer" not in ck
+    train(cfg_of(tiny_argv(part, source, *pre, "--resume")))
+    _assert_same_run(full, part)
 
 
 def test_backbone_pretraining_then_exact_resume(tmp_path, source):
@@ -133,9 +180,8 @@ def test_backbone_pretraining_then_exact_resume(tmp_path, source):
     assert len(result["pretrain_acc"]) == 0  # one entry per 50 steps
     train(cfg_of(tiny_argv(part, source, "--pretrain-steps", "3", "--stop-after-steps", "1")))
     train(cfg_of(tiny_argv(part, source, "--pretrain-steps", "3", "--resume")))
-    a, b = load_checkpoint(str(full / "checkpoint.pt")), load_checkpoint(str(part / "checkpoint.pt"))
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    _assert_same_run(full, part)
+    a = load_checkpoint(str(full / "checkpoint.pt"))
     no_pre = tmp_path / "none"
     train(cfg_of(tiny_argv(no_pre, source)))
     c = load_checkpoint(str(no_pre / "checkpoint.pt"))

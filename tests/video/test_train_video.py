@@ -10,9 +10,11 @@ import sys
 
 import pytest
 import torch
+from interrupt_testing import kill_at
 from smth_testing import write_tiny_something
 
 from rstg_fast.cli import main
+from rstg_fast.experiments import video
 
 try:
     import PIL  # noqa: F401
@@ -80,9 +82,51 @@ def test_resume_is_exact(data, tmp_path):
     assert (part["epoch"], part["step_in_epoch"], part["global_step"]) == (1, 2, 6)
     done = train(data, tmp_path / "part", *common)  # resumes from last.pt
     assert done["global_step"] == 8
+    assert_same_run(done, full)
+    # the mid-epoch stop logged that part of epoch 1; the resume replaced it by the whole epoch
+    assert records(tmp_path / "part") == records(tmp_path / "full")
+
+
+def assert_same_run(done, full):
+    """Bitwise equal weights, momentum and metric history (the log is checked by the callers)."""
     assert_same_weights(done["model"], full["model"])
     for k, v in full["optimizer"]["state"].items():
         assert torch.equal(v["momentum_buffer"], done["optimizer"]["state"][k]["momentum_buffer"])
+    assert done["history"] == full["history"] and done["pending"] is None and done["running"] == [0.0, 0.0, 0.0]
+
+
+# 2 epochs x 4 steps, a checkpoint every step, an evaluation after each epoch
+KILL = ["--arch", "c2d", "--placement", "none", "--epochs", "2", "--batch-size", "2", "--ckpt-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return train(data, out, *KILL), records(out)
+
+
+# topk_correct is called once per training step and once per evaluation batch (one here), so its
+# 8th call is in step 7 (epoch 1), after the checkpoint of step 6; write_jsonl's first call is
+# the (empty) log at the start, its 2nd the log after epoch 0's checkpoint.
+@pytest.mark.parametrize(
+    ("name", "call", "at"),
+    [("topk_correct", 8, (1, 2, 6)), ("evaluate", 1, (1, 0, 4)), ("write_jsonl", 2, (1, 0, 4))],
+    ids=["mid-epoch", "during-evaluation", "before-log-write"],
+)
+def test_kill_then_resume_is_exact(data, tmp_path, monkeypatch, uninterrupted, name, call, at):
+    full, full_records = uninterrupted
+    with monkeypatch.context() as m:
+        kill_at(m, video, name, call)
+        with pytest.raises(KeyboardInterrupt):
+            train(data, tmp_path, *KILL)
+    killed = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert (killed["epoch"], killed["step_in_epoch"], killed["global_step"]) == at
+    assert (killed["pending"] is not None) == (name == "evaluate")  # epoch 0's record awaits its evaluation
+    assert killed["running"][2] == (4 if name == "topk_correct" else 0)  # videos of the split epoch so far
+    done = train(data, tmp_path, *KILL)
+    assert_same_run(done, full)
+    assert records(tmp_path) == full_records == full["history"]
+    assert [r["epoch"] for r in full_records] == [0, 1] and all("val" in r for r in full_records)
 
 
 def test_resume_refuses_another_model(data, tmp_path):
