@@ -182,6 +182,14 @@ inline int team_size() {
 #endif
 }
 
+// fn(run, tile) for every tile of the planned runs this thread takes: runs tid, tid + team,
+// ... of `planned` (one run per thread unless the team is smaller than planned).
+template <typename Fn>
+void for_each_tile_of_thread(const Plan& plan, int planned, Fn&& fn) {
+  for (int v = thread_id(); v < planned; v += team_size())
+    for (int64_t k = plan.thread_begin[v]; k < plan.thread_begin[v + 1]; ++k) fn(v, plan.tiles[k]);
+}
+
 // The thread count the kernels run with; 1 without OpenMP.
 inline int clamp_threads(int threads) {
 #ifdef RSTG_WITH_OPENMP

@@ -198,29 +198,26 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
 #pragma omp barrier
 #endif
     T* tg[2];
-    for (int v = tid; v < threads; v += team) {
+    for_each_tile_of_thread(plan, threads, [&](int v, const Tile& t) {
       BackwardScratch<T>& ws = *scratch[v];
-      for (int64_t k = plan.thread_begin[v]; k < plan.thread_begin[v + 1]; ++k) {
-        const Tile& t = plan.tiles[k];
-        const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
-        build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
-        tile_weights(d, t, a_all.get(), ws.a.get());
-        outs.targets(v, t.block, tg);
-        if (w2) {
-          // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too.
-          T* zdz = ws.zdz.get();
-          gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), ldh, w2t.get(), true, 0, zdz, ldz);
-          row_gradients(d, t, dO, O, zdz, ldz, b2, ws.a.get(), ws.delta.get(), ds_all.get(), Dp,
-                        ws.dzb.get(), ws.db2.get(), ws.dh.get(), ldh);
-          gemm<T, false>(Mt, Hdp, d.D, zdz, ldz, w2n.get(), true, 0, ws.dh.get(), ldh);
-          gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), M, ws.h.get(), false, ldh, ws.dW2.get(), ldh);
-        } else {
-          row_gradients<T>(d, t, dO, O, ws.h.get(), ldh, nullptr, ws.a.get(), ws.delta.get(),
-                           ds_all.get(), Dp, nullptr, nullptr, ws.dh.get(), ldh);
-        }
-        scatter_gradients(d, t, indices, ws.h.get(), ws.dh.get(), ldh, tg);
+      const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
+      build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
+      tile_weights(d, t, a_all.get(), ws.a.get());
+      outs.targets(v, t.block, tg);
+      if (w2) {
+        // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too.
+        T* zdz = ws.zdz.get();
+        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), ldh, w2t.get(), true, 0, zdz, ldz);
+        row_gradients(d, t, dO, O, zdz, ldz, b2, ws.a.get(), ws.delta.get(), ds_all.get(), Dp,
+                      ws.dzb.get(), ws.db2.get(), ws.dh.get(), ldh);
+        gemm<T, false>(Mt, Hdp, d.D, zdz, ldz, w2n.get(), true, 0, ws.dh.get(), ldh);
+        gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), M, ws.h.get(), false, ldh, ws.dW2.get(), ldh);
+      } else {
+        row_gradients<T>(d, t, dO, O, ws.h.get(), ldh, nullptr, ws.a.get(), ws.delta.get(),
+                         ds_all.get(), Dp, nullptr, nullptr, ws.dh.get(), ldh);
       }
-    }
+      scatter_gradients(d, t, indices, ws.h.get(), ws.dh.get(), ldh, tg);
+    });
 #ifdef RSTG_WITH_OPENMP
 #pragma omp barrier
 #endif

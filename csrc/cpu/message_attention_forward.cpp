@@ -97,23 +97,20 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
 #pragma omp barrier
 #endif
     T* target[1];
-    for (int v = tid; v < threads; v += team) {  // planned runs: one each unless the team is smaller
+    for_each_tile_of_thread(plan, threads, [&](int v, const Tile& t) {
       ForwardScratch<T>& ws = *scratch[v];
-      for (int64_t k = plan.thread_begin[v]; k < plan.thread_begin[v + 1]; ++k) {
-        const Tile& t = plan.tiles[k];
-        const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
-        build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
-        tile_weights(d, t, weights.get(), ws.a.get());
-        outs.targets(v, t.block, target);
-        T* O_block = target[0];
-        if (d.has_w2) {
-          gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), ldh, w2p.get(), true, 0, ws.z.get(), ldz);
-          accumulate_messages(d, t, ws.z.get(), ldz, b2, ws.a.get(), O_block);
-        } else {
-          accumulate_messages<T>(d, t, ws.h.get(), ldh, nullptr, ws.a.get(), O_block);
-        }
+      const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
+      build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
+      tile_weights(d, t, weights.get(), ws.a.get());
+      outs.targets(v, t.block, target);
+      T* O_block = target[0];
+      if (d.has_w2) {
+        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), ldh, w2p.get(), true, 0, ws.z.get(), ldz);
+        accumulate_messages(d, t, ws.z.get(), ldz, b2, ws.a.get(), O_block);
+      } else {
+        accumulate_messages<T>(d, t, ws.h.get(), ldh, nullptr, ws.a.get(), O_block);
       }
-    }
+    });
 #ifdef RSTG_WITH_OPENMP
 #pragma omp barrier
 #endif
