@@ -110,6 +110,17 @@ void tile_weights(const Dims& d, const Tile& t, const T* a_all, T* a) {
     std::copy_n(a_all + ((t.g0 + gl) * d.E + t.e0) * d.heads, ne * d.heads, a + gl * ne * d.heads);
 }
 
+// What every tile starts from: h (rows M..Mt zeroed, see build_h) and the tile's attention
+// weights copied out of a_all. Returns M, the tile's rows.
+template <typename T>
+int64_t load_tile(const Dims& d, const Tile& t, const int64_t* indices, const T* S, const T* R,
+                  const T* a_all, T* h, int64_t ldh, T* a) {
+  const int64_t M = t.ng * (t.e1 - t.e0);
+  build_h(d, t, indices, S, R, h, ldh, round_up(M, kMR));
+  tile_weights(d, t, a_all, a);
+  return M;
+}
+
 // Weights of one softmax row with lse known (the backward): a[e * heads + c] =
 // exp(scale <Q_i, K_j>_c - lse[c]) for the deg edges of destination dst of graph g. A pass
 // over rows reads each graph's K rows while they are cached, where a per-tile gather would
@@ -179,6 +190,13 @@ inline int team_size() {
   return omp_get_num_threads();
 #else
   return 1;
+#endif
+}
+
+// Waits for the whole team (an orphaned barrier: call it inside the kernels' parallel region).
+inline void team_barrier() {
+#ifdef RSTG_WITH_OPENMP
+#pragma omp barrier
 #endif
 }
 

@@ -194,15 +194,12 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
       row_weights(d, g, i, indptr, indices, Q, K, lse + row * d.heads,
                   a_all.get() + (g * d.E + indptr[i]) * d.heads);
     }
-#ifdef RSTG_WITH_OPENMP
-#pragma omp barrier
-#endif
+    team_barrier();
     T* tg[2];
     for_each_tile_of_thread(plan, threads, [&](int v, const Tile& t) {
       BackwardScratch<T>& ws = *scratch[v];
-      const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
-      build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
-      tile_weights(d, t, a_all.get(), ws.a.get());
+      const int64_t M = load_tile(d, t, indices, S, R, a_all.get(), ws.h.get(), ldh, ws.a.get());
+      const int64_t Mt = round_up(M, kMR);
       outs.targets(v, t.block, tg);
       if (w2) {
         // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too.
@@ -218,9 +215,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
       }
       scatter_gradients(d, t, indices, ws.h.get(), ws.dh.get(), ldh, tg);
     });
-#ifdef RSTG_WITH_OPENMP
-#pragma omp barrier
-#endif
+    team_barrier();
     outs.reduce_shared(d.G);
 #ifdef RSTG_WITH_OPENMP
 #pragma omp for schedule(static) nowait

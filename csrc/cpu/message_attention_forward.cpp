@@ -93,15 +93,12 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
       row_softmax(d, g, i, indptr, indices, Q, K, weights.get() + (g * d.E + indptr[i]) * d.heads,
                   lse + row * d.heads);
     }
-#ifdef RSTG_WITH_OPENMP
-#pragma omp barrier
-#endif
+    team_barrier();
     T* target[1];
     for_each_tile_of_thread(plan, threads, [&](int v, const Tile& t) {
       ForwardScratch<T>& ws = *scratch[v];
-      const int64_t M = t.ng * (t.e1 - t.e0), Mt = round_up(M, kMR);
-      build_h(d, t, indices, S, R, ws.h.get(), ldh, Mt);
-      tile_weights(d, t, weights.get(), ws.a.get());
+      const int64_t M = load_tile(d, t, indices, S, R, weights.get(), ws.h.get(), ldh, ws.a.get());
+      const int64_t Mt = round_up(M, kMR);
       outs.targets(v, t.block, target);
       T* O_block = target[0];
       if (d.has_w2) {
@@ -111,9 +108,7 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
         accumulate_messages<T>(d, t, ws.h.get(), ldh, nullptr, ws.a.get(), O_block);
       }
     });
-#ifdef RSTG_WITH_OPENMP
-#pragma omp barrier
-#endif
+    team_barrier();
     outs.reduce_shared(d.G);
   }
 }
