@@ -285,22 +285,8 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();
     }
 
-    for (int idx = threadIdx.x; idx < bg * Hd; idx += blockDim.x) {
-      const int gl = idx / Hd, k = idx - gl * Hd;
-      const int64_t g = g0 + gl;
-      if (slot < 0)
-        out_h[(g * N + u) * Hd + k] = from_f<T>(own_h[idx]);
-      else
-        part_h[((int64_t)slot * G + g) * Hd + k] = own_h[idx];
-    }
-    for (int idx = threadIdx.x; idx < bg * A; idx += blockDim.x) {
-      const int gl = idx / A, x = idx - gl * A;
-      const int64_t g = g0 + gl;
-      if (slot < 0)
-        out_qk[(g * N + u) * A + x] = from_f<T>(own_qk[idx]);
-      else
-        part_qk[((int64_t)slot * G + g) * A + x] = own_qk[idx];
-    }
+    store_node_rows(own_h, bg, Hd, g0, u, N, G, slot, out_h, part_h);
+    store_node_rows(own_qk, bg, A, g0, u, N, G, slot, out_qk, part_qk);
     __syncthreads();
   }
 }

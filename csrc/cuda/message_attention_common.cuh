@@ -286,6 +286,23 @@ __device__ __forceinline__ void build_h(T* hs, const Layout& L, const RowInfo& r
   }
 }
 
+// The block's float accumulator acc [bg, width] of node u for graphs g0 .. g0 + bg: into
+// out[g, u, :] (as Out) when the node is not split (slot < 0), else into its float partial
+// part[slot, g, :], which a merge kernel sums in slot order.
+template <typename Out>
+__device__ __forceinline__ void store_node_rows(const float* acc, int bg, int width, int64_t g0,
+                                                int u, int N, int64_t G, int slot, Out* out,
+                                                float* part) {
+  for (int idx = threadIdx.x; idx < bg * width; idx += blockDim.x) {
+    const int gl = idx / width, k = idx - gl * width;
+    const int64_t g = g0 + gl;
+    if (slot < 0)
+      out[(g * N + u) * width + k] = from_f<Out>(acc[idx]);
+    else
+      part[((int64_t)slot * G + g) * width + k] = acc[idx];
+  }
+}
+
 // scale * <Q[g, dst, head c], K[g, src, head c]>, reduced over one warp (all lanes get it).
 template <typename T>
 __device__ __forceinline__ float warp_score(const T* __restrict__ Q, const T* __restrict__ K,

@@ -124,22 +124,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  for (int idx = threadIdx.x; idx < bg * D; idx += blockDim.x) {
-    const int gl = idx / D, col = idx - gl * D;
-    const int64_t g = g0 + gl;
-    if (slot < 0)
-      O[(g * N + u) * D + col] = from_f<T>(oacc[idx]);
-    else
-      o_part[((int64_t)slot * G + g) * D + col] = oacc[idx];
-  }
-  for (int p = threadIdx.x; p < bg * heads; p += blockDim.x) {
-    const int gl = p / heads, c = p - gl * heads;
-    const int64_t g = g0 + gl;
-    if (slot < 0)
-      lse[(g * N + u) * heads + c] = lse_s[p];
-    else
-      lse_part[((int64_t)slot * G + g) * heads + c] = lse_s[p];
-  }
+  store_node_rows(oacc, bg, D, g0, u, N, G, slot, O, o_part);
+  store_node_rows(lse_s, bg, heads, g0, u, N, G, slot, lse, lse_part);
 }
 
 // Combines the items of split rows: one block per (split node, graph).
