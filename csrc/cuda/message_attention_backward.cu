@@ -20,6 +20,8 @@
 // CSR that recomputes and owns dS_u and dK_u the same way. No E x D buffer exists.
 #include <initializer_list>
 
+#include <string>
+
 #include "cuda/message_attention_common.cuh"
 
 namespace rstg {
@@ -371,53 +373,46 @@ void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream
       dO, in.ptr<const T>("O"), delta, d.G * d.N, D, H);
   RSTG_CUDA_CHECK_LAUNCH("message_attention delta_kernel");
 
-  const int64_t dtasks = dplan.items * groups;
-  RSTG_LAUNCH(kernel, unsigned(dtasks < P ? dtasks : P), kThreads, L.total, stream)(
-      S, R, Q, Kp, W2, b2, dO, lse, delta, dplan, dR, dQ, in.ptr<float>("d_part_h"),
-      in.ptr<float>("d_part_qk"), acc_dS, acc_dK, w2_slots, b2_slots, dtasks, G, N, Hd, D, A, H,
-      scale, 0);
-  RSTG_CUDA_CHECK_LAUNCH("message_attention backward_kernel (by destination)");
-  if (dplan.splits > 0) {
-    RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(dplan.splits * d.G), kThreads, 0, stream)(
-        dplan, in.ptr<const float>("d_part_h"), dR, G, N, Hd);
-    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dR)");
-    RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(dplan.splits * d.G), kThreads, 0, stream)(
-        dplan, in.ptr<const float>("d_part_qk"), dQ, G, N, A);
-    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dQ)");
-  }
-
-  if (det) {
-    const int64_t stasks = splan.items * groups;
-    RSTG_LAUNCH(kernel, unsigned(stasks < P ? stasks : P), kThreads, L.total, stream)(
-        S, R, Q, Kp, W2, b2, dO, lse, delta, splan, dS, dK, in.ptr<float>("s_part_h"),
-        in.ptr<float>("s_part_qk"), nullptr, nullptr, nullptr, nullptr, stasks, G, N, Hd, D, A, H,
-        scale, 1);
-    RSTG_CUDA_CHECK_LAUNCH("message_attention backward_kernel (by source)");
-    if (splan.splits > 0) {
-      RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(splan.splits * d.G), kThreads, 0, stream)(
-          splan, in.ptr<const float>("s_part_h"), dS, G, N, Hd);
-      RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dS)");
-      RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(splan.splits * d.G), kThreads, 0, stream)(
-          splan, in.ptr<const float>("s_part_qk"), dK, G, N, A);
-      RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (dK)");
+  // out = the sum over `slots` float partials (fixed order), cast to T.
+  auto reduce_slots = [&](const float* src, T* out, int64_t slots, int64_t rows, int64_t width,
+                          int64_t ld, int64_t slot_stride, const char* what) {
+    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(rows * width), kThreads, 0, stream)(
+        src, out, slots, rows, width, ld, slot_stride);
+    RSTG_CUDA_CHECK_LAUNCH(std::string("message_attention reduce_slots_kernel (") + what + ")");
+  };
+  // One pass of the backward kernel over an edge-list orientation (by destination: dR, dQ;
+  // by source: dS, dK), then the sums of its split rows' partials.
+  auto pass = [&](const Plan& plan, int by_source, T* out_h, T* out_qk, float* acc_h,
+                  float* acc_qk, float* w2s, float* b2s) {
+    const std::string side = by_source ? "source" : "destination";
+    float* part_h = in.ptr<float>(by_source ? "s_part_h" : "d_part_h");
+    float* part_qk = in.ptr<float>(by_source ? "s_part_qk" : "d_part_qk");
+    const int64_t tasks = plan.items * groups;
+    RSTG_LAUNCH(kernel, unsigned(tasks < P ? tasks : P), kThreads, L.total, stream)(
+        S, R, Q, Kp, W2, b2, dO, lse, delta, plan, out_h, out_qk, part_h, part_qk, acc_h, acc_qk,
+        w2s, b2s, tasks, G, N, Hd, D, A, H, scale, by_source);
+    RSTG_CUDA_CHECK_LAUNCH("message_attention backward_kernel (by " + side + ")");
+    if (plan.splits > 0) {
+      RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(plan.splits * d.G), kThreads, 0, stream)(
+          plan, part_h, out_h, G, N, Hd);
+      RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (by " + side + ", h)");
+      RSTG_LAUNCH(reduce_split_kernel<T>, unsigned(plan.splits * d.G), kThreads, 0, stream)(
+          plan, part_qk, out_qk, G, N, A);
+      RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_split_kernel (by " + side + ", qk)");
     }
+  };
+  pass(dplan, 0, dR, dQ, acc_dS, acc_dK, w2_slots, b2_slots);
+  if (det) {
+    pass(splan, 1, dS, dK, nullptr, nullptr, nullptr, nullptr);
   } else {
-    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.G * d.N * d.Hd), kThreads, 0, stream)(
-        acc_dS, dS, 1, d.G * d.N, d.Hd, d.Hd, 0);
-    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dS)");
-    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.G * d.N * d.A), kThreads, 0, stream)(
-        acc_dK, dK, 1, d.G * d.N, d.A, d.A, 0);
-    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dK)");
+    reduce_slots(acc_dS, dS, 1, d.G * d.N, d.Hd, d.Hd, 0, "dS");
+    reduce_slots(acc_dK, dK, 1, d.G * d.N, d.A, d.A, 0, "dK");
   }
 
   if constexpr (kHasW2) {
     const int64_t dp = pad32(D), hdp = pad32(Hd);
-    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.D * d.Hd), kThreads, 0, stream)(
-        w2_slots, in.ptr<T>("dW2"), P, d.D, d.Hd, hdp, dp * hdp);
-    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (dW2)");
-    RSTG_LAUNCH(reduce_slots_kernel<T>, stride_blocks(d.D), kThreads, 0, stream)(
-        b2_slots, in.ptr<T>("db2"), P, 1, d.D, dp, dp);
-    RSTG_CUDA_CHECK_LAUNCH("message_attention reduce_slots_kernel (db2)");
+    reduce_slots(w2_slots, in.ptr<T>("dW2"), P, d.D, d.Hd, hdp, dp * hdp, "dW2");
+    reduce_slots(b2_slots, in.ptr<T>("db2"), P, 1, d.D, dp, dp, "db2");
   }
 }
 
