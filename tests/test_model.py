@@ -9,7 +9,7 @@ import torch
 import rstg_fast
 import rstg_fast.reference
 from model_cases import SCHEDULES, TINY, make, pair, video
-from rstg_testing import assert_close
+from rstg_testing import assert_close, deterministic_algorithms
 
 # options crossed with every schedule x readout below (rotated, to keep the suite fast)
 OPTIONS = [
@@ -171,9 +171,7 @@ def test_deterministic_mode_is_honoured():
     # every op of both models has a deterministic path (or raises); repeated runs are bitwise equal
     ref, fast = pair(positional=True, heads=2, readout="map")
     x = video()
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms(True):
         for model in (ref, fast):
             outs, grads = [], []
             for _ in range(2):
@@ -183,8 +181,6 @@ def test_deterministic_mode_is_honoured():
                 outs.append(y.detach())
                 grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
             assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
-    finally:
-        torch.use_deterministic_algorithms(previous)
 
 
 @pytest.mark.parametrize("cls", [rstg_fast.reference.RSTG, rstg_fast.RSTG], ids=["reference", "fast"])

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rstg_testing import assert_close, op_inputs, random_csr
+from rstg_testing import assert_close, deterministic_algorithms, op_inputs, random_csr
 
 from rstg_fast._ext import build_info, extension
 from rstg_fast.graph import grid_graph
@@ -366,12 +366,8 @@ def check_emulated_case(emulated_cuda, case, dtype, deterministic, seed):
     ref = _run(low, indptr, indices, heads, "reference", dO)
 
     O, lse = emulated_cuda.forward(*low.values(), indptr, indices, heads, scale)
-    prev = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(deterministic)
-    try:
+    with deterministic_algorithms(deterministic):
         grads = emulated_cuda.backward(dO.to(dtype), *low.values(), indptr, indices, O, lse, heads, scale)
-    finally:
-        torch.use_deterministic_algorithms(prev)
     assert_close(O, O64, ref[0], f"emulated O [{case}]")
     assert_close(lse, lse64, ref[1], f"emulated lse [{case}]")
     corr = delta_correction(leaves, indptr, indices, heads, scale, dO, O, O64, lse64)
@@ -392,11 +388,8 @@ def test_emulated_deterministic_backward_is_bitwise_reproducible(emulated_cuda):
     x = op_inputs(G, N, Hd, A, D, dtype=torch.float16, generator=gen)
     O, lse = emulated_cuda.forward(*x.values(), indptr, indices, heads, 0.5)
     dO = torch.randn(O.shape, generator=gen).half()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms(True):
         runs = [emulated_cuda.backward(dO, *x.values(), indptr, indices, O, lse, heads, 0.5) for _ in range(2)]
-    finally:
-        torch.use_deterministic_algorithms(False)
     for name, a, b in zip(("dS", "dR", "dQ", "dK", "dW2", "db2"), *runs, strict=True):
         assert torch.equal(a, b), f"{name} differs between two deterministic runs"
 
@@ -447,12 +440,8 @@ def test_forward_and_gradients_match_oracle(case, dtype, deterministic, poisoned
     low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
     ref = _run(low, indptr, indices, heads, "reference", dO)
     dev = {k: (v.cuda() if v is not None else None) for k, v in low.items()}
-    prev = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(deterministic)
-    try:
+    with deterministic_algorithms(deterministic):
         O, lse, grads = _run(dev, indptr.cuda(), indices.cuda(), heads, "cuda", dO.cuda())
-    finally:
-        torch.use_deterministic_algorithms(prev)
     assert O.dtype == dtype and lse.dtype == torch.float32
     assert_close(O, O64, ref[0], f"cuda O [{case}]")
     assert_close(lse, lse64, ref[1], f"cuda lse [{case}]")
@@ -470,12 +459,9 @@ def test_deterministic_mode_is_bitwise_reproducible(dtype):
     x64, indptr, indices, heads = _case("skewed-h4", gen)
     x = {k: (v.to(dtype).cuda() if v is not None else None) for k, v in x64.items()}
     dO = torch.randn(x["S"].shape[0], x["S"].shape[1], x["W2"].shape[0], generator=gen).cuda()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms(True):
         first = _run(x, indptr.cuda(), indices.cuda(), heads, "cuda", dO)
         second = _run(x, indptr.cuda(), indices.cuda(), heads, "cuda", dO)
-    finally:
-        torch.use_deterministic_algorithms(False)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     for k in first[2]:
         assert torch.equal(first[2][k], second[2][k]), f"d{k} differs between two deterministic runs"
