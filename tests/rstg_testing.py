@@ -8,6 +8,9 @@ oracle; its error may be at most ``2x`` the error PyTorch makes computing the sa
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 # Floors, relative to the magnitude of the expected tensor (max |x|, at least 1: the inputs
@@ -18,6 +21,19 @@ TOLERANCE_FLOOR = {
     torch.float16: 2e-3,
     torch.bfloat16: 1.6e-2,
 }
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool = True, *, warn_only: bool = False) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(enabled, warn_only=...)`` inside the block; the
+    caller's previous setting (mode and warn_only) is restored on exit, also on an exception,
+    so a test never leaves the switch changed for the tests after it."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def random_csr(

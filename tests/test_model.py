@@ -3,13 +3,15 @@ outputs and parameter gradients in float64 for every schedule, readout and optio
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import rstg_fast
 import rstg_fast.reference
 from model_cases import SCHEDULES, TINY, make, pair, video
-from rstg_testing import assert_close
+from rstg_testing import assert_close, deterministic_algorithms
 
 # options crossed with every schedule x readout below (rotated, to keep the suite fast)
 OPTIONS = [
@@ -138,17 +140,20 @@ def test_torch_compile_fullgraph_matches_eager():
     # small on purpose: inductor compiles C++ for every kernel, slow on a busy CPU
     small = dict(iterations=1, scales=((2, 2), (1, 1)), dtype=torch.float32)
     model = make(rstg_fast.RSTG, positional=True, heads=2, readout="map", **small)
+    model64 = copy.deepcopy(model).double()  # the oracle; eager float32 is the yardstick
     x = video(T=2, H=4, W=4, dtype=torch.float32)
     compiled = torch.compile(model, fullgraph=True)
     got = compiled(x)  # first call on a fresh model: the graph is built at trace time
     want = model(x)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    want64 = model64(x.double())
+    assert_close(got, want64, want, "compiled output")
     got.sum().backward()
     grads = {k: p.grad.clone() for k, p in model.named_parameters()}
     model.zero_grad()
     want.sum().backward()
-    for k, p in model.named_parameters():
-        torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-5, msg=k)
+    want64.sum().backward()
+    for (k, p), p64 in zip(model.named_parameters(), model64.parameters(), strict=True):
+        assert_close(grads[k], p64.grad, p.grad, f"compiled grad {k}")
 
 
 @pytest.mark.parametrize("readout", ["vec", "map"])
@@ -157,13 +162,16 @@ def test_autocast_bfloat16_runs_and_is_close(readout):
     ref, _ = pair(positional=True, heads=2, readout=readout)
     fast = rstg_fast.RSTG(12, **TINY, positional=True, heads=2, readout=readout)
     fast.load_state_dict(ref.state_dict())
+    ref32 = copy.deepcopy(ref).float()  # the yardstick: the reference model under the same autocast
     x = video()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = fast(x.float())
+        y_ref = ref32(x.float())
     y.float().sum().backward()
-    want = ref(x)
-    err = float(((y.double() - want).abs().max() / want.abs().max()).detach())
-    assert err < 0.05, err  # bfloat16 has 8 mantissa bits; three rounds of matmuls
+    assert_close(y, ref(x), y_ref, f"autocast {readout} output")  # the one rule, in y's dtype
+    # Gradients: finite only. Two bfloat16 rounding orders through the LSTMs land close to the
+    # 2x rule at model level (readout.scale measured at 0.96 of the bound), so a check here
+    # would judge rounding luck; the op's 16-bit gradients are held to the rule per backend.
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fast.parameters())
 
 
@@ -171,9 +179,7 @@ def test_deterministic_mode_is_honoured():
     # every op of both models has a deterministic path (or raises); repeated runs are bitwise equal
     ref, fast = pair(positional=True, heads=2, readout="map")
     x = video()
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms(True):
         for model in (ref, fast):
             outs, grads = [], []
             for _ in range(2):
@@ -183,8 +189,6 @@ def test_deterministic_mode_is_honoured():
                 outs.append(y.detach())
                 grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
             assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
-    finally:
-        torch.use_deterministic_algorithms(previous)
 
 
 @pytest.mark.parametrize("cls", [rstg_fast.reference.RSTG, rstg_fast.RSTG], ids=["reference", "fast"])

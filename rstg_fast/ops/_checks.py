@@ -44,6 +44,8 @@ def check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale) -> float:
     if R.shape != S.shape:
         raise ValueError(f"R must have shape (G, N, Hd) matching S, got {_shape(S)} and {_shape(R)}")
     G, N, Hd = S.shape
+    if Hd == 0:  # every backend: a zero-width RSTG is meaningless (docs/architecture.md)
+        raise ValueError(f"S and R must have a non-empty node width Hd, got {_shape(S)}")
     if Q.dim() != 3 or Q.shape[:2] != S.shape[:2]:
         raise ValueError(f"Q must have shape (G, N, A) with (G, N) = {(G, N)} of S, got {_shape(Q)}")
     if K.shape != Q.shape:
@@ -59,6 +61,8 @@ def check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale) -> float:
         if not isinstance(W2, torch.Tensor) or W2.dim() != 2 or W2.shape[1] != Hd:
             raise ValueError(f"W2 must have shape (D, Hd) with Hd = {Hd}, got {_shape(W2) if isinstance(W2, torch.Tensor) else W2!r}")
         D = W2.shape[0]
+        if D == 0:
+            raise ValueError(f"W2 must have at least one row (message width D > 0), got {_shape(W2)}")
         if not isinstance(b2, torch.Tensor) or b2.shape != (D,):
             raise ValueError(f"b2 must have shape (D,) = ({D},) when W2 is given, got {_shape(b2) if isinstance(b2, torch.Tensor) else b2!r}")
 

@@ -270,6 +270,9 @@ def test_ddp_two_cpu_processes_match_one(tmp_path, source):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = load_checkpoint(str(one / "checkpoint.pt")), load_checkpoint(str(two / "checkpoint.pt"))
+    # Not the float64-oracle rule (no oracle for a training run): 4 float32 SGD steps whose gradients
+    # the all-reduce sums in another order than one process does. Measured: parameters within 3e-6,
+    # classifier running_mean within 1.4e-5 (|x| <= 1.35), so the bound is about the float32 floor, not looser.
     for k in a["model"]:
         torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
     # and the batch statistics are global: a per-rank batch norm would differ far more

@@ -1,4 +1,9 @@
-"""message_attention: the contract, checked for the reference and every backend usable here.
+"""message_attention: the contract, checked for the reference and every registered backend.
+
+Every backend in ``rstg_fast.ops.backends.BACKENDS`` is a parameter of the backend tests
+here; one that cannot run on this machine is skipped with its own reason (its
+``BackendSpec.unavailable``), so a missing backend shows in the report instead of vanishing
+from the suite. A backend runs on CPU tensors where it can, else on a CUDA device.
 
 Backend-specific depth (skew, determinism, launch limits) lives in test_<backend>_backend.py;
 this file holds what every backend must satisfy.
@@ -11,20 +16,44 @@ import zlib
 
 import pytest
 import torch
-from rstg_testing import assert_close, op_inputs, random_csr
+from rstg_testing import assert_close, deterministic_algorithms, op_inputs, random_csr
 
 from rstg_fast.graph import grid_graph
 from rstg_fast.ops import backends, message_attention
 from rstg_fast.ops.backends.reference import message_attention_reference
 
 CPU = torch.device("cpu")
+ALL_BACKENDS = list(backends.BACKENDS)
+FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
-def usable_backends() -> list[str]:
-    return [name for name, spec in backends.BACKENDS.items() if "cpu" in spec.devices and spec.unavailable(CPU) is None]
+def usable_device(name: str) -> tuple[torch.device | None, str | None]:
+    """``(device, None)``: where the suite runs backend ``name`` (CPU first, then CUDA), or
+    ``(None, why)`` with the backend's own reasons for every device it supports.
+
+    Asked at run time, not at collection: availability can depend on the environment the
+    tests run in (TRITON_INTERPRET, the build, the GPU).
+    """
+    spec = backends.BACKENDS[name]
+    why = []
+    for device in (CPU, torch.device("cuda")):
+        if device.type not in spec.devices:
+            continue
+        reason = spec.unavailable(device)
+        if reason is None and device.type == "cuda" and not torch.cuda.is_available():
+            reason = "no CUDA device here"
+        if reason is None:
+            return device, None
+        why.append(f"{device.type}: {reason}")
+    return None, "; ".join(why)
 
 
-BACKENDS_HERE = usable_backends()
+def device_for(name: str) -> torch.device:
+    """The device to test backend ``name`` on; skips the test, saying why, when there is none."""
+    device, why = usable_device(name)
+    if device is None:
+        pytest.skip(reason=f"backend {name!r} cannot run here ({why})")
+    return device
 
 
 def edge_loop(S, R, Q, K, W2, b2, indptr, indices, heads, scale):
@@ -76,70 +105,95 @@ CASES = {
 }
 
 
-def case_inputs(name, gen):
-    """float64 inputs of a case, its graph and head count."""
+def case_inputs(name, gen, device=CPU):
+    """float64 inputs of a case on ``device``, its graph and head count."""
     G, N, Hd, A, D, heads, max_degree, skewed = CASES[name]
     if N is None:
         g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
         indptr, indices, N = g.indptr, g.indices, g.num_nodes
     else:
         indptr, indices = random_csr(N, max_degree, generator=gen, empty_rows=N > 2, skewed_row=skewed)
-    return op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen), indptr, indices, heads
+    x = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen, device=device)
+    return x, indptr.to(device), indices.to(device), heads
 
 
-def dtypes_of(backend):
-    return [d for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16) if d in backends.BACKENDS[backend].dtypes]
+# Backends whose 16-bit kernels differ from the reference's maths on a GPU, by design and as
+# in FlashAttention: h is rounded to the input dtype for the tensor cores before the W2 product
+# (a ReLU kink of z can flip under that rounding and move a gradient by a whole edge term), and
+# Delta = rowsum(dO * O) takes the stored, rounded O. This file's oracle models neither; their
+# own test files use an oracle that models both. Under the Triton interpreter (CPU) the triton
+# cases do run here: measured within the rule for these cases and four other seed sets.
+DOCUMENTED_16BIT_DEVIATION = {
+    "triton": "docs/triton_backend.md, Precision; checked in tests/ops/test_triton_backend.py",
+    "cuda": "docs/cuda_backend.md, Delta and the tolerance of dQ, dK; checked in tests/ops/test_cuda_backend.py",
+}
 
 
-@pytest.mark.parametrize("backend", BACKENDS_HERE)
-@pytest.mark.parametrize("case", list(CASES))
-def test_forward_and_gradients_match_float64_oracle(backend, case):
-    for dtype in dtypes_of(backend):
-        # A stable seed per (backend, case, dtype): a failure reproduces on the next run.
-        gen = torch.Generator().manual_seed(zlib.crc32(f"{backend}-{case}-{dtype}".encode()))
-        x64, indptr, indices, heads = case_inputs(case, gen)
-        present = {k: v for k, v in x64.items() if v is not None}
-        G, N, Hd = x64["S"].shape
-        D = x64["W2"].shape[0] if x64["W2"] is not None else Hd
-        # Rounded to dtype once: the oracle and the backend get the same incoming gradient.
-        dO = torch.randn(G, N, D, generator=gen, dtype=torch.float64).to(dtype).double()
-
-        def run(xs, which):
-            leaves = {k: (v.detach().requires_grad_(True) if v is not None else None) for k, v in xs.items()}
-            if which == "pytorch-same-dtype":  # PyTorch's own error in this dtype: the yardstick
-                O, _ = message_attention_reference(
-                    **leaves, indptr=indptr, indices=indices, heads=heads,
-                    scale=1 / math.sqrt(leaves["Q"].shape[-1] // heads), compute_dtype=dtype,
-                )
-            else:
-                O = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend=which)
-            grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
-            return O, dict(zip(present, grads))
-
-        low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
-        # The oracle sees the inputs the backend sees (rounded to dtype), in float64: input
-        # rounding would otherwise flip ReLUs near 0 and move a gradient by a whole edge term.
-        oracle = run({k: (v.double() if v is not None else None) for k, v in low.items()}, "reference")
-        same_dtype_ref = run(low, "pytorch-same-dtype") if dtype != torch.float64 else None
-        got = run(low, backend)
-        assert got[0].dtype == dtype
-        assert_close(got[0], oracle[0], same_dtype_ref[0] if same_dtype_ref else None, f"{backend} O")
-        for k in present:
-            assert got[1][k].dtype == dtype
-            assert_close(got[1][k], oracle[1][k], same_dtype_ref[1][k] if same_dtype_ref else None, f"{backend} d{k}")
+def oracle_params():
+    """(backend, case, dtype) for every registered backend and every dtype it claims."""
+    for backend, spec in backends.BACKENDS.items():
+        for case in CASES:
+            for dtype in FLOATS:
+                if dtype in spec.dtypes:  # an unclaimed dtype is refused (tested below), not computed
+                    yield pytest.param(backend, case, dtype, id=f"{backend}-{case}-{str(dtype)[6:]}")
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS_HERE if torch.float64 in backends.BACKENDS[b].dtypes])
+@pytest.mark.parametrize("backend,case,dtype", list(oracle_params()))
+def test_forward_and_gradients_match_float64_oracle(backend, case, dtype):
+    device = device_for(backend)
+    half = dtype in (torch.float16, torch.bfloat16)
+    if half and device.type == "cuda" and backend in DOCUMENTED_16BIT_DEVIATION:
+        why = DOCUMENTED_16BIT_DEVIATION[backend]
+        pytest.skip(reason=f"{backend} on a GPU in {dtype}: h rounded for the tensor cores and Delta from the "
+                           f"rounded O, which this oracle does not model ({why})")  # fmt: skip
+    # A stable seed per (backend, case, dtype): a failure reproduces on the next run.
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{backend}-{case}-{dtype}".encode()))
+    x64, indptr, indices, heads = case_inputs(case, gen, device)
+    present = {k: v for k, v in x64.items() if v is not None}
+    G, N, Hd = x64["S"].shape
+    D = x64["W2"].shape[0] if x64["W2"] is not None else Hd
+    # Rounded to dtype once: the oracle and the backend get the same incoming gradient.
+    dO = torch.randn(G, N, D, generator=gen, dtype=torch.float64).to(dtype).double().to(device)
+
+    def run(xs, which):
+        leaves = {k: (v.detach().requires_grad_(True) if v is not None else None) for k, v in xs.items()}
+        if which == "pytorch-same-dtype":  # PyTorch's own error in this dtype: the yardstick
+            O, _ = message_attention_reference(
+                **leaves, indptr=indptr, indices=indices, heads=heads,
+                scale=1 / math.sqrt(leaves["Q"].shape[-1] // heads), compute_dtype=dtype,
+            )
+        else:
+            O = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, backend=which)
+        grads = torch.autograd.grad(O, [leaves[k] for k in present], dO.to(O.dtype))
+        return O, dict(zip(present, grads, strict=True))
+
+    low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
+    # The oracle sees the inputs the backend sees (rounded to dtype), in float64: input
+    # rounding would otherwise flip ReLUs near 0 and move a gradient by a whole edge term.
+    oracle = run({k: (v.double() if v is not None else None) for k, v in low.items()}, "reference")
+    same_dtype_ref = run(low, "pytorch-same-dtype") if dtype != torch.float64 else None
+    got = run(low, backend)
+    assert got[0].dtype == dtype
+    assert_close(got[0], oracle[0], same_dtype_ref[0] if same_dtype_ref else None, f"{backend} O")
+    for k in present:
+        assert got[1][k].dtype == dtype
+        assert_close(got[1][k], oracle[1][k], same_dtype_ref[1][k] if same_dtype_ref else None, f"{backend} d{k}")
+
+
+@pytest.mark.parametrize("backend", [b for b in ALL_BACKENDS if torch.float64 in backends.BACKENDS[b].dtypes])
 @pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
 def test_gradcheck_float64(backend, one_layer):
+    device = device_for(backend)
     gen = torch.Generator().manual_seed(1)
     indptr, indices = random_csr(6, 3, generator=gen)
-    x = op_inputs(2, 6, 6 if one_layer else 5, 4, None if one_layer else 6, dtype=torch.float64, generator=gen)
+    indptr, indices = indptr.to(device), indices.to(device)
+    x = op_inputs(2, 6, 6 if one_layer else 5, 4, None if one_layer else 6, dtype=torch.float64, generator=gen,
+                  device=device)  # fmt: skip
     names = [k for k, v in x.items() if v is not None]
     leaves = [x[k].requires_grad_(True) for k in names]
 
     def f(*ts):
-        kw = dict(zip(names, ts))
+        kw = dict(zip(names, ts, strict=True))
         kw.setdefault("W2", None)
         kw.setdefault("b2", None)
         return message_attention(**kw, indptr=indptr, indices=indices, heads=2, backend=backend)
@@ -147,15 +201,44 @@ def test_gradcheck_float64(backend, one_layer):
     assert torch.autograd.gradcheck(f, leaves)
 
 
-@pytest.mark.parametrize("backend", BACKENDS_HERE)
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 @pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
 def test_opcheck(backend, one_layer):
+    device = device_for(backend)
     gen = torch.Generator().manual_seed(2)
     indptr, indices = random_csr(5, 3, generator=gen)
     dtype = torch.float64 if torch.float64 in backends.BACKENDS[backend].dtypes else torch.float32
-    x = op_inputs(2, 5, 4, 4, None if one_layer else 6, dtype=dtype, generator=gen)
+    x = op_inputs(2, 5, 4, 4, None if one_layer else 6, dtype=dtype, generator=gen, device=device)
     args = [t.requires_grad_(True) if t is not None else None for t in x.values()]
-    torch.library.opcheck(torch.ops.rstg_fast.message_attention.default, (*args, indptr, indices, 2, 0.7, backend))
+    torch.library.opcheck(
+        torch.ops.rstg_fast.message_attention.default, (*args, indptr.to(device), indices.to(device), 2, 0.7, backend)
+    )
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("G,N,edges", [(0, 5, True), (2, 0, False), (2, 4, False)],
+                         ids=["no-graphs", "no-nodes", "no-edges"])  # fmt: skip
+@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
+def test_empty_batch_graph_or_edges(backend, G, N, edges, deterministic):
+    """Zero graphs, zero nodes or zero edges are valid (docs/architecture.md): empty outputs,
+    or O = 0 and lse = -inf for rows without sources, and gradients exactly 0, in both modes."""
+    device = device_for(backend)
+    gen = torch.Generator().manual_seed(9)
+    if edges:
+        indptr, indices = random_csr(N, 3, generator=gen, empty_rows=False)
+    else:
+        indptr, indices = torch.zeros(N + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    x = op_inputs(G, N, 6, 4, 8, dtype=torch.float32, generator=gen, device=device)
+    leaves = {k: v.requires_grad_(True) for k, v in x.items()}
+    with deterministic_algorithms(deterministic):
+        O, lse = message_attention(**leaves, indptr=indptr.to(device), indices=indices.to(device), heads=2,
+                                   backend=backend, return_lse=True)  # fmt: skip
+        assert O.shape == (G, N, 8) and lse.shape == (G, N, 2)
+        if not edges:
+            assert torch.equal(O, torch.zeros_like(O)) and bool(torch.all(lse == -math.inf))
+        grads = torch.autograd.grad((O * torch.randn_like(O)).sum(), list(leaves.values()))
+    for k, g in zip(leaves, grads, strict=True):
+        assert g.shape == x[k].shape and torch.equal(g, torch.zeros_like(g)), f"d{k} must be 0"
 
 
 def test_default_scale_lse_and_int32_indices():
@@ -190,22 +273,37 @@ def test_torch_compile_fullgraph_matches_eager():
 
 
 # ---------------------------------------------------------------- validation
-def _valid():
+def _valid(device=CPU):
     gen = torch.Generator().manual_seed(5)
     g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
-    x = op_inputs(2, 14, 8, 4, 6, dtype=torch.float32, generator=gen)
-    return dict(x, indptr=g.indptr.clone(), indices=g.indices.clone())
+    x = op_inputs(2, 14, 8, 4, 6, dtype=torch.float32, generator=gen, device=device)
+    return dict(x, indptr=g.indptr.to(device), indices=g.indices.to(device))
+
+
+def _poke(t: torch.Tensor, i: int, value: int) -> torch.Tensor:
+    """A copy of ``t`` with ``t[i] = value`` (on any device)."""
+    t = t.clone()
+    t[i] = value
+    return t
 
 
 def _bad_cases():
     def set_(key, value):
         return lambda kw: kw.__setitem__(key, value(kw))
 
+    def narrow(**widths):  # slices of the last dimension, contiguous like a caller's tensors
+        return lambda kw: kw.update({k: kw[k][..., :w].contiguous() if kw[k] is not None else None
+                                     for k, w in widths.items()})  # fmt: skip
+
     return {
         "S-rank": ("S", set_("S", lambda kw: kw["S"][0])),
         "R-shape": ("R", set_("R", lambda kw: kw["R"][:, :3])),
         "Q-graphs": ("Q", set_("Q", lambda kw: kw["Q"][:1])),
         "K-shape": ("K", set_("K", lambda kw: kw["K"][..., :2])),
+        "Q-width0": ("Q", narrow(Q=0, K=0)),
+        "S-width0": ("S", narrow(S=0, R=0, W2=0)),  # Hd = 0 with W2 (D, 0): messages would be relu(b2)
+        "S-width0-one-layer": ("S", lambda kw: (narrow(S=0, R=0)(kw), kw.update(W2=None, b2=None))),
+        "W2-rows0": ("W2", lambda kw: kw.update(W2=kw["W2"][:0], b2=kw["b2"][:0])),  # D = 0: no message
         "W2-shape": ("W2", set_("W2", lambda kw: kw["W2"][:, :3])),
         "b2-shape": ("b2", set_("b2", lambda kw: kw["b2"][:2])),
         "b2-without-W2": ("b2", set_("W2", lambda kw: None)),
@@ -215,9 +313,9 @@ def _bad_cases():
         "indptr-dtype": ("indptr", set_("indptr", lambda kw: kw["indptr"].float())),
         "indptr-start": ("indptr", set_("indptr", lambda kw: kw["indptr"] + 1)),
         "indptr-end": ("indptr", set_("indices", lambda kw: kw["indices"][:-1])),
-        "indptr-monotone": ("indptr", set_("indptr", lambda kw: kw["indptr"].index_put((torch.tensor([3]),), torch.tensor(0)))),
-        "indices-high": ("indices", set_("indices", lambda kw: kw["indices"].index_put((torch.tensor([7]),), torch.tensor(14)))),
-        "indices-negative": ("indices", set_("indices", lambda kw: kw["indices"].index_put((torch.tensor([0]),), torch.tensor(-1)))),
+        "indptr-monotone": ("indptr", set_("indptr", lambda kw: _poke(kw["indptr"], 3, 0))),
+        "indices-high": ("indices", set_("indices", lambda kw: _poke(kw["indices"], 7, 14))),
+        "indices-negative": ("indices", set_("indices", lambda kw: _poke(kw["indices"], 0, -1))),
         "indices-2d": ("indices", set_("indices", lambda kw: kw["indices"][None])),
     }
 
@@ -266,15 +364,28 @@ def _op_args(kw, heads=1, scale=0.5, backend="reference"):
     return (kw["S"], kw["R"], kw["Q"], kw["K"], kw["W2"], kw["b2"], kw["indptr"], kw["indices"], heads, scale, backend)
 
 
-@pytest.mark.parametrize("backend", BACKENDS_HERE)
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 @pytest.mark.parametrize("case", list(_bad_cases()))
 def test_registered_op_validates_like_the_public_function(case, backend):
+    device = device_for(backend)
     name, mutate = _bad_cases()[case]
-    kw = _valid()
+    kw = _valid(device)
     message_attention(**kw, backend=backend)  # a checked public call first: its skip must not leak
     mutate(kw)
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         torch.ops.rstg_fast.message_attention(*_op_args(kw, backend=backend))
+
+
+@pytest.mark.parametrize(
+    "backend,dtype",
+    [pytest.param(b, d, id=f"{b}-{str(d)[6:]}") for b, spec in backends.BACKENDS.items() for d in FLOATS
+     if d not in spec.dtypes],
+)  # fmt: skip
+def test_backend_refuses_a_dtype_it_does_not_claim(backend, dtype):
+    device = device_for(backend)
+    kw = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in _valid(device).items()}
+    with pytest.raises(ValueError, match=rf"backend '{backend}' supports .*got {dtype}"):
+        message_attention(**kw, backend=backend)
 
 
 @pytest.mark.parametrize(
@@ -337,16 +448,22 @@ def test_fake_kernels_validate_shapes_without_data():
             torch.ops.rstg_fast.message_attention_backward(*bw)
 
 
-@pytest.mark.parametrize("backend", BACKENDS_HERE)
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_strided_indptr_and_indices_in_backward(backend):
     # saved indptr/indices are the caller's tensors: the backward kernel must not see strides
-    kw = _valid()
-    for k in ("S", "R", "Q", "K", "W2", "b2"):
-        kw[k] = kw[k].double().requires_grad_(True)
-    want = torch.autograd.grad(message_attention(**kw, heads=2, backend="reference").sum(), [kw["S"], kw["Q"]])
+    device = device_for(backend)
+    dtype = torch.float64 if torch.float64 in backends.BACKENDS[backend].dtypes else torch.float32
+    kw = _valid(device)
+
+    def grads(which, as_dtype):
+        leaves = {k: (kw[k].to(as_dtype).requires_grad_(True)) for k in ("S", "R", "Q", "K", "W2", "b2")}
+        O = message_attention(**leaves, indptr=kw["indptr"], indices=kw["indices"], heads=2, backend=which)
+        return torch.autograd.grad(O.sum(), [leaves["S"], leaves["Q"]])
+
+    want = grads("reference", torch.float64)
+    own = grads("reference", dtype) if dtype != torch.float64 else (None, None)
     kw["indptr"] = torch.stack([kw["indptr"], torch.full_like(kw["indptr"], 7)], 1)[:, 0]
     kw["indices"] = torch.stack([kw["indices"], torch.full_like(kw["indices"], 99)], 1)[:, 0]
     assert not kw["indptr"].is_contiguous() and not kw["indices"].is_contiguous()
-    got = torch.autograd.grad(message_attention(**kw, heads=2, backend=backend).sum(), [kw["S"], kw["Q"]])
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b)
+    for name, a, b, c in zip(("dS", "dQ"), grads(backend, dtype), want, own, strict=True):
+        assert_close(a, b, c, f"{backend} {name}")

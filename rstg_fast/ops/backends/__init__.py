@@ -6,8 +6,8 @@ A backend module exposes
     backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale)
         -> (dS, dR, dQ, dK, dW2 | None, db2 | None)
 
-and receives contiguous, validated tensors on one device (indptr/indices int64), a concrete
-``heads`` and ``scale``. ``O`` has the input dtype; ``lse`` is float32 (float64 for float64
+and receives contiguous, validated tensors on one device (indptr/indices int64; widths
+``Hd``, ``D``, ``A`` at least 1, ``G`` or ``N`` possibly 0), a concrete ``heads`` and ``scale``. ``O`` has the input dtype; ``lse`` is float32 (float64 for float64
 inputs). Backends are imported lazily, so ``import rstg_fast`` stays cheap and never
 compiles Triton or touches CUDA.
 """

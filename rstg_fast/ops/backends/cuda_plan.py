@@ -64,6 +64,8 @@ def check_launch_limits(
 
     The same rules are enforced again by the C++ launchers (``check_limits``).
     """
+    # The C++ launchers' own precondition, mirrored. Through the op it never fires: ops/_checks.py
+    # rejects zero widths for every backend, and cuda.py returns before this for G or N = 0.
     if min(G, N, Hd, D, A, heads) < 1:
         raise ValueError(
             f"cuda backend needs positive G, N, Hd, D, A, heads, got G={G} N={N} Hd={Hd} D={D} A={A} heads={heads}"

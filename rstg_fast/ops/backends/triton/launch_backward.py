@@ -35,9 +35,10 @@ def backward_with_plans(dO, S, R, Q, K, W2, b2, indices, O, lse, heads, scale, d
     # One zeroed float32 (float64) workspace for the four node gradients: one memset.
     sizes = [G * N * Hd, G * N * Hd, G * N * A, G * N * A]
     work = torch.zeros(sum(sizes), dtype=acc, device=S.device)
-    dR_w, dS_w, dQ_w, dK_w = (t.view(G, N, -1) for t in torch.split(work, sizes))
+    # Widths spelled out: a view with -1 is ambiguous when G or N is 0.
+    dR_w, dS_w, dQ_w, dK_w = (t.view(G, N, w) for t, w in zip(torch.split(work, sizes), (Hd, Hd, A, A), strict=True))
     dW2 = db2 = None
-    if G * N and D:  # D = 0: no output, all gradients zero
+    if G * N:  # no graphs or no nodes: no output, all gradients zero
         w2 = W2 if W2 is not None else S
         bias = b2 if b2 is not None else S
         common = dict(

@@ -65,10 +65,6 @@ def forward_with_plan(S, R, Q, K, W2, b2, indices, plan: Plan, heads: int, scale
         lse_part = torch.empty((G, P, heads), dtype=acc, device=S.device)
     else:  # never touched without split rows: no allocation (per-call host time counts here)
         O_part, lse_part = lse, lse
-    if D == 0:  # no message columns, so no programs to write lse: the degenerate case in PyTorch
-        from rstg_fast.ops.backends import reference
-
-        return reference.forward(S, R, Q, K, W2, b2, indptr_of(indices, plan, N), indices, heads, scale)
     if G == 0 or N == 0:
         return O, lse
     w2 = W2 if W2 is not None else S  # any pointer: never read without W2
@@ -91,14 +87,6 @@ def forward_with_plan(S, R, Q, K, W2, b2, indices, plan: Plan, heads: int, scale
             HEADS=heads, ACC=tl_acc(S.dtype), BG=bg, BD=min(128, max(16, triton.next_power_of_2(Dh))),
         )  # fmt: skip
     return O, lse
-
-
-def indptr_of(indices: torch.Tensor, plan: Plan, num_nodes: int) -> torch.Tensor:
-    """The CSR row pointer back from a schedule (only for the rare degenerate paths)."""
-    rows, starts, ends = plan.items[:, 0].long(), plan.items[:, 1].long(), plan.items[:, 2].long()
-    ptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=indices.device)
-    ptr[1:].index_add_(0, rows, ends - starts)
-    return torch.cumsum(ptr, 0)
 
 
 def forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale):
