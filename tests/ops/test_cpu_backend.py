@@ -214,10 +214,17 @@ def test_team_smaller_than_planned_gives_the_same_bits(tmp_path):
     import subprocess
     import sys
 
+    import rstg_fast
+
     out = tmp_path / "limited.pt"
-    env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONPATH=os.pathsep.join(sys.path))
+    # The child imports the same rstg_fast as this process (an installed copy in CI, the
+    # source tree in a dev build), whatever its working directory holds.
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(rstg_fast.__file__)))
+    env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONPATH=os.pathsep.join([package_root, *sys.path]))
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    subprocess.run([sys.executable, "-c", _SMALLER_TEAM_SCRIPT, str(out), tests_dir], env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", _SMALLER_TEAM_SCRIPT, str(out), tests_dir], env=env, cwd=tmp_path, check=True
+    )
     limited = torch.load(out, weights_only=True)
     with num_threads(4):
         full = bitwise_case()
