@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def extension() -> ModuleType | None:
     """The compiled module, or None when this install has no compiled kernels."""
     try:
@@ -36,7 +36,7 @@ def build_info() -> dict[str, Any]:
     return dict(_build_info())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build_info() -> dict[str, Any]:
     """What this build of rstg_fast contains.
 

@@ -9,8 +9,8 @@ scale. Nodes ``i != j`` are connected both ways when their cells overlap or shar
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -11,7 +11,7 @@ PAPER_SCALES = ((3, 3), (2, 2), (1, 1))
 
 def edges(g):
     dst = torch.repeat_interleave(torch.arange(g.num_nodes), g.degrees())
-    return {(int(s), int(d)) for s, d in zip(g.indices, dst)}
+    return {(int(s), int(d)) for s, d in zip(g.indices, dst, strict=True)}
 
 
 @pytest.mark.parametrize("size", [6, 14], ids=["6x6", "14x14"])
@@ -54,7 +54,10 @@ def test_integer_cells_leave_leftover_uncovered():
 
 @pytest.mark.parametrize(
     "scales,size,nodes,num_edges",
-    [(((14, 14), (7, 7), (3, 3), (1, 1)), 14, 255, 3212), (((28, 28), (14, 14), (7, 7), (3, 3), (1, 1)), 28, 1039, 17206)],
+    [
+        (((14, 14), (7, 7), (3, 3), (1, 1)), 14, 255, 3212),
+        (((28, 28), (14, 14), (7, 7), (3, 3), (1, 1)), 28, 1039, 17206),
+    ],
     ids=["dense", "huge"],
 )
 def test_canonical_large_graphs(scales, size, nodes, num_edges):

@@ -7,11 +7,11 @@ import copy
 
 import pytest
 import torch
+from model_cases import SCHEDULES, TINY, make, pair, video
+from rstg_testing import assert_close, deterministic_algorithms
 
 import rstg_fast
 import rstg_fast.reference
-from model_cases import SCHEDULES, TINY, make, pair, video
-from rstg_testing import assert_close, deterministic_algorithms
 
 # options crossed with every schedule x readout below (rotated, to keep the suite fast)
 OPTIONS = [
@@ -218,7 +218,8 @@ def test_space_stage_on_its_own_with_a_grid_graph():
 @pytest.mark.parametrize(
     "kwargs,name",
     [(dict(heads=0), "heads"), (dict(heads=5), "heads"), (dict(send_layers=3), "send_layers"),
-     (dict(update_layers=0), "update_layers"), (dict(norm="batch"), "norm"), (dict(attention_scale="1"), "attention_scale"),
+     (dict(update_layers=0), "update_layers"), (dict(norm="batch"), "norm"),
+     (dict(attention_scale="1"), "attention_scale"),
      (dict(attention_scale=float("nan")), "attention_scale"), (dict(node_dim=0), "node_dim"),
      (dict(message_dim=2.5), "message_dim")],
 )

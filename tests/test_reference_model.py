@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+from model_cases import SCHEDULES, TINY, make, video
 
 import rstg_fast.reference
-from model_cases import SCHEDULES, TINY, make, video
 from rstg_fast.graph import grid_graph
 
 Ref = rstg_fast.reference.RSTG
@@ -142,7 +142,7 @@ def test_time_stage_compile_loop_equals_fused_eager_path(cell_type):
     y_loop, s_loop = stage._loop(x, state)
     y_fused, s_fused = stage._fused(x, state)
     torch.testing.assert_close(y_loop, y_fused, rtol=0, atol=1e-12)
-    for a, b in zip(s_loop, s_fused):
+    for a, b in zip(s_loop, s_fused, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 

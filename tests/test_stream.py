@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_cases import SCHEDULES, make, video
 
 import rstg_fast
 import rstg_fast.reference
-from model_cases import SCHEDULES, make, video
 
 
 def _check_stream(model, x):

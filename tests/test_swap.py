@@ -6,12 +6,12 @@ import copy
 import logging
 
 import torch
+from model_cases import TINY, make, video
+from rstg_testing import assert_close
 from torch import nn
 
 import rstg_fast
 import rstg_fast.reference
-from model_cases import TINY, make, video
-from rstg_testing import assert_close
 from rstg_fast.swap import fast_copy
 
 

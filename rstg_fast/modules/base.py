@@ -8,6 +8,8 @@ docs/model.md.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -20,6 +22,9 @@ from rstg_fast.modules.graph_cache import GraphCache, SizeGraph
 from rstg_fast.modules.space_base import SpaceStageBase
 from rstg_fast.modules.time_stage import TimeStage
 from rstg_fast.pooling import pool_nodes
+
+if TYPE_CHECKING:  # stream.py imports this module; the runtime import stays inside stream()
+    from rstg_fast.modules.stream import RSTGStream
 
 SCHEDULES = ("all_time_stages", "one_time_stage", "space_only", "time_only", "homogeneous")
 
@@ -203,7 +208,7 @@ class RSTGBase(nn.Module):
         v, _ = self.propagate(self.embed(x, graph), graph)
         return self.finish(v, x, graph)
 
-    def stream(self) -> "RSTGStream":
+    def stream(self) -> RSTGStream:
         """A frame-by-frame runner with this model's weights; see :class:`RSTGStream`."""
         from rstg_fast.modules.stream import RSTGStream
 

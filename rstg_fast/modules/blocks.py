@@ -38,7 +38,7 @@ class Update(nn.Module):
         if self.scale_sizes is None:
             return self.mlps[0](vg)
         # nodes are numbered scale by scale, so each scale is one contiguous slice
-        return torch.cat([mlp(part) for mlp, part in zip(self.mlps, vg.split(self.scale_sizes, 1))], 1)
+        return torch.cat([mlp(part) for mlp, part in zip(self.mlps, vg.split(self.scale_sizes, 1), strict=True)], 1)
 
 
 def vec_readout(v: torch.Tensor, time_readout: str) -> torch.Tensor:

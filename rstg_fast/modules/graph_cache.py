@@ -68,7 +68,7 @@ class GraphTensors(nn.Module):
 
     def __init__(self, tensors: tuple[torch.Tensor, ...]) -> None:
         super().__init__()
-        for name, t in zip(_NAMES, tensors):
+        for name, t in zip(_NAMES, tensors, strict=True):
             self.register_buffer(name, t, persistent=False)
 
 

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rstg_fast.graph import Graph
 from rstg_fast.modules._args import attention_scale as check_attention_scale
 from rstg_fast.modules._args import choice, positive_int
 from rstg_fast.modules.blocks import Update
-from rstg_fast.graph import Graph
 from rstg_fast.modules.graph_cache import SizeGraph, size_graph
 from rstg_fast.modules.time_stage import TimeStage
 

@@ -59,12 +59,14 @@ def check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale) -> float:
         D = Hd
     else:
         if not isinstance(W2, torch.Tensor) or W2.dim() != 2 or W2.shape[1] != Hd:
-            raise ValueError(f"W2 must have shape (D, Hd) with Hd = {Hd}, got {_shape(W2) if isinstance(W2, torch.Tensor) else W2!r}")
+            got = _shape(W2) if isinstance(W2, torch.Tensor) else repr(W2)
+            raise ValueError(f"W2 must have shape (D, Hd) with Hd = {Hd}, got {got}")
         D = W2.shape[0]
         if D == 0:
             raise ValueError(f"W2 must have at least one row (message width D > 0), got {_shape(W2)}")
         if not isinstance(b2, torch.Tensor) or b2.shape != (D,):
-            raise ValueError(f"b2 must have shape (D,) = ({D},) when W2 is given, got {_shape(b2) if isinstance(b2, torch.Tensor) else b2!r}")
+            got = _shape(b2) if isinstance(b2, torch.Tensor) else repr(b2)
+            raise ValueError(f"b2 must have shape (D,) = ({D},) when W2 is given, got {got}")
 
     floats = [("S", S), ("R", R), ("Q", Q), ("K", K)] + ([("W2", W2), ("b2", b2)] if W2 is not None else [])
     if S.dtype not in FLOAT_DTYPES:
@@ -86,7 +88,9 @@ def check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale) -> float:
     if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
         raise ValueError(f"heads must be a positive int, got {heads!r}")
     if A % heads or D % heads:
-        raise ValueError(f"heads must divide the attention width A = {A} and the message width D = {D}, got heads={heads}")
+        raise ValueError(
+            f"heads must divide the attention width A = {A} and the message width D = {D}, got heads={heads}"
+        )
     if scale is None:
         scale = 1.0 / math.sqrt(A // heads)
     else:

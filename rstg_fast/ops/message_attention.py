@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from rstg_fast.ops._library import MessageAttentionFunction  # importing registers the torch ops
 from rstg_fast.ops._checks import as_int64, call_validated, check_inputs
+from rstg_fast.ops._library import MessageAttentionFunction  # importing registers the torch ops
 
 
 def message_attention(

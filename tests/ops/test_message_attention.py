@@ -78,7 +78,7 @@ def edge_loop(S, R, Q, K, W2, b2, indptr, indices, heads, scale):
                     messages.append(m[c * dh : (c + 1) * dh])
                 s = torch.tensor(scores, dtype=torch.float64)
                 a = torch.softmax(s, 0)
-                O[g, i, c * dh : (c + 1) * dh] = sum(w * m for w, m in zip(a, messages))
+                O[g, i, c * dh : (c + 1) * dh] = sum(w * m for w, m in zip(a, messages, strict=True))
                 lse[g, i, c] = torch.logsumexp(s, 0)
     return O, lse
 
@@ -268,7 +268,7 @@ def test_torch_compile_fullgraph_matches_eager():
     grads = torch.autograd.grad(out.sum(), leaves)
     eager = f(*leaves)
     torch.testing.assert_close(out, eager)
-    for a, b in zip(grads, torch.autograd.grad(eager.sum(), leaves)):
+    for a, b in zip(grads, torch.autograd.grad(eager.sum(), leaves), strict=True):
         torch.testing.assert_close(a, b)
 
 

@@ -7,17 +7,18 @@ A backend module exposes
         -> (dS, dR, dQ, dK, dW2 | None, db2 | None)
 
 and receives contiguous, validated tensors on one device (indptr/indices int64; widths
-``Hd``, ``D``, ``A`` at least 1, ``G`` or ``N`` possibly 0), a concrete ``heads`` and ``scale``. ``O`` has the input dtype; ``lse`` is float32 (float64 for float64
-inputs). Backends are imported lazily, so ``import rstg_fast`` stays cheap and never
-compiles Triton or touches CUDA.
+``Hd``, ``D``, ``A`` at least 1, ``G`` or ``N`` possibly 0), a concrete ``heads`` and
+``scale``. ``O`` has the input dtype; ``lse`` is float32 (float64 for float64 inputs).
+Backends are imported lazily, so ``import rstg_fast`` stays cheap and never compiles Triton
+or touches CUDA.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable
 
 import torch
 
@@ -114,8 +115,9 @@ def module(name: str) -> ModuleType:
 def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
     """The backend ``backend="auto"`` resolves to for tensors on ``device`` of ``dtype``.
 
-    Rule: the fastest usable fused backend for the device (docs/architecture.md, measured in docs/benchmarks.md), falling
-    back to ``reference`` when no fused backend supports the device and dtype.
+    Rule: the fastest usable fused backend for the device (docs/architecture.md, measured in
+    docs/benchmarks.md), falling back to ``reference`` when no fused backend supports the
+    device and dtype.
     """
     for name in AUTO_ORDER.get(device.type, ()):
         spec = BACKENDS.get(name)

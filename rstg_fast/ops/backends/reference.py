@@ -88,4 +88,4 @@ def backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale):
         grads = torch.autograd.grad(out, wanted, dO, allow_unused=True)
     it = iter(grads)
     result = [next(it) if t is not None else None for t in leaves]
-    return tuple(g if g is not None or t is None else torch.zeros_like(t) for g, t in zip(result, leaves))
+    return tuple(g if g is not None or t is None else torch.zeros_like(t) for g, t in zip(result, leaves, strict=True))
