@@ -8,12 +8,13 @@ scale. Nodes ``i != j`` are connected both ways when their cells overlap or shar
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from rstg_fast._args import as_index, positive_int
 
 Scales = Sequence[tuple[int, int]]
 
@@ -55,34 +56,12 @@ class Graph:
         return torch.stack([self.indices, dst])
 
 
-def _index(value) -> int | None:
-    """``value`` as an int if it is a Python, numpy or 0-d torch integer (not a bool), else None.
-
-    Floats are refused rather than truncated: a size of 6.9 is a caller's mistake.
-    """
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    if isinstance(value, torch.Tensor) and (value.dim() != 0 or value.dtype == torch.bool):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
-
-
-def _positive(name: str, value) -> int:
-    out = _index(value)
-    if out is None or out < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return out
-
-
 def check_scales(scales: Scales) -> tuple[tuple[int, int], ...]:
     try:
         pairs = [(sh, sw) for sh, sw in scales]
     except (TypeError, ValueError):
         raise ValueError(f"scales must be a sequence of (rows, cols) pairs, got {scales!r}") from None
-    out = tuple((_index(sh), _index(sw)) for sh, sw in pairs)
+    out = tuple((as_index(sh), as_index(sw)) for sh, sw in pairs)
     if not out or any(sh is None or sw is None or sh < 1 or sw < 1 for sh, sw in out):
         raise ValueError(f"scales must be a non-empty sequence of positive int (rows, cols), got {scales!r}")
     return out
@@ -91,7 +70,7 @@ def check_scales(scales: Scales) -> tuple[tuple[int, int], ...]:
 def grid_regions(scales: Scales, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer cells of every node: ``regions (N, 4)`` and ``scale_of_node (N,)``."""
     scales = check_scales(scales)
-    height, width = _positive("height", height), _positive("width", width)
+    height, width = positive_int("height", height), positive_int("width", width)
     for sh, sw in scales:
         if height < sh or width < sw:
             raise ValueError(
@@ -125,7 +104,7 @@ def grid_graph(scales: Scales, height: int, width: int, self_loops: bool = False
     (14, 90)
     """
     scales = check_scales(scales)
-    height, width = _positive("height", height), _positive("width", width)
+    height, width = positive_int("height", height), positive_int("width", width)
     if not isinstance(self_loops, (bool, np.bool_)):
         raise ValueError(f"self_loops must be a bool, got {self_loops!r}")
     regions, scale_of_node = grid_regions(scales, height, width)
@@ -146,7 +125,7 @@ def positional_maps(graph: Graph | Scales, dim_map: int = 6) -> torch.Tensor:
     The maps depend on the scales and ``dim_map`` only, not on the feature-map size.
     """
     scales = graph.scales if isinstance(graph, Graph) else check_scales(graph)
-    dim_map = _positive("dim_map", dim_map)
+    dim_map = positive_int("dim_map", dim_map)
     if any(dim_map < max(sh, sw) for sh, sw in scales):
         raise ValueError(f"dim_map must be at least the largest scale side, got dim_map={dim_map} for scales {scales}")
     regions, _ = grid_regions(scales, dim_map, dim_map)

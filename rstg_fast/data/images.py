@@ -13,6 +13,7 @@ import zlib
 
 import numpy as np
 
+from rstg_fast._args import integer
 from rstg_fast._atomic import atomic_path
 
 
@@ -40,6 +41,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
 
 def video_strip(videos: np.ndarray, gap: int = 2) -> np.ndarray:
     """``(n, T, H, W)`` uint8 -> one ``(n*(H+gap)-gap, T*(W+gap)-gap)`` image, a row per video."""
+    gap = integer("gap", gap, minimum=0)
     n, t, h, w = videos.shape
     out = np.full((n * (h + gap) - gap, t * (w + gap) - gap), 128, dtype=np.uint8)
     for i in range(n):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rstg_fast._args import positive_int
 from rstg_fast._atomic import atomic_path
 from rstg_fast.data.syncmnist import SyncMNISTBatch, check_arguments, generate
 
@@ -49,20 +50,20 @@ def write_shards(
     ``progress(done, total)`` is called after each shard. Returns the shard paths in order.
     Raises ``ValueError`` if ``out_dir`` holds a dataset made with other arguments.
     """
-    if num_videos <= 0 or shard_size <= 0:
-        raise ValueError(f"num_videos and shard_size must be > 0, got {num_videos} and {shard_size}")
     # before meta.json is written: a bad argument must not leave a dataset directory that
     # later runs with the right arguments refuse as foreign
-    check_arguments(num_digits, split, seed)
+    num_videos = positive_int("num_videos", num_videos)
+    shard_size = positive_int("shard_size", shard_size)
+    num_digits, seed, _ = check_arguments(num_digits, split, seed)
     if source is not None and not os.path.isdir(source):
         raise ValueError(f"source must be a directory of MNIST IDX files, got {source!r}")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     meta = {
         "format": "rstg_fast.syncmnist/1",
-        "num_digits": int(num_digits),
-        "seed": int(seed),
-        "shard_size": int(shard_size),
+        "num_digits": num_digits,
+        "seed": seed,
+        "shard_size": shard_size,
         "source": None if source is None else os.path.abspath(source),
     }
     meta_path = os.path.join(out_dir, "meta.json")
@@ -118,6 +119,7 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", cache_shards: int = 2) -> None:
+        self.cache_shards = positive_int("cache_shards", cache_shards)
         root = os.fspath(root)
         names = sorted(
             f for f in os.listdir(root) if f.startswith(f"{split}-") and f.endswith(".npz") and ".tmp" not in f
@@ -130,7 +132,6 @@ class ShardDataset(Dataset):
             with np.load(p, allow_pickle=False) as z:
                 sizes.append(int(z["labels"].shape[0]))
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self.cache_shards = cache_shards
         self._cache: OrderedDict[int, SyncMNISTBatch] = OrderedDict()
 
     def __len__(self) -> int:
@@ -171,10 +172,11 @@ class OnTheFlySyncMNIST(Dataset):
         source: str | None = None,
         cache_blocks: int = 4,
     ) -> None:
-        if num_videos <= 0 or block <= 0:
-            raise ValueError(f"num_videos and block must be > 0, got {num_videos} and {block}")
-        self.num_videos, self.num_digits, self.split, self.seed = num_videos, num_digits, split, seed
-        self.block, self.source, self.cache_blocks = block, source, cache_blocks
+        self.num_videos = positive_int("num_videos", num_videos)
+        self.num_digits, self.seed, _ = check_arguments(num_digits, split, seed)
+        self.split, self.source = split, source
+        self.block = positive_int("block", block)
+        self.cache_blocks = positive_int("cache_blocks", cache_blocks)
         self._cache: OrderedDict[int, SyncMNISTBatch] = OrderedDict()
 
     def __len__(self) -> int:

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rstg_fast._args import integer, positive_int
+
 LABELS_FILE = "something-something-v1-labels.csv"
 SPLIT_FILES = {
     "train": "something-something-v1-train.csv",
@@ -175,8 +177,12 @@ class ClipConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_frames", "frame_stride", "crop_size", "test_short_side", "spatial_clips", "temporal_clips"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            setattr(self, name, positive_int(name, getattr(self, name)))  # 2.5 is refused, not truncated
+        try:
+            lo, hi = self.train_scale
+        except (TypeError, ValueError):
+            raise ValueError(f"train_scale must be a (min, max) pair of ints, got {self.train_scale!r}") from None
+        self.train_scale = (integer("train_scale[0]", lo), integer("train_scale[1]", hi))
         lo, hi = self.train_scale
         if not self.crop_size <= lo <= hi:
             raise ValueError(f"train_scale must satisfy crop_size <= min <= max, got {self.train_scale}")
@@ -222,13 +228,13 @@ class SomethingSomethingV1(torch.utils.data.Dataset):
     ) -> None:
         if split not in SPLIT_FILES:
             raise ValueError(f"split must be one of {tuple(SPLIT_FILES)}, got {split!r}")
+        self.frame_template, self.seed, self.epoch = frame_template, integer("seed", seed, minimum=0), 0
         self.root = os.fspath(root)
         ann = os.fspath(annotations) if annotations is not None else self.root
         self.names = read_label_names(os.path.join(ann, LABELS_FILE))
         self.samples = read_split(os.path.join(ann, SPLIT_FILES[split]), self.names)
         self.train = split == "train" if train is None else bool(train)
         self.clip = clip or ClipConfig()
-        self.frame_template, self.seed, self.epoch = frame_template, int(seed), 0
         self.flip_map = flip_label_map(self.names)
         self._lengths: dict[str, int] = {}
 
@@ -238,7 +244,7 @@ class SomethingSomethingV1(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Draw epoch ``epoch``'s augmentation (call before building the loader's iterator)."""
-        self.epoch = int(epoch)
+        self.epoch = integer("epoch", epoch, minimum=0)
 
     def __len__(self) -> int:
         return len(self.samples)

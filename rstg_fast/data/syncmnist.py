@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rstg_fast import pooling
+from rstg_fast._args import integer
 from rstg_fast.data.mnist import DigitPool, digit_pool
 
 NUM_CLASSES = 46
@@ -101,19 +102,20 @@ def resize_frames(canvas: np.ndarray) -> np.ndarray:
     return out
 
 
-def check_arguments(num_digits: int, split: str = "train", seed: int = 0, stream: int = 0) -> None:
-    """The argument checks of :func:`generate` (run them before writing anything to disk)."""
-    if not 2 <= int(num_digits) <= 10:
-        raise ValueError(f"num_digits must be in [2, 10] (distinct classes), got {num_digits}")
+def check_arguments(num_digits: int, split: str = "train", seed: int = 0, stream: int = 0) -> tuple[int, int, int]:
+    """The argument checks of :func:`generate` (run them before writing anything to disk).
+
+    Returns ``(num_digits, seed, stream)`` as Python ints; a float such as ``3.7`` is refused,
+    not truncated (``num_digits`` must be in ``[2, 10]``: distinct classes).
+    """
+    num_digits = integer("num_digits", num_digits, minimum=2, maximum=10)
     if split not in _SPLIT_CODE:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    for name, value in (("seed", seed), ("stream", stream)):
-        if int(value) < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+    return num_digits, integer("seed", seed, minimum=0), integer("stream", stream, minimum=0)
 
 
 def _rng(seed: int, split: str, num_digits: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], num_digits, int(stream)]))
+    return np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_CODE[split], num_digits, stream]))
 
 
 def _motion(rng: np.random.Generator, synced: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -171,12 +173,10 @@ def generate(
         pool: an explicit :class:`DigitPool` (overrides ``source``).
         p_no_sync: probability of a video without a synced pair (label 45).
     """
-    if int(num_videos) < 0:
-        raise ValueError(f"num_videos must be >= 0, got {num_videos}")
-    check_arguments(num_digits, split, seed, stream)
+    n = integer("num_videos", num_videos, minimum=0)
+    k, seed, stream = check_arguments(num_digits, split, seed, stream)
     if not 0.0 <= p_no_sync <= 1.0:
         raise ValueError(f"p_no_sync must be in [0, 1], got {p_no_sync}")
-    n, k = int(num_videos), int(num_digits)
     rng = _rng(seed, split, k, stream)
     pool = digit_pool(split, source) if pool is None else pool
 

@@ -1,16 +1,15 @@
 """Argument checks shared by the model and its stages (kept apart from ``base.py``, which
-imports the stages: the stages check their own arguments too)."""
+imports the stages: the stages check their own arguments too). Integers are checked by
+:mod:`rstg_fast._args`, as in the graph and data code."""
 
 from __future__ import annotations
 
 import math
 import numbers
 
+from rstg_fast._args import integer, positive_int
 
-def positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+__all__ = ["attention_scale", "choice", "integer", "positive_int"]
 
 
 def choice(name: str, value, allowed: tuple):

@@ -16,6 +16,7 @@ from torch import nn
 from rstg_fast.graph import check_scales, positional_maps
 from rstg_fast.modules._args import attention_scale as _attention_scale
 from rstg_fast.modules._args import choice as _choice
+from rstg_fast.modules._args import integer as _integer
 from rstg_fast.modules._args import positive_int as _positive_int
 from rstg_fast.modules.blocks import MapReadout, vec_readout
 from rstg_fast.modules.graph_cache import GraphCache, SizeGraph
@@ -76,12 +77,10 @@ class RSTGBase(nn.Module):
         self.node_dim = _positive_int("node_dim", node_dim)
         self.message_dim = _positive_int("message_dim", message_dim)
         self.scales = check_scales(scales)
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-            raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
-        self.iterations = iterations
+        self.iterations = _integer("iterations", iterations, minimum=0)
         _choice("send_layers", send_layers, (1, 2))
         _choice("update_layers", update_layers, (1, 2))
-        _positive_int("heads", heads)
+        heads = _positive_int("heads", heads)
         _attention_scale(attention_scale)  # also for schedules without a space stage
         if message_dim % heads:
             raise ValueError(f"heads must divide message_dim (the attention width) = {message_dim}, got heads={heads}")

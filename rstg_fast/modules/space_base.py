@@ -46,9 +46,9 @@ class SpaceStageBase(nn.Module, abc.ABC):
         homogeneous: bool = False,
     ) -> None:
         super().__init__()
-        positive_int("node_dim", node_dim)
-        positive_int("message_dim", message_dim)
-        positive_int("heads", heads)
+        node_dim = positive_int("node_dim", node_dim)
+        message_dim = positive_int("message_dim", message_dim)
+        heads = positive_int("heads", heads)
         if message_dim % heads:
             raise ValueError(f"heads must divide message_dim = {message_dim}, got heads={heads}")
         choice("send_layers", send_layers, (1, 2))

@@ -32,7 +32,7 @@ class TimeStage(nn.Module):
 
     def __init__(self, dim: int, cell: str = "lstm") -> None:
         super().__init__()
-        positive_int("dim", dim)
+        dim = positive_int("dim", dim)
         choice("cell", cell, tuple(_GATES))
         self.dim, self.cell_type = dim, cell
         gates = _GATES[cell] * self.dim

