@@ -7,15 +7,21 @@ Layout of a dataset directory::
 
 Shard ``s`` is ``generate(shard_size, ..., stream=s)``, so shards are independent, any subset
 can be regenerated, and a resumed run writes exactly the files an uninterrupted one would.
-Each shard is written to a temporary file and renamed (atomic), so an existing shard file is
-always complete.
+Each shard is written to a temporary file and renamed (atomic), so an interrupted run never
+leaves a partial shard. A shard damaged later (a copy cut short, a flipped byte) is found on
+resume, because every field is read back and checked (shape, dtype, the zip CRC-32): 41.5 MB
+of reading per default shard of 1000 videos (3 digits), measured 0.02 s from the page cache
+(disk speed otherwise) against 0.7 s to generate it. Readers raise a ``ValueError`` naming
+the shard and saying how to regenerate it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -25,7 +31,7 @@ from torch.utils.data import Dataset
 
 from rstg_fast._args import positive_int
 from rstg_fast._atomic import atomic_path
-from rstg_fast.data.syncmnist import SyncMNISTBatch, check_arguments, generate
+from rstg_fast.data.syncmnist import FRAMES, SIZE, SyncMNISTBatch, check_arguments, generate
 
 _FIELDS = ("videos", "labels", "digits", "coords", "draw_order")
 
@@ -81,7 +87,7 @@ def write_shards(
     for s in range(num_shards):
         path = os.path.join(out_dir, shard_name(split, s))
         n = min(shard_size, num_videos - s * shard_size)
-        if not _complete(path, n):
+        if not _complete(path, n, num_digits):
             batch = generate(n, num_digits, split, seed, stream=s, source=source)
             with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz to other names
                 np.savez(tmp, **{k: getattr(batch, k) for k in _FIELDS})
@@ -91,24 +97,68 @@ def write_shards(
     return paths
 
 
-def _complete(path: str, n: int) -> bool:
+def _complete(path: str, n: int, num_digits: int) -> bool:
+    """Whether ``path`` is an intact shard of ``n`` videos of ``num_digits`` digits (reads it all)."""
     if not os.path.exists(path):
         return False
     try:
-        with np.load(path, allow_pickle=False) as z:
-            # a truncated zip loses its central directory (BadZipFile / EOFError on open)
-            return set(_FIELDS) <= set(z.files) and z["labels"].shape == (n,)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        batch = load_shard(path)
+    except ValueError:
         return False  # a foreign or damaged file: regenerate it
+    return batch.digits.shape == (n, num_digits)
+
+
+def _expected(n: int, k: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of each field of a shard of ``n`` videos with ``k`` digits."""
+    return {
+        "videos": ((n, FRAMES, SIZE, SIZE), np.dtype(np.uint8)),
+        "labels": ((n,), np.dtype(np.int64)),
+        "digits": ((n, k), np.dtype(np.int64)),
+        "coords": ((n, FRAMES, k, 2), np.dtype(np.int64)),
+        "draw_order": ((n, k), np.dtype(np.int64)),
+    }
+
+
+def _damaged(path: str, why: str) -> ValueError:
+    return ValueError(
+        f"path: {path} is not a readable SyncMNIST shard ({why}); regenerate it: write_shards "
+        "(rstg-fast make-syncmnist) with the dataset's arguments resumes, keeps the intact shards "
+        "and rewrites this one"
+    )
+
+
+@contextlib.contextmanager
+def _reading(path: str):
+    """Turn what a damaged shard raises (cut short, flipped bytes, not a zip) into one
+    ``ValueError`` naming it; a missing or unreadable file keeps its own ``OSError``."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # zipfile checks each member's CRC-32 once it is read to the end: a flipped byte
+        # inside videos.npy is a BadZipFile here, not silently wrong pixels
+        raise _damaged(path, f"{type(exc).__name__}: {exc}") from exc
 
 
 def load_shard(path: str | os.PathLike) -> SyncMNISTBatch:
-    """Read one shard (no pickles)."""
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in _FIELDS if k not in z.files]
-        if missing:
-            raise ValueError(f"path: {os.fspath(path)} is not a SyncMNIST shard (missing {missing})")
-        return SyncMNISTBatch(**{k: z[k] for k in _FIELDS})
+    """Read one shard (no pickles) and check every field's shape and dtype.
+
+    Raises ``ValueError`` naming ``path`` if the file is damaged or not a SyncMNIST shard.
+    """
+    path = os.fspath(path)
+    with _reading(path), np.load(path, allow_pickle=False) as z:
+        fields = {k: z[k] for k in _FIELDS if k in z.files}
+    missing = [k for k in _FIELDS if k not in fields]
+    if missing:
+        raise _damaged(path, f"missing {missing}")
+    labels, digits = fields["labels"], fields["digits"]
+    if labels.ndim != 1 or digits.ndim != 2:
+        raise _damaged(path, f"labels {labels.shape} and digits {digits.shape} must be (n,) and (n, k)")
+    for name, (shape, dtype) in _expected(labels.shape[0], digits.shape[1]).items():
+        if fields[name].shape != shape or fields[name].dtype != dtype:
+            raise _damaged(path, f"{name} is {fields[name].shape} {fields[name].dtype}, expected {shape} {dtype}")
+    return SyncMNISTBatch(**fields)
 
 
 class ShardDataset(Dataset):
@@ -129,7 +179,9 @@ class ShardDataset(Dataset):
         self.paths = [os.path.join(root, f) for f in names]
         sizes = []
         for p in self.paths:
-            with np.load(p, allow_pickle=False) as z:
+            # only the labels here (the whole dataset would be read otherwise); every field is
+            # checked when load_shard reads the shard
+            with _reading(p), np.load(p, allow_pickle=False) as z:
                 sizes.append(int(z["labels"].shape[0]))
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])
         self._cache: OrderedDict[int, SyncMNISTBatch] = OrderedDict()
