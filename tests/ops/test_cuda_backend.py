@@ -16,8 +16,10 @@ Three parts:
 The 16-bit kernels feed the tensor cores ``h = relu(S + R)`` rounded to the input dtype (as
 any MMA on 16-bit operands must), so the ReLU mask of ``z = W2 h + b2`` can flip for a ``z``
 within rounding of 0 and move a gradient by a whole term. The oracle therefore rounds ``h``
-to the dtype too (straight-through in backward) and is otherwise float64; the tolerance is the
-project's one rule (tests/rstg_testing.py) against the same-dtype reference's own error.
+to the dtype too (straight-through in backward) and is otherwise float64, and the effect of
+taking ``Delta`` from the stored 16-bit ``O`` on dQ, dK is added to it (both in ma_oracles.py,
+shared with the triton backend's tests); the tolerance is the project's one rule
+(tests/rstg_testing.py) against the same-dtype reference's own error.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ma_oracles import delta_correction, rounded_oracle
 from rstg_testing import assert_close, deterministic_algorithms, op_inputs, random_csr
 
 from rstg_fast._ext import build_info, extension
@@ -219,59 +222,6 @@ def test_registration_and_build_info():
 # ----------------------------------------------------------------------------- oracle and helpers
 
 
-class _RoundST(torch.autograd.Function):
-    """Round to a dtype in forward, identity in backward (what the kernel's h tile does)."""
-
-    @staticmethod
-    def forward(ctx, x, dtype):
-        return x.to(dtype).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g, None
-
-
-def oracle(S, R, Q, K, W2, b2, indptr, indices, heads, scale, h_dtype):
-    """float64 message_attention with h rounded to ``h_dtype`` before the W2 product."""
-    E = indices.numel()
-    dst = destinations(indptr, E)
-    h = torch.relu(S[:, indices] + R[:, dst])
-    if W2 is not None:
-        m = torch.relu(_RoundST.apply(h, h_dtype) @ W2.T + b2)
-    else:
-        m = h
-    G, N = S.shape[:2]
-    D = m.shape[-1]
-    s = (Q[:, dst].reshape(G, E, heads, -1) * K[:, indices].reshape(G, E, heads, -1)).sum(-1) * scale
-    mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype).scatter_reduce(
-        1, dst.view(1, E, 1).expand(G, E, heads), s.detach(), "amax"
-    )
-    e = torch.exp(s - mx[:, dst])
-    den = torch.zeros((G, N, heads), dtype=s.dtype).index_add(1, dst, e)
-    a = e / den[:, dst]
-    out = (a.unsqueeze(-1) * m.reshape(G, E, heads, D // heads)).reshape(G, E, D)
-    return torch.zeros((G, N, D), dtype=s.dtype).index_add(1, dst, out), mx + torch.log(den)
-
-
-def delta_correction(leaves, indptr, indices, heads, scale, dO, O_used, O64, lse64):
-    """The part of dQ, dK that comes from Delta = rowsum(dO * O) using the op's O in its dtype.
-
-    docs/design.md §7 (like FlashAttention) has the backward take Delta from the stored output O;
-    in 16-bit that O is rounded, Delta' = Delta + eps, so ds = a (dp - Delta') = exact ds - a eps.
-    Returns the float64 gradients of -sum(a eps s) for Q and K, to add to the exact ones.
-    """
-    G, N, D = O64.shape
-    E = indices.numel()
-    dst = destinations(indptr, E)
-    eps = (dO * (O_used.detach().double().cpu() - O64.detach())).reshape(G, N, heads, D // heads).sum(-1)
-    Q = leaves["Q"].detach().requires_grad_(True)
-    K = leaves["K"].detach().requires_grad_(True)
-    s = (Q[:, dst].reshape(G, E, heads, -1) * K[:, indices].reshape(G, E, heads, -1)).sum(-1) * scale
-    a = torch.exp(s.detach() - lse64.detach()[:, dst])
-    gQ, gK = torch.autograd.grad(-(a * eps[:, dst] * s).sum(), [Q, K])
-    return {"Q": gQ, "K": gK}
-
-
 @pytest.fixture
 def poisoned(monkeypatch):
     """Fresh buffers come NaN-filled, so an element a kernel never writes fails the test."""
@@ -392,7 +342,7 @@ def check_emulated_case(emulated_cuda, case, dtype, deterministic, seed):
 
     # The oracle sees the inputs the kernel sees (rounded to dtype), in float64.
     leaves = {k: (v.to(dtype).double().requires_grad_(True) if v is not None else None) for k, v in x64.items()}
-    O64, lse64 = oracle(*leaves.values(), indptr, indices, heads, scale, dtype)
+    O64, lse64 = rounded_oracle(*leaves.values(), indptr, indices, heads, scale, h_dtype=dtype)
     present = [k for k, v in leaves.items() if v is not None]
     g64 = dict(zip(present, torch.autograd.grad(O64, [leaves[k] for k in present], dO), strict=True))
     low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
@@ -403,7 +353,7 @@ def check_emulated_case(emulated_cuda, case, dtype, deterministic, seed):
         grads = emulated_cuda.backward(dO.to(dtype), *low.values(), indptr, indices, O, lse, heads, scale)
     assert_close(O, O64, ref[0], f"emulated O [{case}]")
     assert_close(lse, lse64, ref[1], f"emulated lse [{case}]")
-    corr = delta_correction(leaves, indptr, indices, heads, scale, dO, O, O64, lse64)
+    corr = delta_correction(leaves["Q"], leaves["K"], indptr, indices, heads, scale, dO, O64, O)
     for name, got in zip(("S", "R", "Q", "K", "W2", "b2"), grads, strict=True):
         if name in present:
             assert got.dtype == dtype
@@ -466,7 +416,7 @@ def test_forward_and_gradients_match_oracle(case, dtype, deterministic, poisoned
 
     # The oracle sees the inputs the kernel sees (rounded to dtype), in float64.
     leaves = {k: (v.to(dtype).double().requires_grad_(True) if v is not None else None) for k, v in x64.items()}
-    O64, lse64 = oracle(*leaves.values(), indptr, indices, heads, scale, dtype)
+    O64, lse64 = rounded_oracle(*leaves.values(), indptr, indices, heads, scale, h_dtype=dtype)
     present = [k for k, v in leaves.items() if v is not None]
     g64 = dict(zip(present, torch.autograd.grad(O64, [leaves[k] for k in present], dO), strict=True))
 
@@ -478,7 +428,7 @@ def test_forward_and_gradients_match_oracle(case, dtype, deterministic, poisoned
     assert O.dtype == dtype and lse.dtype == torch.float32
     assert_close(O, O64, ref[0], f"cuda O [{case}]")
     assert_close(lse, lse64, ref[1], f"cuda lse [{case}]")
-    corr = delta_correction(leaves, indptr, indices, heads, scale, dO, O, O64, lse64)
+    corr = delta_correction(leaves["Q"], leaves["K"], indptr, indices, heads, scale, dO, O64, O)
     for k in present:
         assert grads[k].dtype == dtype
         want = g64[k] + corr[k] if k in corr else g64[k]

@@ -14,7 +14,7 @@ flips under that rounding changes a gradient discontinuously, so those gradients
 compared with a float64 oracle of the rounded function (straight-through rounding of the
 inputs and of ``h``) within the dtype floor alone; (2) ``Delta = rowsum(dO * O)`` uses the
 stored, rounded ``O``, whose exact effect on ``dQ``/``dK`` (``delta_correction``) is added to
-the oracle.
+the oracle. Both oracles live in ma_oracles.py, shared with the cuda backend's tests.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ import rstg_fast.ops.backends.triton as triton_backend  # noqa: E402 - creates t
 if SET_INTERPRET:
     del os.environ["TRITON_INTERPRET"]
 
+from ma_oracles import delta_correction, rounded_oracle  # noqa: E402
 from rstg_testing import TOLERANCE_FLOOR, assert_close, deterministic_algorithms, op_inputs, random_csr  # noqa: E402
 
 from rstg_fast.graph import grid_graph  # noqa: E402
@@ -105,51 +106,6 @@ def case_inputs(name: str, gen: torch.Generator):
     return x, indptr.to(DEVICE), indices.to(DEVICE), heads
 
 
-def rounded_oracle(x, indptr, indices, heads, scale, dtype):
-    """float64 ``message_attention`` of the ``dtype``-rounded inputs, with ``h`` rounded to
-    ``dtype`` before the W2 product (straight-through: identity gradient, as in the kernels).
-    """
-    S, R, Q, K, W2, b2 = (v + (v.to(dtype).double() - v).detach() for v in x.values())
-    G, N, _ = S.shape
-    src, dst = indices, destinations(indptr, indices.numel())
-    h = torch.relu(S[:, src] + R[:, dst])
-    h = h + (h.to(dtype).double() - h).detach()
-    m = torch.relu(h @ W2.T + b2)
-    E, D = src.numel(), m.shape[-1]
-    s = (Q[:, dst].reshape(G, E, heads, -1) * K[:, src].reshape(G, E, heads, -1)).sum(-1) * scale
-    mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype, device=s.device)
-    mx = mx.scatter_reduce(1, dst.view(1, E, 1).expand(G, E, heads), s.detach(), "amax")
-    e = torch.exp(s - mx[:, dst])
-    den = torch.zeros((G, N, heads), dtype=s.dtype, device=s.device).index_add(1, dst, e)
-    a = e / den[:, dst]
-    w = (a.unsqueeze(-1) * m.reshape(G, E, heads, D // heads)).reshape(G, E, D)
-    return torch.zeros((G, N, D), dtype=s.dtype, device=s.device).index_add(1, dst, w)
-
-
-def delta_correction(x, indptr, indices, heads, scale, dO, O_oracle, O_kernel):
-    """What ``dQ``, ``dK`` gain from ``Delta = rowsum(dO * O)`` taken, as in FlashAttention,
-    from the stored output ``O_kernel`` (rounded to its dtype) rather than the exact one.
-
-    ``ds_ij`` becomes ``a_ij (dp_ij - Delta_i) + a_ij (Delta_i - Delta'_i)``; the second term
-    adds ``scale a_ij e_i K_j`` to ``dQ_i`` and ``scale a_ij e_i Q_i`` to ``dK_j``.
-    """
-    S, R, Q, K = (x[k].detach() for k in "SRQK")
-    G, N, A = Q.shape
-    E = indices.numel()
-    src, dst = indices, destinations(indptr, E)
-    err = (dO * (O_oracle.detach() - O_kernel.detach().double())).reshape(G, N, heads, -1).sum(-1)  # [G, N, heads]
-    q, k = Q.reshape(G, N, heads, -1), K.reshape(G, N, heads, -1)
-    s = (q[:, dst] * k[:, src]).sum(-1) * scale  # [G, E, heads]
-    mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype, device=s.device)
-    mx = mx.scatter_reduce(1, dst.view(1, E, 1).expand(G, E, heads), s, "amax")
-    e = torch.exp(s - mx[:, dst])
-    a = e / torch.zeros_like(mx).index_add(1, dst, e)[:, dst]
-    w = (scale * a * err[:, dst]).unsqueeze(-1)  # [G, E, heads, 1]
-    dQ = torch.zeros_like(q).index_add(1, dst, w * k[:, src]).reshape(G, N, A)
-    dK = torch.zeros_like(k).index_add(1, src, w * q[:, dst]).reshape(G, N, A)
-    return {"Q": dQ, "K": dK}
-
-
 def run(x, indptr, indices, heads, backend, dO, fn=None):
     leaves = {k: (v.detach().requires_grad_(True) if v is not None else None) for k, v in x.items()}
     present = [k for k, v in leaves.items() if v is not None]
@@ -176,13 +132,16 @@ def check_against_reference(x64, indptr, indices, heads, dtype, dO, label):
     rounded = dtype == torch.float16 or (dtype == torch.bfloat16 and not INTERPRETED)
     if x64["W2"] is not None and rounded:
         scale = 1 / math.sqrt(x64["Q"].shape[2] // heads)
-        fn = lambda xs: rounded_oracle(xs, indptr, indices, heads, scale, dtype)  # noqa: E731
+        fn = lambda xs: rounded_oracle(  # noqa: E731
+            *xs.values(), indptr, indices, heads, scale, input_dtype=dtype, h_dtype=dtype
+        )[0]
         oracle = run(x64, indptr, indices, heads, None, dO, fn=fn)
         own = None
     zero = {k: not g.any() for k, g in oracle[1].items()}  # e.g. dQ, dK of a one-node graph
     if dtype != torch.float64:
         scale = 1 / math.sqrt(x64["Q"].shape[2] // heads)
-        for k, fix in delta_correction(x64, indptr, indices, heads, scale, dO, oracle[0], got[0]).items():
+        fixes = delta_correction(x64["Q"], x64["K"], indptr, indices, heads, scale, dO, oracle[0], got[0])
+        for k, fix in fixes.items():
             oracle[1][k] = oracle[1][k] + fix
     for k, grad in got[1].items():
         assert grad.dtype == dtype

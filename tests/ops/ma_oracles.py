@@ -1,0 +1,96 @@
+"""float64 oracles of ``message_attention`` for the fused backends' tests (triton, cuda).
+
+A fused kernel differs from the reference on purpose in two places, both FlashAttention
+habits, and its tests must compare against exactly what it computes:
+
+- 16-bit tensor-core operands: ``h = relu(S + R)`` is rounded to the input dtype before the
+  ``W2`` product, so a ReLU kink of ``z = W2 h + b2`` within rounding of 0 can flip and move a
+  gradient by a whole term. :func:`rounded_oracle` rounds ``h`` (and optionally the inputs)
+  to a dtype, straight-through in backward (the kernels' backward uses the rounded ``h`` as a
+  value and passes gradients through the rounding unchanged).
+- ``Delta = rowsum(dO * O)`` is taken from the stored output ``O`` (rounded to its dtype), not
+  the exact one; :func:`delta_correction` is the exact effect of that on ``dQ`` and ``dK``.
+
+Which dtype to round to, and when, is a backend's choice (the triton interpreter widens
+bfloat16 dots to float32, say), so those are parameters here and the test files decide.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rstg_fast.ops.backends.reference import destinations
+
+
+class _RoundST(torch.autograd.Function):
+    """Round to a dtype in forward, identity in backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return x.to(dtype).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        return g, None
+
+
+def round_st(x: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
+    """``x`` rounded to ``dtype`` (kept in its own dtype), straight-through; None: unchanged."""
+    return x if x is None or dtype is None else _RoundST.apply(x, dtype)
+
+
+def _softmax_weights(Q, K, src, dst, N, heads, scale):
+    """Per-edge scores ``s`` and attention ``a`` ``(G, E, heads)`` and the row ``lse``
+    ``(G, N, heads)`` (``-inf`` for a row without sources)."""
+    G, E = Q.shape[0], src.numel()
+    s = (Q[:, dst].reshape(G, E, heads, -1) * K[:, src].reshape(G, E, heads, -1)).sum(-1) * scale
+    mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype, device=s.device)
+    mx = mx.scatter_reduce(1, dst.view(1, E, 1).expand(G, E, heads), s.detach(), "amax")
+    e = torch.exp(s - mx[:, dst])
+    den = torch.zeros((G, N, heads), dtype=s.dtype, device=s.device).index_add(1, dst, e)
+    return s, e / den[:, dst], mx + torch.log(den)
+
+
+def rounded_oracle(
+    S, R, Q, K, W2, b2, indptr, indices, heads: int, scale: float,
+    *, input_dtype: torch.dtype | None = None, h_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Differentiable float64 ``message_attention``; returns ``(O (G, N, D), lse (G, N, heads))``.
+
+    ``input_dtype``: round S, R, Q, K, W2, b2 to it first (straight-through), for callers that
+    keep the unrounded float64 tensors as leaves. ``h_dtype``: round ``h`` to it before the
+    ``W2`` product (straight-through; no effect without ``W2``). Both None: the exact function.
+    """
+    S, R, Q, K, W2, b2 = (round_st(t, input_dtype) for t in (S, R, Q, K, W2, b2))
+    G, N, _ = S.shape
+    src, dst = indices, destinations(indptr, indices.numel())
+    h = torch.relu(S[:, src] + R[:, dst])  # [G, E, Hd]
+    m = torch.relu(round_st(h, h_dtype) @ W2.T + b2) if W2 is not None else h  # [G, E, D]
+    _, a, lse = _softmax_weights(Q, K, src, dst, N, heads, scale)
+    E, D = src.numel(), m.shape[-1]
+    w = (a.unsqueeze(-1) * m.reshape(G, E, heads, D // heads)).reshape(G, E, D)
+    return torch.zeros((G, N, D), dtype=w.dtype, device=w.device).index_add(1, dst, w), lse
+
+
+def delta_correction(Q, K, indptr, indices, heads: int, scale: float, dO, O_exact, O_stored) -> dict[str, torch.Tensor]:
+    """What ``dQ`` and ``dK`` gain when the backward takes ``Delta = rowsum(dO * O)`` from the
+    stored output ``O_stored`` (in its dtype) rather than the exact ``O_exact`` (float64).
+
+    With ``err_i = Delta_i - Delta'_i``, ``ds_ij = a_ij (dp_ij - Delta'_i)`` is the exact
+    ``a_ij (dp_ij - Delta_i)`` plus ``a_ij err_i``, which adds ``scale a_ij err_i K_j`` to
+    ``dQ_i`` and ``scale a_ij err_i Q_i`` to ``dK_j``. Returns ``{"Q": (G, N, A), "K": (G, N, A)}``
+    on ``O_exact``'s device, to add to the exact gradients.
+    """
+    Q, K, dO, O_exact = (t.detach() for t in (Q, K, dO, O_exact))
+    O_stored = O_stored.detach().to(O_exact.device, torch.float64)
+    G, N, A = Q.shape
+    src, dst = indices, destinations(indptr, indices.numel())
+    err = (dO * (O_exact - O_stored)).reshape(G, N, heads, -1).sum(-1)  # [G, N, heads]
+    _, a, _ = _softmax_weights(Q, K, src, dst, N, heads, scale)
+    w = (scale * a * err[:, dst]).unsqueeze(-1)  # [G, E, heads, 1]
+    q, k = Q.reshape(G, N, heads, -1), K.reshape(G, N, heads, -1)
+    dQ = torch.zeros_like(q).index_add(1, dst, w * k[:, src]).reshape(G, N, A)
+    dK = torch.zeros_like(k).index_add(1, src, w * q[:, dst]).reshape(G, N, A)
+    return {"Q": dQ, "K": dK}
