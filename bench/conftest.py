@@ -27,6 +27,7 @@ import time
 
 import pytest
 import torch
+from benchkit import record
 from benchkit import shapes as shapes_mod
 from benchkit.cases import Case, cpu_model, device_name
 from benchkit.peaks import Peaks
@@ -231,16 +232,23 @@ def pytest_terminal_summary(terminalreporter, config):
     if session is None or env is None:
         return
     done = [b for b in session.benchmarks if not b.has_error and b.extra_info.get("status") == "ok"]
-    if not done and not env.unmeasured:
+    record_path = config.getoption("--bench-record")
+    recorded = bool(record_path) and os.path.exists(record_path)
+    if not done and not env.unmeasured and not recorded:
         return
     import report  # bench/report.py: same tables as docs/benchmarks.md
 
-    run = {
-        "machine_info": {"rstg": {"device": env.device}},
-        "benchmarks": [{"name": b.name, "extra_info": b.extra_info} for b in done],
-        "rstg_unmeasured": env.unmeasured,
-    }
-    terminalreporter.section(f"rstg_fast benchmarks on {device_name(env.device)} (docs/benchmarking.md)")
+    title = f"rstg_fast benchmarks on {device_name(env.device)} (docs/benchmarking.md)"
+    if recorded:
+        # Every case of the record, earlier sessions' too: a resumed run is compared in full.
+        run, title = record.read_run(record_path), f"{title}, all cases in {record_path}"
+    else:
+        run = {
+            "machine_info": {"rstg": {"device": env.device}},
+            "benchmarks": [{"name": b.name, "extra_info": b.extra_info} for b in done],
+            "rstg_unmeasured": env.unmeasured,
+        }
+    terminalreporter.section(title)
     for line in report.tables(run):
         terminalreporter.write_line(line)
 
