@@ -112,6 +112,15 @@ def test_killed_mid_write_keeps_the_complete_cases_and_resumes_after_them(tmp_pa
     assert path.read_bytes().endswith(b"}\n") and b"lev\n" not in path.read_bytes()
 
 
+def test_a_header_torn_by_a_kill_is_written_again(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"rstg_bench_record": 1, "settings": {"com')
+    assert not rec.started(path) and not rec.started(tmp_path / "missing.jsonl")
+    entries = [_entry("cpu", 1.0)]
+    _write_record(path, _run_json(entries), entries)
+    assert rec.started(path) and list(rec.read(path).cases) == [entries[0]["fullname"]]
+
+
 def test_a_process_killed_mid_run_leaves_exactly_its_finished_cases(tmp_path):
     """A real SIGKILL: the writer reports each case after ``add`` returns (fsync'ed)."""
     path = tmp_path / "r.jsonl"

@@ -91,6 +91,14 @@ def read(path: str | os.PathLike) -> Record:
     return record
 
 
+def started(path: str | os.PathLike) -> bool:
+    """Whether ``path`` exists and holds a complete line (a record's header at least)."""
+    try:
+        return _complete_lines(Path(path))[1] > 0
+    except FileNotFoundError:
+        return False
+
+
 def is_record(path: str | os.PathLike) -> bool:
     """Whether ``path`` starts with a record header (else it may be pytest-benchmark JSON)."""
     try:
@@ -141,11 +149,12 @@ class Writer:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._header_written = self.path.exists() and self.path.stat().st_size > 0
-        if self._header_written:
+        self._header_written = False
+        if self.path.exists():
             _, end = _complete_lines(self.path)
             if end != self.path.stat().st_size:
                 os.truncate(self.path, end)
+            self._header_written = end > 0  # a header torn by a kill is written again
         self._last_peaks: dict | None = None
 
     def _append(self, obj: dict) -> None:

@@ -10,7 +10,6 @@ Registered by ``bench/conftest.py`` as a plugin object.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
 
@@ -42,7 +41,7 @@ class BenchSession:
             raise pytest.UsageError("--bench-resume needs --bench-record=PATH (the record to continue)")
         if not self.path:
             return
-        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        exists = rec.started(self.path)  # a file with only a torn header line is started afresh
         if exists and not self.resume:
             raise pytest.UsageError(
                 f"--bench-record={self.path} exists: add --bench-resume to continue it, "
