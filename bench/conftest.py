@@ -13,6 +13,8 @@ Options:
                                  size on GPU; full: canonical sizes everywhere; N: G <= N
   --bench-heads=1                attention heads of the op cases
   --bench-deadline=S             no case starts S seconds after the session start (they skip)
+  --bench-record=PATH            append every finished case to PATH at once (JSON lines)
+  --bench-resume                 with --bench-record: skip the cases PATH already holds
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ import time
 
 import pytest
 import torch
+from benchkit import record
 from benchkit import shapes as shapes_mod
 from benchkit.cases import Case, cpu_model, device_name
 from benchkit.peaks import Peaks
 from benchkit.providers import Provider, model_providers, op_providers
 from benchkit.runner import BenchEnv
+from benchkit.session import BenchSession
 
 _ENV_KEY = pytest.StashKey[BenchEnv]()
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -52,6 +56,17 @@ def pytest_addoption(parser):
         default=0.0,
         type=float,
         help="seconds after the session start when no new case starts (the rest skip, the JSON is still written)",
+    )
+    group.addoption(
+        "--bench-record",
+        default="",
+        metavar="PATH",
+        help="append each finished case to this JSON-lines file as soon as it ends (bench/report.py reads it)",
+    )
+    group.addoption(
+        "--bench-resume",
+        action="store_true",
+        help="with --bench-record: skip cases already in the record (same commit, device, threads, --bench-scale)",
     )
 
 
@@ -150,7 +165,17 @@ def commit_id() -> str:
 
 def pytest_configure(config):
     device = bench_device(config)
-    config.stash[_ENV_KEY] = BenchEnv(device=device, peaks=Peaks(device), commit=commit_id())
+    env = BenchEnv(device=device, peaks=Peaks(device), commit=commit_id())
+    config.stash[_ENV_KEY] = env
+    settings = {
+        "commit": env.commit,
+        "device": device,
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "bench_scale": config.getoption("--bench-scale"),
+    }
+    session = BenchSession(config, settings, env.unmeasured, env.peaks.as_dict)
+    config.pluginmanager.register(session, "rstg-bench-session")
 
 
 def _versions() -> dict:
@@ -207,16 +232,23 @@ def pytest_terminal_summary(terminalreporter, config):
     if session is None or env is None:
         return
     done = [b for b in session.benchmarks if not b.has_error and b.extra_info.get("status") == "ok"]
-    if not done and not env.unmeasured:
+    record_path = config.getoption("--bench-record")
+    recorded = bool(record_path) and os.path.exists(record_path)
+    if not done and not env.unmeasured and not recorded:
         return
     import report  # bench/report.py: same tables as docs/benchmarks.md
 
-    run = {
-        "machine_info": {"rstg": {"device": env.device}},
-        "benchmarks": [{"name": b.name, "extra_info": b.extra_info} for b in done],
-        "rstg_unmeasured": env.unmeasured,
-    }
-    terminalreporter.section(f"rstg_fast benchmarks on {device_name(env.device)} (docs/benchmarking.md)")
+    title = f"rstg_fast benchmarks on {device_name(env.device)} (docs/benchmarking.md)"
+    if recorded:
+        # Every case of the record, earlier sessions' too: a resumed run is compared in full.
+        run, title = record.read_run(record_path), f"{title}, all cases in {record_path}"
+    else:
+        run = {
+            "machine_info": {"rstg": {"device": env.device}},
+            "benchmarks": [{"name": b.name, "extra_info": b.extra_info} for b in done],
+            "rstg_unmeasured": env.unmeasured,
+        }
+    terminalreporter.section(title)
     for line in report.tables(run):
         terminalreporter.write_line(line)
 

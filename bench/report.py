@@ -3,6 +3,9 @@
     python bench/report.py RUN.json [RUN2.json ...]           # store, then rebuild the docs
     python bench/report.py RUN.json --no-store --md OUT.md --plot OUT.png   # render only these
 
+A ``--bench-record=RUN.jsonl`` file (``benchkit.record``, e.g. assembled over several resumed
+sessions) is read as the run it records, and may be given next to JSON files.
+
 Each run is stored as ``docs/bench/<device>.json`` (a later run on the same device replaces
 it), and ``docs/benchmarks.md`` / ``docs/benchmarks.png`` are rebuilt from every stored run,
 so the CPU and GPU results live side by side, each with its device, CPU model, commit,
@@ -21,6 +24,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from benchkit import record  # bench/ is on the path: this script's folder, or pytest's rootdir/bench
+
 ROOT = Path(__file__).resolve().parent.parent
 REF, COMPILED = "reference", "compile-reference"
 LEVEL_MODE_TITLE = {
@@ -33,9 +38,14 @@ SHAPE_ORDER = ("syncmnist", "paper", "dense", "huge")
 
 # ----------------------------------------------------------------------------- loading
 def load(path: Path) -> dict:
+    """A ``--benchmark-json`` file, or a ``--bench-record`` file (read as the same run)."""
     try:
+        if record.is_record(path):
+            return record.read_run(path)
         with open(path) as f:
             run = json.load(f)
+    except record.RecordError as exc:
+        raise SystemExit(str(exc)) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise SystemExit(f"{path}: cannot read a benchmark JSON ({exc})") from None
     if "benchmarks" not in run or "rstg" not in run.get("machine_info", {}):
@@ -319,7 +329,7 @@ def write_docs(runs: list[tuple[str, dict]], md: Path, png: Path | None) -> None
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="*", type=Path, help="--benchmark-json files of `pytest bench/`")
+    p.add_argument("runs", nargs="*", type=Path, help="--benchmark-json or --bench-record files of `pytest bench/`")
     p.add_argument("--store", type=Path, default=ROOT / "docs" / "bench", help="where runs are kept, one per device")
     p.add_argument("--no-store", action="store_true", help="render only the given runs; store nothing")
     p.add_argument("--md", type=Path, default=ROOT / "docs" / "benchmarks.md")
