@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from model_cases import SCHEDULES, TINY, make, pair, video
@@ -230,6 +231,20 @@ def test_space_stage_bad_arguments(cls_name, kwargs, name):
     args = dict(node_dim=16, message_dim=24) | kwargs
     with pytest.raises(ValueError, match=rf"^{name} must"):
         cls(args.pop("node_dim"), args.pop("message_dim"), **args)
+
+
+@pytest.mark.parametrize("cls_name", ["fast", "reference"])
+def test_numpy_and_torch_integer_sizes_build_the_same_model(cls_name):
+    # the shared integer check (rstg_fast/_args.py) stores them as Python ints
+    cls = rstg_fast.RSTG if cls_name == "fast" else rstg_fast.reference.RSTG
+    want = make(cls, 12, heads=2, iterations=2)
+    got = make(cls, np.int64(12), node_dim=np.int32(16), message_dim=torch.tensor(24), heads=np.int64(2),
+               iterations=torch.tensor(2))  # fmt: skip
+    assert (got.node_dim, got.message_dim, got.iterations) == (16, 24, 2)
+    assert all(type(v) is int for v in (got.in_channels, got.node_dim, got.message_dim, got.iterations))
+    assert got.space.heads == 2 and type(got.space.heads) is int
+    x = video()
+    torch.testing.assert_close(got(x), want(x), rtol=0, atol=0)  # same seed: the same weights
 
 
 def test_bad_input_is_refused_before_the_graph_cache_converts():
