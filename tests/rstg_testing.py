@@ -87,6 +87,27 @@ def op_inputs(
     }
 
 
+def case_inputs(
+    spec: tuple, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> tuple[dict[str, torch.Tensor | None], torch.Tensor, torch.Tensor, int]:
+    """Float64 op inputs, CSR graph and head count of a test case on ``device``.
+
+    ``spec`` is ``(G, N, Hd, A, D, heads, max_degree, skewed_row)``: ``N = None`` takes the
+    paper's 3,2,1 grid graph on a 6 x 6 map (14 nodes), else a random CSR (``random_csr``)
+    with empty rows when ``N > 2``; ``D = None`` is one send layer (no ``W2``).
+    """
+    G, N, Hd, A, D, heads, max_degree, skewed = spec
+    if N is None:
+        from rstg_fast.graph import grid_graph
+
+        g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
+        indptr, indices, N = g.indptr, g.indices, g.num_nodes
+    else:
+        indptr, indices = random_csr(N, max_degree, generator=generator, empty_rows=N > 2, skewed_row=skewed)
+    x = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=generator, device=device)
+    return x, indptr.to(device), indices.to(device), heads
+
+
 def assert_close(
     actual: torch.Tensor, expected_f64: torch.Tensor, expected_same_dtype: torch.Tensor | None, name: str
 ) -> None:

@@ -231,10 +231,10 @@ def test_case(benchmark, case, request):
 
 def test_oom(benchmark, request):
     UNMEASURED.append({"fullname": request.node.nodeid, "name": request.node.name, "extra_info": {"status": "oom"}})
-    pytest.skip("oom: test")
+    pytest.skip(reason="simulated out-of-memory case of this synthetic inner session")
 
 def test_unavailable(benchmark):
-    pytest.skip("backend not built")
+    pytest.skip(reason="simulated unavailable backend of this synthetic inner session")
 
 def test_not_a_benchmark():
     pass

@@ -52,15 +52,6 @@ constexpr int64_t kL2ChunkBytes = 512 * 1024;  // share of the 2 MB L2 a B chunk
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// Row stride of a scratch matrix whose rows hold `width` elements (a whole number of
-// vectors): one cache line more when a row is a multiple of 1 KB. Without it the rows of a
-// 512-wide float tile sit 2 KB apart, and a product walking down a column (dW2 += dz^T @ h
-// reads h's rows as its B panel) maps them all to two L1 sets and evicts itself.
-template <typename T>
-inline int64_t padded_ld(int64_t width) {
-  return width;
-}
-
 template <typename T>
 inline Vec<T> vload(const T* p) {
   Vec<T> v;

@@ -28,13 +28,12 @@ namespace {
 template <typename T>
 struct BackwardScratch {
   Scratch<T> h, zdz, a, delta, dzb, dh, dW2, db2;
-  // Mp rows of a tile; ldh: row stride of h, dh and the dW2 partial (Hd rounded up to whole
-  // vectors, padded_ld); Dm: D rounded up to whole vectors and to kMR (dW2's rows, dz's
-  // columns); ldz: row stride of zdz, which holds z = h @ W2^T and then, row by row in
-  // place, dz (padded_ld of Dm).
-  BackwardScratch(int64_t Mp, int64_t ldh, int64_t Dm, int64_t ldz, int64_t heads, int64_t gpb, bool w2)
-      : h(Mp * ldh), zdz(w2 ? Mp * ldz : 0), a(Mp * heads), delta(gpb * heads),
-        dzb(w2 ? Mp * Dm : 0), dh(Mp * ldh), dW2(w2 ? Dm * ldh : 0), db2(w2 ? Dm : 0) {}
+  // Mp rows of a tile; Hdp: Hd rounded up to whole vectors (columns and row stride of h, dh
+  // and the dW2 partial); Dm: D rounded up to whole vectors and to kMR (dW2's rows; columns
+  // and row stride of zdz, which holds z = h @ W2^T and then, row by row in place, dz).
+  BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dm, int64_t heads, int64_t gpb, bool w2)
+      : h(Mp * Hdp), zdz(w2 ? Mp * Dm : 0), a(Mp * heads), delta(gpb * heads),
+        dzb(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0), db2(w2 ? Dm : 0) {}
 };
 
 // Softmax and message gradients of a tile's rows. msg (ldm) holds z = h @ W2^T when b2 is
@@ -147,7 +146,6 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
               int threads) {
   const bool w2 = d.has_w2;
   const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(round_up(d.D, kLanes<T>), kMR);
-  const int64_t ldh = padded_ld<T>(Hdp), ldz = padded_ld<T>(Dp);
   const double row_cost = double(d.Hd) * double(w2 ? 3 * d.D : 1) + double(2 * d.A + 3 * d.D);
   Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0, kMR, kBackwardTileRows);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
@@ -156,7 +154,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
   Scratch<T> w2n(w2 ? Hdp * d.D : 0);  // W2 panels (K = D): dh = dz @ W2
   std::vector<std::unique_ptr<BackwardScratch<T>>> scratch;
   for (int t = 0; t < threads; ++t)
-    scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, ldh, Dp, ldz, d.heads, plan.graphs_per_block, w2));
+    scratch.push_back(std::make_unique<BackwardScratch<T>>(Mp, Hdp, Dp, d.heads, plan.graphs_per_block, w2));
   Scratch<T> a_all(d.G * d.E * d.heads);   // attention weight of every edge (row pass)
   Scratch<T> ds_all(d.G * d.E * d.heads);  // ds of every edge, for the dQ/dK pass
   BlockOutputs<T> outs(plan, threads, {{dS, d.N * d.Hd}, {dR, d.N * d.Hd}});
@@ -198,22 +196,22 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
     T* tg[2];
     for_each_tile_of_thread(plan, threads, [&](int v, const Tile& t) {
       BackwardScratch<T>& ws = *scratch[v];
-      const int64_t M = load_tile(d, t, indices, S, R, a_all.get(), ws.h.get(), ldh, ws.a.get());
+      const int64_t M = load_tile(d, t, indices, S, R, a_all.get(), ws.h.get(), Hdp, ws.a.get());
       const int64_t Mt = round_up(M, kMR);
       outs.targets(v, t.block, tg);
       if (w2) {
         // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too.
         T* zdz = ws.zdz.get();
-        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), ldh, w2t.get(), true, 0, zdz, ldz);
-        row_gradients(d, t, dO, O, zdz, ldz, b2, ws.a.get(), ws.delta.get(), ds_all.get(), Dp,
-                      ws.dzb.get(), ws.db2.get(), ws.dh.get(), ldh);
-        gemm<T, false>(Mt, Hdp, d.D, zdz, ldz, w2n.get(), true, 0, ws.dh.get(), ldh);
-        gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), M, ws.h.get(), false, ldh, ws.dW2.get(), ldh);
+        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, zdz, Dp);
+        row_gradients(d, t, dO, O, zdz, Dp, b2, ws.a.get(), ws.delta.get(), ds_all.get(), Dp,
+                      ws.dzb.get(), ws.db2.get(), ws.dh.get(), Hdp);
+        gemm<T, false>(Mt, Hdp, d.D, zdz, Dp, w2n.get(), true, 0, ws.dh.get(), Hdp);
+        gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), M, ws.h.get(), false, Hdp, ws.dW2.get(), Hdp);
       } else {
-        row_gradients<T>(d, t, dO, O, ws.h.get(), ldh, nullptr, ws.a.get(), ws.delta.get(),
-                         ds_all.get(), Dp, nullptr, nullptr, ws.dh.get(), ldh);
+        row_gradients<T>(d, t, dO, O, ws.h.get(), Hdp, nullptr, ws.a.get(), ws.delta.get(),
+                         ds_all.get(), Dp, nullptr, nullptr, ws.dh.get(), Hdp);
       }
-      scatter_gradients(d, t, indices, ws.h.get(), ws.dh.get(), ldh, tg);
+      scatter_gradients(d, t, indices, ws.h.get(), ws.dh.get(), Hdp, tg);
     });
     team_barrier();
     outs.reduce_shared(d.G);
@@ -229,7 +227,7 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
       for (int64_t n = 0; n < d.D; ++n) {
         for (int64_t k = 0; k < d.Hd; ++k) {
           T sum = T(0);
-          for (int t = 0; t < threads; ++t) sum += scratch[t]->dW2.get()[n * ldh + k];
+          for (int t = 0; t < threads; ++t) sum += scratch[t]->dW2.get()[n * Hdp + k];
           dW2[n * d.Hd + k] = sum;
         }
         T sum = T(0);

@@ -23,8 +23,9 @@ namespace {
 template <typename T>
 struct ForwardScratch {
   Scratch<T> h, z, a;
-  ForwardScratch(int64_t Mp, int64_t ldh, int64_t ldz, int64_t heads, bool has_w2)
-      : h(Mp * ldh), z(has_w2 ? Mp * ldz : 0), a(Mp * heads) {}
+  // Mp rows of a tile; Hdp, Dp: Hd, D rounded up to whole vectors (columns and row strides).
+  ForwardScratch(int64_t Mp, int64_t Hdp, int64_t Dp, int64_t heads, bool has_w2)
+      : h(Mp * Hdp), z(has_w2 ? Mp * Dp : 0), a(Mp * heads) {}
 };
 
 // O rows of one tile: O[g, dst] += sum_e a[r, c] * msg[r, c-slice] for its graphs.
@@ -59,7 +60,6 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
              int threads) {
   // Columns padded to whole vectors (the micro-kernel's narrowest panel).
   const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(d.D, kLanes<T>);
-  const int64_t ldh = padded_ld<T>(Hdp), ldz = padded_ld<T>(Dp);  // tile row strides
   const double row_cost = double(d.Hd) * double(d.has_w2 ? d.D : 1) + double(d.A + d.D);
   Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0, kMR, kForwardTileRows);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
@@ -68,7 +68,7 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
   Scratch<T> weights(d.G * d.E * d.heads);   // a[g, e, c] of every edge, from the score pass
   std::vector<std::unique_ptr<ForwardScratch<T>>> scratch;
   for (int t = 0; t < threads; ++t)
-    scratch.push_back(std::make_unique<ForwardScratch<T>>(Mp, ldh, ldz, d.heads, d.has_w2));
+    scratch.push_back(std::make_unique<ForwardScratch<T>>(Mp, Hdp, Dp, d.heads, d.has_w2));
   BlockOutputs<T> outs(plan, threads, {{O, d.N * d.D}});
 
 #ifdef RSTG_WITH_OPENMP
@@ -97,15 +97,15 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
     T* target[1];
     for_each_tile_of_thread(plan, threads, [&](int v, const Tile& t) {
       ForwardScratch<T>& ws = *scratch[v];
-      const int64_t M = load_tile(d, t, indices, S, R, weights.get(), ws.h.get(), ldh, ws.a.get());
+      const int64_t M = load_tile(d, t, indices, S, R, weights.get(), ws.h.get(), Hdp, ws.a.get());
       const int64_t Mt = round_up(M, kMR);
       outs.targets(v, t.block, target);
       T* O_block = target[0];
       if (d.has_w2) {
-        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), ldh, w2p.get(), true, 0, ws.z.get(), ldz);
-        accumulate_messages(d, t, ws.z.get(), ldz, b2, ws.a.get(), O_block);
+        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2p.get(), true, 0, ws.z.get(), Dp);
+        accumulate_messages(d, t, ws.z.get(), Dp, b2, ws.a.get(), O_block);
       } else {
-        accumulate_messages<T>(d, t, ws.h.get(), ldh, nullptr, ws.a.get(), O_block);
+        accumulate_messages<T>(d, t, ws.h.get(), Hdp, nullptr, ws.a.get(), O_block);
       }
     });
     team_barrier();

@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 import torch
 from ma_oracles import delta_correction, rounded_oracle
-from rstg_testing import assert_close, deterministic_algorithms, op_inputs, random_csr
+from rstg_testing import assert_close, case_inputs, deterministic_algorithms, op_inputs, random_csr
 
 from rstg_fast._ext import build_info, extension
 from rstg_fast.graph import grid_graph
@@ -222,6 +222,16 @@ def test_registration_and_build_info():
 # ----------------------------------------------------------------------------- oracle and helpers
 
 
+def oracle_and_grads(x64, dtype, indptr, indices, heads, scale, dO):
+    """The kernel's float64 oracle (``rounded_oracle`` on the inputs rounded to ``dtype``, ``h``
+    rounded like the tensor-core operands) and its gradients for upstream gradient ``dO``:
+    ``(O64, lse64, {name: grad})``."""
+    leaves = {k: (v.to(dtype).double().requires_grad_(True) if v is not None else None) for k, v in x64.items()}
+    O64, lse64 = rounded_oracle(*leaves.values(), indptr, indices, heads, scale, h_dtype=dtype)
+    present = [k for k, v in leaves.items() if v is not None]
+    return O64, lse64, dict(zip(present, torch.autograd.grad(O64, [leaves[k] for k in present], dO), strict=True))
+
+
 @pytest.fixture
 def poisoned(monkeypatch):
     """Fresh buffers come NaN-filled, so an element a kernel never writes fails the test."""
@@ -341,10 +351,7 @@ def check_emulated_case(emulated_cuda, case, dtype, deterministic, seed):
     dO = torch.randn(G, N, D or Hd, generator=gen, dtype=torch.float64)
 
     # The oracle sees the inputs the kernel sees (rounded to dtype), in float64.
-    leaves = {k: (v.to(dtype).double().requires_grad_(True) if v is not None else None) for k, v in x64.items()}
-    O64, lse64 = rounded_oracle(*leaves.values(), indptr, indices, heads, scale, h_dtype=dtype)
-    present = [k for k, v in leaves.items() if v is not None]
-    g64 = dict(zip(present, torch.autograd.grad(O64, [leaves[k] for k in present], dO), strict=True))
+    O64, lse64, g64 = oracle_and_grads(x64, dtype, indptr, indices, heads, scale, dO)
     low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
     ref = _run(low, indptr, indices, heads, "reference", dO)
 
@@ -353,9 +360,9 @@ def check_emulated_case(emulated_cuda, case, dtype, deterministic, seed):
         grads = emulated_cuda.backward(dO.to(dtype), *low.values(), indptr, indices, O, lse, heads, scale)
     assert_close(O, O64, ref[0], f"emulated O [{case}]")
     assert_close(lse, lse64, ref[1], f"emulated lse [{case}]")
-    corr = delta_correction(leaves["Q"], leaves["K"], indptr, indices, heads, scale, dO, O64, O)
+    corr = delta_correction(low["Q"].double(), low["K"].double(), indptr, indices, heads, scale, dO, O64, O)
     for name, got in zip(("S", "R", "Q", "K", "W2", "b2"), grads, strict=True):
-        if name in present:
+        if name in g64:
             assert got.dtype == dtype
             want = g64[name] + corr[name] if name in corr else g64[name]
             assert_close(got, want, ref[2][name], f"emulated d{name} [{case}]")
@@ -392,33 +399,20 @@ GPU_CASES = {
 }
 
 
-def _case(name, gen):
-    G, N, Hd, A, D, heads, max_degree, skewed = GPU_CASES[name]
-    if N is None:
-        g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
-        indptr, indices, N = g.indptr, g.indices, g.num_nodes
-    else:
-        indptr, indices = random_csr(N, max_degree, generator=gen, empty_rows=N > 2, skewed_row=skewed)
-    return op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen), indptr, indices, heads
-
-
 @needs_gpu
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("case", list(GPU_CASES))
 @pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
 def test_forward_and_gradients_match_oracle(case, dtype, deterministic, poisoned):
     gen = torch.Generator().manual_seed(zlib.crc32(f"{case}-{dtype}".encode()))
-    x64, indptr, indices, heads = _case(case, gen)
+    x64, indptr, indices, heads = case_inputs(GPU_CASES[case], gen)
     G, N = x64["S"].shape[:2]
     D = x64["W2"].shape[0] if x64["W2"] is not None else x64["S"].shape[2]
     dO = torch.randn(G, N, D, generator=gen, dtype=torch.float64)
     scale = 1.0 / math.sqrt((x64["Q"].shape[-1]) // heads)
 
     # The oracle sees the inputs the kernel sees (rounded to dtype), in float64.
-    leaves = {k: (v.to(dtype).double().requires_grad_(True) if v is not None else None) for k, v in x64.items()}
-    O64, lse64 = rounded_oracle(*leaves.values(), indptr, indices, heads, scale, h_dtype=dtype)
-    present = [k for k, v in leaves.items() if v is not None]
-    g64 = dict(zip(present, torch.autograd.grad(O64, [leaves[k] for k in present], dO), strict=True))
+    O64, lse64, g64 = oracle_and_grads(x64, dtype, indptr, indices, heads, scale, dO)
 
     low = {k: (v.to(dtype) if v is not None else None) for k, v in x64.items()}
     ref = _run(low, indptr, indices, heads, "reference", dO)
@@ -428,8 +422,8 @@ def test_forward_and_gradients_match_oracle(case, dtype, deterministic, poisoned
     assert O.dtype == dtype and lse.dtype == torch.float32
     assert_close(O, O64, ref[0], f"cuda O [{case}]")
     assert_close(lse, lse64, ref[1], f"cuda lse [{case}]")
-    corr = delta_correction(leaves["Q"], leaves["K"], indptr, indices, heads, scale, dO, O64, O)
-    for k in present:
+    corr = delta_correction(low["Q"].double(), low["K"].double(), indptr, indices, heads, scale, dO, O64, O)
+    for k in g64:
         assert grads[k].dtype == dtype
         want = g64[k] + corr[k] if k in corr else g64[k]
         assert_close(grads[k], want, ref[2][k], f"cuda d{k} [{case}]")
@@ -439,7 +433,7 @@ def test_forward_and_gradients_match_oracle(case, dtype, deterministic, poisoned
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 def test_deterministic_mode_is_bitwise_reproducible(dtype):
     gen = torch.Generator().manual_seed(11)
-    x64, indptr, indices, heads = _case("skewed-h4", gen)
+    x64, indptr, indices, heads = case_inputs(GPU_CASES["skewed-h4"], gen)
     x = {k: (v.to(dtype).cuda() if v is not None else None) for k, v in x64.items()}
     dO = torch.randn(x["S"].shape[0], x["S"].shape[1], x["W2"].shape[0], generator=gen).cuda()
     with deterministic_algorithms(True):
@@ -470,7 +464,7 @@ def test_agrees_with_the_triton_backend(dtype):
     if spec is None or dtype not in spec.dtypes or spec.unavailable(torch.device("cuda")) is not None:
         pytest.skip(reason="needs the triton backend (issue 6) usable on this GPU")
     gen = torch.Generator().manual_seed(zlib.crc32(f"triton-{dtype}".encode()))
-    x64, indptr, indices, heads = _case("skewed-h4", gen)
+    x64, indptr, indices, heads = case_inputs(GPU_CASES["skewed-h4"], gen)
     x = {k: (v.to(dtype).cuda() if v is not None else None) for k, v in x64.items()}
     dO = torch.randn(x["S"].shape[0], x["S"].shape[1], x["W2"].shape[0], generator=gen, dtype=torch.float64).cuda()
     ours = _run(x, indptr.cuda(), indices.cuda(), heads, "cuda", dO)

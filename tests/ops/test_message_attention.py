@@ -16,7 +16,7 @@ import zlib
 
 import pytest
 import torch
-from rstg_testing import assert_close, deterministic_algorithms, op_inputs, random_csr
+from rstg_testing import assert_close, case_inputs, deterministic_algorithms, op_inputs, random_csr
 
 from rstg_fast.graph import grid_graph
 from rstg_fast.ops import backends, message_attention
@@ -105,18 +105,6 @@ CASES = {
 }
 
 
-def case_inputs(name, gen, device=CPU):
-    """float64 inputs of a case on ``device``, its graph and head count."""
-    G, N, Hd, A, D, heads, max_degree, skewed = CASES[name]
-    if N is None:
-        g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
-        indptr, indices, N = g.indptr, g.indices, g.num_nodes
-    else:
-        indptr, indices = random_csr(N, max_degree, generator=gen, empty_rows=N > 2, skewed_row=skewed)
-    x = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen, device=device)
-    return x, indptr.to(device), indices.to(device), heads
-
-
 # Backends whose 16-bit kernels differ from the reference's maths on a GPU, by design and as
 # in FlashAttention: h is rounded to the input dtype for the tensor cores before the W2 product
 # (a ReLU kink of z can flip under that rounding and move a gradient by a whole edge term), and
@@ -148,7 +136,7 @@ def test_forward_and_gradients_match_float64_oracle(backend, case, dtype):
                            f"rounded O, which this oracle does not model ({why})")  # fmt: skip
     # A stable seed per (backend, case, dtype): a failure reproduces on the next run.
     gen = torch.Generator().manual_seed(zlib.crc32(f"{backend}-{case}-{dtype}".encode()))
-    x64, indptr, indices, heads = case_inputs(case, gen, device)
+    x64, indptr, indices, heads = case_inputs(CASES[case], gen, device)
     present = {k: v for k, v in x64.items() if v is not None}
     G, N, Hd = x64["S"].shape
     D = x64["W2"].shape[0] if x64["W2"] is not None else Hd

@@ -50,7 +50,14 @@ if SET_INTERPRET:
     del os.environ["TRITON_INTERPRET"]
 
 from ma_oracles import delta_correction, rounded_oracle  # noqa: E402
-from rstg_testing import TOLERANCE_FLOOR, assert_close, deterministic_algorithms, op_inputs, random_csr  # noqa: E402
+from rstg_testing import (  # noqa: E402
+    TOLERANCE_FLOOR,
+    assert_close,
+    case_inputs,
+    deterministic_algorithms,
+    op_inputs,
+    random_csr,
+)
 
 from rstg_fast.graph import grid_graph  # noqa: E402
 from rstg_fast.ops import message_attention  # noqa: E402
@@ -93,17 +100,6 @@ def poison(monkeypatch):
         return t.fill_(float("nan")) if t.is_floating_point() else t
 
     monkeypatch.setattr(torch, "empty", nan_empty)
-
-
-def case_inputs(name: str, gen: torch.Generator):
-    G, N, Hd, A, D, heads, max_degree, skewed = CASES[name]
-    if N is None:
-        g = grid_graph(((3, 3), (2, 2), (1, 1)), 6, 6)
-        indptr, indices, N = g.indptr, g.indices, g.num_nodes
-    else:
-        indptr, indices = random_csr(N, max_degree, generator=gen, empty_rows=N > 2, skewed_row=skewed)
-    x = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen, device=DEVICE)
-    return x, indptr.to(DEVICE), indices.to(DEVICE), heads
 
 
 def run(x, indptr, indices, heads, backend, dO, fn=None):
@@ -164,7 +160,7 @@ def test_forward_and_gradients_match_reference(case, dtype, poison):
     """Outputs and every gradient; buffers start as NaN (``poison``), so an element a kernel
     fails to write shows up as a non-finite mismatch."""
     gen = torch.Generator().manual_seed(sum(map(ord, case)) + 7 * len(str(dtype)))
-    x64, indptr, indices, heads = case_inputs(case, gen)
+    x64, indptr, indices, heads = case_inputs(CASES[case], gen, DEVICE)
     D = x64["W2"].shape[0] if x64["W2"] is not None else x64["S"].shape[2]
     dO = torch.randn(x64["S"].shape[0], x64["S"].shape[1], D, generator=gen, dtype=torch.float64).to(DEVICE)
     check_against_reference(x64, indptr, indices, heads, dtype, dO, case)
@@ -177,7 +173,7 @@ def test_split_rows_match_unsplit_and_deterministic_path_is_bitwise_stable():
     from rstg_fast.ops.backends.triton.launch_forward import forward_with_plan
 
     gen = torch.Generator().manual_seed(5)
-    x, indptr, indices, heads = case_inputs("paper-graph", gen)
+    x, indptr, indices, heads = case_inputs(CASES["paper-graph"], gen, DEVICE)
     args = (*x.values(), indices)
     split = triton_plan.build_plan(indptr, chunk=5)
     whole = triton_plan.build_plan(indptr, chunk=0)
