@@ -124,6 +124,16 @@ def pytest_generate_tests(metafunc):
             for provider in _keep(config, op_providers())
         ]
         metafunc.parametrize("op_case", cases, ids=[c.id for c in cases])
+    if "paired_case" in metafunc.fixturenames:
+        # Backends against the reference in interleaved rounds (test_bench_paired.py): fwdbwd only.
+        cases = [
+            Case("paired", shape, "fwdbwd", dtype, provider, config.getoption("--bench-heads"))
+            for shape in _shapes(config, device, "op")
+            for dtype in _dtypes(config, device)
+            for provider in _keep(config, op_providers())
+            if provider.kind == "backend"
+        ]
+        metafunc.parametrize("paired_case", cases, ids=[c.id for c in cases])
     if "model_case" in metafunc.fixturenames:
         cases = [
             Case("model", shape, "fwdbwd", dtype, provider)

@@ -138,7 +138,7 @@ def _sort_key(rec: dict):
 
 def tables(run: dict) -> list[str]:
     """Markdown tables: one per (level, mode, dtype), rows per shape and implementation."""
-    recs = records(run)
+    recs = [r for r in records(run) if r["level"] != "paired"]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in recs:
         groups[(r["level"], r["mode"], r["dtype"], r.get("heads", 1))].append(r)
@@ -186,7 +186,33 @@ def tables(run: dict) -> list[str]:
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    return lines
+    return lines + paired_table(run)
+
+
+def paired_table(run: dict) -> list[str]:
+    """Speedups over the reference measured in interleaved pairs (bench/test_bench_paired.py)."""
+    recs = sorted((r for r in records(run) if r["level"] == "paired"), key=_sort_key)
+    if not recs:
+        return []
+    head = ["shape (graphs)", "dtype", "backend", "pairs", "reference ms", "backend ms"]
+    head += ["speedup: median of pairs (p20-p80)", "speedup: min / min"]
+    lines = ["#### message_attention, forward+backward: speedup over reference in interleaved pairs", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in recs:
+        cells = [f"{r['case']} ({r['G']})", r["dtype"], r.get("provider_label", r["provider"])]
+        if r["status"] != "ok":
+            cells.append(f"**{r['status'].upper()}**: {r.get('reason', '')}")
+            cells += ["-"] * (len(head) - len(cells))
+        else:
+            cells += [
+                str(r["paired_rounds"]),
+                _fmt_ms(r["reference_ms_median"]),
+                _fmt_ms(r["backend_ms_median"]),
+                f"{_fmt_ratio(r['ratio_median'])} ({_fmt_ratio(r['ratio_p20'])}-{_fmt_ratio(r['ratio_p80'])})",
+                _fmt_ratio(r["ratio_of_minima"]),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _peak_text(dtype: str, p: dict) -> str:
@@ -233,6 +259,11 @@ def headline(run: dict) -> list[str]:
     by_case = defaultdict(dict)
     for r in recs:
         by_case[(r["case"], r["dtype"])][r["provider"]] = r
+    paired = {
+        (r["case"], r["dtype"], r["provider"]): r
+        for r in records(run)
+        if r["status"] == "ok" and r["level"] == "paired" and r.get("heads", 1) == 1
+    }
     for (case, dtype), peers in sorted(by_case.items()):
         fused = [r for p, r in peers.items() if r.get("provider_kind") == "backend"]
         if not fused or REF not in peers:
@@ -241,6 +272,10 @@ def headline(run: dict) -> list[str]:
         ref = peers[REF]
         line = f"{case} {dtype}: `{best['provider']}` forward+backward {ref['time_ms'] / best['time_ms']:.1f}x faster"
         line += " than reference"
+        pair = paired.get((case, dtype, best["provider"]))
+        if pair:
+            spread = f"{pair['ratio_p20']:.1f}-{pair['ratio_p80']:.1f}x"
+            line += f" (in interleaved pairs: {pair['ratio_median']:.1f}x, p20-p80 {spread})"
         mem = _ratio(ref.get("peak_mem_bytes"), best.get("peak_mem_bytes"))
         if mem:
             line += f", peak memory {mem:.1f}x lower" if mem >= 1 else f", peak memory {1 / mem:.1f}x higher"

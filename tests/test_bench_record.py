@@ -187,6 +187,33 @@ def test_report_renders_a_record_like_the_equivalent_json(tmp_path):
     assert "float32: 450 GFLOP/s (test)" in mds[0]
 
 
+def _paired_entry(ratios: list[float], ref_ms: float, cpu_ms: float) -> dict:
+    """A test_bench_paired entry: reference and cpu timed in interleaved pairs."""
+    e = _entry("cpu", cpu_ms, "paper")
+    e["name"] = e["name"].replace("test_message_attention[paper-fwd", "test_paired_against_reference[paper-fwdbwd")
+    e["group"] = "paired paper fwdbwd float32"
+    e["extra_info"].update(
+        level="paired", mode="fwdbwd", G=128, paired_rounds=len(ratios), reference_ms_median=ref_ms,
+        backend_ms_median=cpu_ms, ratio_median=sorted(ratios)[len(ratios) // 2], ratio_p20=min(ratios),
+        ratio_p80=max(ratios), ratio_of_minima=2.25,
+    )  # fmt: skip
+    for key in ("time_ms", "gflops_per_s", "frac_peak", "peak_mem_bytes"):
+        del e["extra_info"][key]  # a paired case has its own fields only
+    return e
+
+
+def test_report_shows_paired_speedups_in_their_own_table_and_the_headline(tmp_path):
+    fwdbwd = [_entry("reference", 170.0, "paper"), _entry("cpu", 80.0, "paper")]
+    for e in fwdbwd:
+        e["extra_info"]["mode"] = "fwdbwd"
+    run = _run_json(fwdbwd + [_paired_entry([2.4, 2.6, 2.5], 200.0, 80.0)])
+    lines = report.tables(run)
+    assert "| paper (128) | float32 | cpu | 3 | 200 | 80 | 2.50x (2.40x-2.60x) | 2.25x |" in lines
+    assert not any(line.startswith("| paper (128) | cpu | 80 ") and "paired" in line for line in lines)
+    (head,) = report.headline(run)
+    assert "2.1x faster than reference (in interleaved pairs: 2.5x, p20-p80 2.4-2.6x)" in head
+
+
 def test_report_merges_a_json_and_a_record_of_one_device(tmp_path):
     """A run assembled from a JSON (first part) and a resumed record (the rest) is one table."""
     entries = [_entry("reference", 188.0), _entry("cpu", 44.0)]

@@ -16,7 +16,7 @@ from benchkit.shapes import Shape
 class Case:
     """One benchmark case: an implementation of one level on a shape, mode and dtype."""
 
-    level: str  # op | model
+    level: str  # op | model | paired (op, backend against reference in interleaved rounds)
     shape: Shape
     mode: str  # fwd | fwdbwd
     dtype: torch.dtype

@@ -99,7 +99,8 @@ def record_unmeasured(env: BenchEnv, request, benchmark, info: dict, status: str
     pytest.skip(f"{status}: {reason}")
 
 
-def _guard(step: Callable):
+def guard_oom(step: Callable):
+    """Run ``step``; an allocation failure becomes ``OutOfMemory`` (recorded by ``run_case``)."""
     try:
         return step()
     except Exception as exc:  # noqa: BLE001 - only allocation failures are turned into records
@@ -128,17 +129,17 @@ def measure(
     def first():
         result.update(call())
 
-    info["first_call_s"] = _guard(lambda: wall_time(first, device))
-    info.update(_guard(lambda: gate(result)))
+    info["first_call_s"] = guard_oom(lambda: wall_time(first, device))
+    info.update(guard_oom(lambda: gate(result)))
     result.clear()
     if callable(flops):
         flops = flops()
     t0 = time.perf_counter()
-    info.update(_guard(lambda: peak_memory(call, device)))
+    info.update(guard_oom(lambda: peak_memory(call, device)))
     one = time.perf_counter() - t0  # one warm call (plus microseconds of bookkeeping)
 
     if device == "cuda":
-        dev = _guard(lambda: device_time(call))
+        dev = guard_oom(lambda: device_time(call))
         info.update({f"device_{k}": v for k, v in dev.items() if k.endswith("_ms")})
         info["device_reps"], info["device_timing"] = dev["reps"], dev["method"]
 
@@ -151,7 +152,7 @@ def measure(
     min_rounds = int(getattr(benchmark, "_min_rounds", 5))
     max_time = float(getattr(benchmark, "_max_time", 1.0))
     rounds = max(min_rounds, min(100_000, math.ceil(max_time / max(one, 1e-6))))
-    _guard(lambda: benchmark.pedantic(host_call, rounds=rounds, iterations=1, warmup_rounds=0))
+    guard_oom(lambda: benchmark.pedantic(host_call, rounds=rounds, iterations=1, warmup_rounds=0))
     synchronize(device)
 
     host_median = benchmark.stats.stats.median if benchmark.stats is not None else one
