@@ -145,12 +145,17 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
               const T* O, const T* lse, T* dS, T* dR, T* dQ, T* dK, T* dW2, T* db2,
               int threads) {
   const bool w2 = d.has_w2;
-  const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(round_up(d.D, kLanes<T>), kMR);
+  // Dv: D in whole vectors, the width of the packed W2^T panels and so the only valid column
+  // count of the z product. Dp: Dv rounded up to kMR as well (dW2's rows come in micro-tile
+  // blocks), the row stride of z/dz. The two differ when kMR is not a multiple of the vector
+  // width (AVX2 and SSE builds: kMR = 6): asking the z product for Dp columns there read the
+  // last, narrower panel as a full one (wrong z, so wrong dS, dR, dQ, dK, dW2 and db2).
+  const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dv = round_up(d.D, kLanes<T>), Dp = round_up(Dv, kMR);
   const double row_cost = double(d.Hd) * double(w2 ? 3 * d.D : 1) + double(2 * d.A + 3 * d.D);
   Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0, kMR, kBackwardTileRows);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
 
-  Scratch<T> w2t(w2 ? Dp * d.Hd : 0);  // W2^T panels (K = Hd): z = h @ W2^T
+  Scratch<T> w2t(w2 ? Dv * d.Hd : 0);  // W2^T panels (K = Hd): z = h @ W2^T
   Scratch<T> w2n(w2 ? Hdp * d.D : 0);  // W2 panels (K = D): dh = dz @ W2
   std::vector<std::unique_ptr<BackwardScratch<T>>> scratch;
   for (int t = 0; t < threads; ++t)
@@ -200,9 +205,10 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
       const int64_t Mt = round_up(M, kMR);
       outs.targets(v, t.block, tg);
       if (w2) {
-        // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too.
+        // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too. Columns
+        // Dv..Dp of z are left unwritten; row_gradients zeroes columns D..Dp of dz.
         T* zdz = ws.zdz.get();
-        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, zdz, Dp);
+        gemm<T, false>(Mt, Dv, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, zdz, Dp);
         row_gradients(d, t, dO, O, zdz, Dp, b2, ws.a.get(), ws.delta.get(), ds_all.get(), Dp,
                       ws.dzb.get(), ws.db2.get(), ws.dh.get(), Hdp);
         gemm<T, false>(Mt, Hdp, d.D, zdz, Dp, w2n.get(), true, 0, ws.dh.get(), Hdp);

@@ -125,6 +125,29 @@ def test_any_thread_count_matches_oracle(case, threads):
     compare_with_oracle(case, torch.float32, threads=threads, seed=threads)
 
 
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+def test_every_message_width_matches_oracle(dtype):
+    # Every D from 1 to 48 (two send layers): the z product of the backward must ask for the
+    # packed W2^T's own width (D in whole vectors), not the dW2 row count (also rounded to the
+    # micro-tile rows). They differ where kMR is not a multiple of the vector width, the
+    # RSTG_FAST_NATIVE=0 (SSE) and AVX2 builds: float64 D = 1..4, 17..20, ...; float32
+    # D = 17..20, ... there once gave wrong dS, dR, dQ, dK, dW2, db2 (found by fuzzing). On an
+    # AVX-512 build (kMR = 8) the two widths agree, so this guards the portable builds.
+    gen = torch.Generator().manual_seed(19)
+    indptr, indices = random_csr(6, 4, generator=gen)
+    for D in range(1, 49):
+        x64 = op_inputs(2, 6, 5, 4, D, dtype=torch.float64, generator=gen)
+        dO = torch.randn(2, 6, D, generator=gen, dtype=torch.float64)
+        oracle = run(x64, indptr, indices, 1, "reference", dO)
+        low = {k: v.to(dtype) for k, v in x64.items()}
+        own = run(low, indptr, indices, 1, "reference", dO) if dtype != torch.float64 else None
+        with num_threads(1):
+            got = run(low, indptr, indices, 1, "cpu", dO)
+        assert_close(got[0], oracle[0], own[0] if own else None, f"D={D} O")
+        for k in oracle[2]:
+            assert_close(got[2][k], oracle[2][k], own[2][k] if own else None, f"D={D} d{k}")
+
+
 @pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
 def test_gradcheck_float64(one_layer):
     gen = torch.Generator().manual_seed(11)
