@@ -27,13 +27,14 @@ namespace {
 
 template <typename T>
 struct BackwardScratch {
-  Scratch<T> h, zdz, a, delta, dzb, dh, dW2, db2;
+  Scratch<T> h, zdz, a, delta, dzb, dh, dW2, db2, db2_tile;
   // Mp rows of a tile; Hdp: Hd rounded up to whole vectors (columns and row stride of h, dh
   // and the dW2 partial); Dm: D rounded up to whole vectors and to kMR (dW2's rows; columns
   // and row stride of zdz, which holds z = h @ W2^T and then, row by row in place, dz).
   BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dm, int64_t heads, int64_t gpb, bool w2)
       : h(Mp * Hdp), zdz(w2 ? Mp * Dm : 0), a(Mp * heads), delta(gpb * heads),
-        dzb(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0), db2(w2 ? Dm : 0) {}
+        dzb(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0), db2(w2 ? Dm : 0),
+        db2_tile(w2 ? Dm : 0) {}
 };
 
 // Softmax and message gradients of a tile's rows. msg (ldm) holds z = h @ W2^T when b2 is
@@ -209,8 +210,12 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
         // Dv..Dp of z are left unwritten; row_gradients zeroes columns D..Dp of dz.
         T* zdz = ws.zdz.get();
         gemm<T, false>(Mt, Dv, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, zdz, Dp);
+        // db2 summed per tile, then added to the thread's partial (like dW2, see micro_kernel):
+        // one float32 chain over all of a thread's rows lost accuracy as G x E grew.
+        ws.db2_tile.zero();
         row_gradients(d, t, dO, O, zdz, Dp, b2, ws.a.get(), ws.delta.get(), ds_all.get(), Dp,
-                      ws.dzb.get(), ws.db2.get(), ws.dh.get(), Hdp);
+                      ws.dzb.get(), ws.db2_tile.get(), ws.dh.get(), Hdp);
+        add_into(ws.db2.get(), ws.db2_tile.get(), d.D);
         gemm<T, false>(Mt, Hdp, d.D, zdz, Dp, w2n.get(), true, 0, ws.dh.get(), Hdp);
         gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), M, ws.h.get(), false, Hdp, ws.dW2.get(), Hdp);
       } else {
