@@ -160,9 +160,19 @@ void row_softmax(const Dims& d, int64_t g, int64_t dst, const int64_t* indptr,
       continue;
     }
     T sum = T(0);
-    for (int64_t e = 0; e < deg; ++e) sum += std::exp(a[e * d.heads + c] - mx);
+    for (int64_t e = 0; e < deg; ++e) {
+      a[e * d.heads + c] = std::exp(a[e * d.heads + c] - mx);
+      sum += a[e * d.heads + c];
+    }
     lse[c] = mx + std::log(sum);
-    for (int64_t e = 0; e < deg; ++e) a[e * d.heads + c] = std::exp(a[e * d.heads + c] - lse[c]);
+    // Normalised by the sum, not as exp(s - lse): lse carries an absolute rounding error of
+    // ulp(|lse|), so with large scores (|s| ~ 50) the weights exp(s - lse) summed to 1 + 3e-6
+    // and the backward's ds = a (<dO, m> - <dO, O>) lost that much of <dO, m> to cancellation
+    // (float32 dQ/dK several times the tolerance rule where they are near zero, e.g. duplicate
+    // edges; found by fuzzing). These weights sum to 1 to a few ulp; the backward's
+    // exp(s - lse) differ from them by one common factor per row, a relative error of ds.
+    const T inv = T(1) / sum;
+    for (int64_t e = 0; e < deg; ++e) a[e * d.heads + c] *= inv;
   }
 }
 

@@ -27,13 +27,14 @@ namespace {
 
 template <typename T>
 struct BackwardScratch {
-  Scratch<T> h, zdz, a, delta, dzb, dh, dW2, db2;
+  Scratch<T> h, zdz, a, delta, dzb, dh, dW2, db2, db2_tile;
   // Mp rows of a tile; Hdp: Hd rounded up to whole vectors (columns and row stride of h, dh
   // and the dW2 partial); Dm: D rounded up to whole vectors and to kMR (dW2's rows; columns
   // and row stride of zdz, which holds z = h @ W2^T and then, row by row in place, dz).
   BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dm, int64_t heads, int64_t gpb, bool w2)
       : h(Mp * Hdp), zdz(w2 ? Mp * Dm : 0), a(Mp * heads), delta(gpb * heads),
-        dzb(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0), db2(w2 ? Dm : 0) {}
+        dzb(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0), db2(w2 ? Dm : 0),
+        db2_tile(w2 ? Dm : 0) {}
 };
 
 // Softmax and message gradients of a tile's rows. msg (ldm) holds z = h @ W2^T when b2 is
@@ -145,12 +146,17 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
               const T* O, const T* lse, T* dS, T* dR, T* dQ, T* dK, T* dW2, T* db2,
               int threads) {
   const bool w2 = d.has_w2;
-  const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dp = round_up(round_up(d.D, kLanes<T>), kMR);
+  // Dv: D in whole vectors, the width of the packed W2^T panels and so the only valid column
+  // count of the z product. Dp: Dv rounded up to kMR as well (dW2's rows come in micro-tile
+  // blocks), the row stride of z/dz. The two differ when kMR is not a multiple of the vector
+  // width (AVX2 and SSE builds: kMR = 6): asking the z product for Dp columns there read the
+  // last, narrower panel as a full one (wrong z, so wrong dS, dR, dQ, dK, dW2 and db2).
+  const int64_t Hdp = round_up(d.Hd, kLanes<T>), Dv = round_up(d.D, kLanes<T>), Dp = round_up(Dv, kMR);
   const double row_cost = double(d.Hd) * double(w2 ? 3 * d.D : 1) + double(2 * d.A + 3 * d.D);
   Plan plan = make_plan(indptr, d.N, d.G, threads, row_cost, double(d.D + d.A) * 8.0, kMR, kBackwardTileRows);
   const int64_t Mp = round_up(std::max<int64_t>(plan.max_rows, 1), kMR);
 
-  Scratch<T> w2t(w2 ? Dp * d.Hd : 0);  // W2^T panels (K = Hd): z = h @ W2^T
+  Scratch<T> w2t(w2 ? Dv * d.Hd : 0);  // W2^T panels (K = Hd): z = h @ W2^T
   Scratch<T> w2n(w2 ? Hdp * d.D : 0);  // W2 panels (K = D): dh = dz @ W2
   std::vector<std::unique_ptr<BackwardScratch<T>>> scratch;
   for (int t = 0; t < threads; ++t)
@@ -200,11 +206,16 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
       const int64_t Mt = round_up(M, kMR);
       outs.targets(v, t.block, tg);
       if (w2) {
-        // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too.
+        // Rows M..Mt of h are zero, so those of z, and of dz after it, are zero too. Columns
+        // Dv..Dp of z are left unwritten; row_gradients zeroes columns D..Dp of dz.
         T* zdz = ws.zdz.get();
-        gemm<T, false>(Mt, Dp, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, zdz, Dp);
+        gemm<T, false>(Mt, Dv, d.Hd, ws.h.get(), Hdp, w2t.get(), true, 0, zdz, Dp);
+        // db2 summed per tile, then added to the thread's partial (like dW2, see micro_kernel):
+        // one float32 chain over all of a thread's rows lost accuracy as G x E grew.
+        ws.db2_tile.zero();
         row_gradients(d, t, dO, O, zdz, Dp, b2, ws.a.get(), ws.delta.get(), ds_all.get(), Dp,
-                      ws.dzb.get(), ws.db2.get(), ws.dh.get(), Hdp);
+                      ws.dzb.get(), ws.db2_tile.get(), ws.dh.get(), Hdp);
+        add_into(ws.db2.get(), ws.db2_tile.get(), d.D);
         gemm<T, false>(Mt, Hdp, d.D, zdz, Dp, w2n.get(), true, 0, ws.dh.get(), Hdp);
         gemm<T, true, true>(Dp, Hdp, M, ws.dzb.get(), M, ws.h.get(), false, Hdp, ws.dW2.get(), Hdp);
       } else {
