@@ -62,9 +62,8 @@ def pytest_call(calls: list[list[str]], test_file: str) -> list[str]:
 
 
 def test_phases_write_records_under_out(tmp_path):
-    proc, calls = run_session(
-        tmp_path, "op", "model", "report", RSTG_BENCH_COMMIT="abc", BENCH_TAG="-bf16", BENCH_ARGS="--bench-dtypes=bfloat16"
-    )
+    env = {"RSTG_BENCH_COMMIT": "abc", "BENCH_TAG": "-bf16", "BENCH_ARGS": "--bench-dtypes=bfloat16"}
+    proc, calls = run_session(tmp_path, "op", "model", "report", **env)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the report phase: below
     out = tmp_path / "out"
     op = pytest_call(calls, "bench/test_bench_message_attention.py")

@@ -283,6 +283,44 @@ def test_ddp_two_cpu_processes_match_one(tmp_path, source):
     assert json.load(open(two / "result.json"))["world"] == 2
 
 
+def _torchrun_syncmnist(argv, kill: str = "", delay: str = "") -> subprocess.CompletedProcess:
+    """``rstg-fast syncmnist ARGV`` under torchrun with 2 gloo processes on the CPU, through
+    ``interrupt_testing`` (``kill``, ``delay``: its ``RSTG_TEST_KILL``, ``RSTG_TEST_DELAY``)."""
+    tests = os.path.join(REPO, "tests")
+    path = os.pathsep.join([REPO, tests, os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", RSTG_TEST_KILL=kill, RSTG_TEST_DELAY=delay)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "interrupt_testing", "syncmnist", *argv, "--device", "cpu"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_ddp_kill_during_backbone_pretraining_resumes_exactly(tmp_path, source):
+    """Two gloo processes, killed (SIGKILL of rank 0; torchrun then ends rank 1) in the
+    backbone warm-up and resumed == the same two-process run uninterrupted, bitwise: both
+    runs do the same float32 operations in the same order (the warm-up is per rank, with no
+    collectives; the training all-reduces the same two halves), so nothing may differ."""
+    pre = ("--pretrain-steps", "5", "--ckpt-steps", "2")
+    full, part = tmp_path / "full", tmp_path / "part"
+    # rank 1 held back 2 s after joining the group: rank 0 has checkpointed the warm-up by the
+    # time rank 1 looks for a checkpoint in --out, which must not count (it did before the
+    # barrier in train(): "--out ... already has a checkpoint" on rank 1)
+    proc = _torchrun_syncmnist(
+        tiny_argv(full, source, *pre), delay="rstg_fast.experiments.syncmnist_train:init_distributed:2:1"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # rank 0's 4th digit batch is pretraining step 3: step 2 is checkpointed, step 4 not yet
+    kill = "rstg_fast.experiments.syncmnist_pretrain:digit_frames:4:0"
+    proc = _torchrun_syncmnist(tiny_argv(part, source, *pre), kill=kill)
+    assert proc.returncode != 0 and "SIGKILL" in proc.stderr, proc.stderr[-3000:]
+    ck = load_checkpoint(str(part / "checkpoint.pt"))
+    assert ck["pretrain"]["step"] == 2 and "optimizer" not in ck
+    assert not (part / "metrics.jsonl").exists()
+    proc = _torchrun_syncmnist(tiny_argv(part, source, *pre, "--resume"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_run(full, part)
+    assert json.load(open(part / "result.json"))["world"] == 2
+
+
 def test_global_batch_norm_equals_batchnorm1d():
     from rstg_fast.experiments.syncmnist_model import GlobalBatchNorm
 
