@@ -6,23 +6,29 @@
 # PHASES (default: all = build test op model report), each logged under $OUT:
 #   build   pip install --no-build-isolation . (CUDA kernels for sm_${RSTG_FAST_CUDA_ARCHS:-90})
 #   test    pytest tests/ (the GPU test suites run where CUDA is available)
-#   op      pytest bench/test_bench_message_attention.py  -> $OUT/bench-op${BENCH_TAG}.json
-#   model   pytest bench/test_bench_model.py              -> $OUT/bench-model${BENCH_TAG}.json
-#   report  python bench/report.py over this call's JSONs -> $OUT/benchmarks.md, benchmarks.png
+#   op      pytest bench/test_bench_message_attention.py  -> record $OUT/bench-op${BENCH_TAG}.jsonl
+#   model   pytest bench/test_bench_model.py              -> record $OUT/bench-model${BENCH_TAG}.jsonl
+#   report  python bench/report.py over $OUT/bench-*.jsonl -> $OUT/benchmarks.md, benchmarks.png
 # Every phase after build checks that the installed rstg_fast is this tree's build and builds
 # it first when not (a fresh machine, or a call that found the last one given back).
 #
 # Environment: OUT (the device tool sets it; default ./gpu-out), RSTG_BENCH_COMMIT (the
 # commit under test: the machine's copy of the tree has no .git), BENCH_ARGS (extra pytest
 # arguments for op/model, e.g. "--bench-dtypes=bfloat16 --bench-shapes=paper,dense"),
-# BENCH_TAG (suffix of the JSON names, to keep several calls' results apart),
+# BENCH_TAG (suffix of the record names, to keep several calls' results apart),
+# BENCH_RESUME_FROM (a folder of the tree holding records that earlier calls brought back:
+# a phase whose bench-<phase>${BENCH_TAG}.jsonl is there copies it into $OUT and continues it
+# with --bench-resume, measuring only the cases it lacks; needs RSTG_BENCH_COMMIT, and the
+# suite refuses a record of another commit, device, thread count or --bench-scale),
 # DEADLINE_S (seconds from the script's start by which everything must have ended, default
-# 570: a device call is cut at 600; benchmark phases stop starting cases in time to write
-# their JSON, and a phase with too little time left is skipped).
+# 570: a device call is cut at 600; benchmark phases stop starting cases in time to end
+# normally, and a phase with too little time left is skipped).
 #
-# One device call runs at most 10 minutes: a full run does not fit in one. See
-# docs/benchmarking.md ("On a GPU") for the sequence of calls; the JSONs come back with each
-# call and `python bench/report.py A.json B.json ...` merges them here.
+# One device call runs at most 10 minutes: a full run does not fit in one. The benchmark
+# phases write --bench-record files (every case is appended as it ends, so a call cut short
+# keeps what it measured). See docs/benchmarking.md ("On a GPU") for the sequence of calls
+# and resuming; the records come back with each call and `python bench/report.py A.jsonl
+# B.jsonl ...` merges them here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +41,7 @@ START=$(date +%s)
 DEADLINE="${DEADLINE_S:-570}"
 TAG="${BENCH_TAG:-}"
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
+RESUME_FROM="${BENCH_RESUME_FROM:-}"
 STAMP_FILE="${TMPDIR:-/tmp}/rstg_fast_build_stamp"  # outside the tree: kept while the machine is warm
 status=0
 
@@ -69,8 +76,8 @@ phase_build() {
 
 ensure_built() { installed_ok || phase_build; }
 
-run_pytest() {  # name, json (or ""), pytest args...
-    local name=$1 json=$2
+run_pytest() {  # name, record (or ""), pytest args...
+    local name=$1 record=$2
     shift 2
     local args=("$@") left
     left=$(remaining)
@@ -79,13 +86,14 @@ run_pytest() {  # name, json (or ""), pytest args...
         return 1
     fi
     # benchmarks: no case starts in the last 90 s (a case with a cold torch.compile of the
-    # model takes about a minute), so the JSON is written before the hard timeout below
-    [ -n "$json" ] && args+=("--benchmark-json=$json" "--bench-deadline=$((left - 90 > 30 ? left - 90 : 30))")
+    # model takes about a minute), so the session ends before the hard timeout below (the
+    # record keeps every finished case even when it does not)
+    [ -n "$record" ] && args+=("--bench-record=$record" "--bench-deadline=$((left - 90 > 30 ? left - 90 : 30))")
     log "$name: pytest ${args[*]}"
     # plain `pytest` (not python -m): the source tree stays off sys.path, so the installed
     # build (with its compiled kernels) is the one imported
     timeout "$((left - 5))" "$PY" -c "import sys, pytest; sys.path.pop(0) if sys.path[0] in ('', '.') else None; sys.exit(pytest.main(sys.argv[1:]))" \
-        "${args[@]}" 2>&1 | tee "$OUT/$name.log" | grep -E --line-buffered "passed|failed|error|Error|SKIPPED|FAILED|Wrote" | tail -n 60
+        "${args[@]}" 2>&1 | tee "$OUT/$name.log" | grep -E --line-buffered "passed|failed|error|Error|SKIPPED|FAILED|Wrote|bench-resume" | tail -n 60
     local rc=${PIPESTATUS[0]}
     echo "$name: exit $rc"
     return "$rc"
@@ -93,20 +101,40 @@ run_pytest() {  # name, json (or ""), pytest args...
 
 phase_test() { ensure_built && run_pytest tests "" tests/ -q -rs -p no:cacheprovider; }
 
+resume_args() {  # name: prints --bench-resume after copying BENCH_RESUME_FROM/<name>.jsonl into $OUT
+    local name=$1 from
+    [ -n "$RESUME_FROM" ] || return 0
+    from="$RESUME_FROM/$name.jsonl"
+    if [ ! -f "$from" ]; then
+        echo "$name: no $from to resume, starting a new record" >&2
+        return 0
+    fi
+    # the record names its commit; without RSTG_BENCH_COMMIT both calls would say "unknown"
+    # and the suite could not refuse a record of another commit
+    if [ -z "${RSTG_BENCH_COMMIT:-}" ]; then
+        echo "$name: BENCH_RESUME_FROM needs RSTG_BENCH_COMMIT (the commit the record was made at)" >&2
+        return 1
+    fi
+    [ "$from" -ef "$OUT/$name.jsonl" ] || cp "$from" "$OUT/$name.jsonl" || return 1
+    echo "--bench-resume"
+}
+
+bench_phase() {  # name, pytest files...: the cases go to the record $OUT/<name>.jsonl
+    local name=$1 resume
+    shift
+    resume=$(resume_args "$name") || return 1
+    # shellcheck disable=SC2086  # $resume: empty or one word
+    ensure_built && run_pytest "$name" "$OUT/$name.jsonl" "$@" "${BENCH_COMMON[@]}" $resume "${EXTRA[@]}"
+}
+
 BENCH_COMMON=(-q -rs -p no:cacheprovider --benchmark-max-time=0.25 -W "ignore::DeprecationWarning")
-phase_op() {
-    ensure_built && run_pytest "bench-op$TAG" "$OUT/bench-op$TAG.json" bench/test_bench_message_attention.py bench/test_gate.py \
-        "${BENCH_COMMON[@]}" "${EXTRA[@]}"
-}
-phase_model() {
-    ensure_built && run_pytest "bench-model$TAG" "$OUT/bench-model$TAG.json" bench/test_bench_model.py \
-        "${BENCH_COMMON[@]}" "${EXTRA[@]}"
-}
+phase_op() { bench_phase "bench-op$TAG" bench/test_bench_message_attention.py bench/test_gate.py; }
+phase_model() { bench_phase "bench-model$TAG" bench/test_bench_model.py; }
 phase_report() {
     local runs=()
-    for f in "$OUT"/bench-*.json; do [ -s "$f" ] && runs+=("$f"); done
+    for f in "$OUT"/bench-*.jsonl; do [ -s "$f" ] && runs+=("$f"); done
     if [ ${#runs[@]} -eq 0 ]; then
-        echo "report: no bench-*.json in $OUT (run the op/model phases in this call, or report.py here)"
+        echo "report: no bench-*.jsonl in $OUT (run the op/model phases in this call, or report.py here)"
         return 1
     fi
     log "report: ${runs[*]}"

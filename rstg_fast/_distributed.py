@@ -43,17 +43,30 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local), device
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(failed: bool = False) -> None:
     """Leave the process group, if any (a clean exit; torchrun otherwise may see an abort).
 
     Objects still holding the group (a DDP wrapper caught in a reference cycle, say) are
     collected first, while the group is alive: freed later, at interpreter exit, their gloo
     work aborted the process now and then ("terminate called without an active exception",
-    about one run in ten of the two-process test on a loaded machine)."""
+    about one run in ten of the two-process test on a loaded machine).
+
+    ``failed``: this rank is leaving on an exception. Then there is no barrier: the other
+    ranks may be inside another collective (or past the point that raised here) and the
+    barrier would hang both until gloo's 30-minute timeout, with the error never printed;
+    leaving at once lets torchrun see the failure and stop the other ranks.
+    """
     if dist.is_available() and dist.is_initialized():
         gc.collect()
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:

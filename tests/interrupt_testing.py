@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import signal
+import sys
+import time
 from types import ModuleType
 
 
@@ -17,3 +22,77 @@ def kill_at(monkeypatch, module: ModuleType, name: str, call: int) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, name, wrapper)
+
+
+def hard_kill_at(module: ModuleType, name: str, call: int) -> None:
+    """Make ``module.name`` kill its own process with SIGKILL on its ``call``-th call, counting
+    from 1: a real kill (no ``finally``, no exit handler, no message to other ranks), for runs
+    in a subprocess, where ``kill_at``'s exception would instead unwind through the command's
+    clean-up."""
+    real, calls = getattr(module, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == call:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+
+    setattr(module, name, wrapper)
+
+
+def raise_at(module: ModuleType, name: str, call: int) -> None:
+    """Make ``module.name`` raise ``RuntimeError("simulated failure ...")`` on its ``call``-th
+    call, counting from 1 (an error in one process, which its clean-up sees)."""
+    real, calls = getattr(module, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == call:
+            raise RuntimeError(f"simulated failure in {name} (call {call})")
+        return real(*args, **kwargs)
+
+    setattr(module, name, wrapper)
+
+
+def delay_after(module: ModuleType, name: str, seconds: float) -> None:
+    """Make ``module.name`` sleep ``seconds`` after each call (a process that the scheduler
+    holds back at that point: how data-parallel ranks drift apart on a loaded machine)."""
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        out = real(*args, **kwargs)
+        time.sleep(seconds)
+        return out
+
+    setattr(module, name, wrapper)
+
+
+def _for_this_rank(spec: str) -> list[str] | None:
+    """``module:name:value[:rank]`` -> ``[module, name, value]`` in the process of that
+    ``RANK`` (default 0), else ``None``."""
+    module, name, value, *rank = spec.split(":")
+    return [module, name, value] if os.environ.get("RANK", "0") == (rank[0] if rank else "0") else None
+
+
+def main() -> int:
+    """``python -m interrupt_testing ARGS``: ``rstg-fast ARGS`` with faults for one rank, e.g.
+    under ``torchrun``: ``RSTG_TEST_KILL=module:name:call[:rank]`` kills the process of that
+    ``RANK`` (default 0) on the ``call``-th call of ``module.name``; ``RSTG_TEST_RAISE``, same
+    form, raises there instead; ``RSTG_TEST_DELAY=module:name:seconds[:rank]`` delays it after
+    every call."""
+    kill = _for_this_rank(os.environ.get("RSTG_TEST_KILL") or "::0:none")
+    if kill:
+        hard_kill_at(importlib.import_module(kill[0]), kill[1], int(kill[2]))
+    fail = _for_this_rank(os.environ.get("RSTG_TEST_RAISE") or "::0:none")
+    if fail:
+        raise_at(importlib.import_module(fail[0]), fail[1], int(fail[2]))
+    delay = _for_this_rank(os.environ.get("RSTG_TEST_DELAY") or "::0:none")
+    if delay:
+        delay_after(importlib.import_module(delay[0]), delay[1], float(delay[2]))
+    from rstg_fast.cli import main as cli_main
+
+    return cli_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

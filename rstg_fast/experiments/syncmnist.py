@@ -159,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = train(resolve(args))
-    finally:
-        shutdown_distributed()
+    except BaseException:
+        shutdown_distributed(failed=True)  # no barrier: the other ranks may never reach it
+        raise
+    shutdown_distributed()
     return 0 if result is not None else 1
 
 

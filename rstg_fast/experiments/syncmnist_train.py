@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from rstg_fast._atomic import write_jsonl
 from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
-from rstg_fast._distributed import DistInfo, all_sum, init_distributed
+from rstg_fast._distributed import DistInfo, all_sum, barrier, init_distributed
 from rstg_fast._progress import Progress
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import generate
@@ -157,6 +157,11 @@ def train(cfg: dict) -> dict | None:
             raise ValueError(f"--out {out} already has a checkpoint: pass --resume to continue or --overwrite")
     elif cfg["resume"] and info.is_main:
         print(f"--resume: no checkpoint in {out}, starting from scratch", file=sys.stderr)
+    # Every rank has looked at (and loaded) the checkpoint before rank 0 may write one: the
+    # backbone warm-up has no collectives, so without this a rank held back by the scheduler
+    # found the warm-up checkpoint rank 0 had just written ("already has a checkpoint" on
+    # that rank alone; or, with --resume, a later state than the other ranks loaded).
+    barrier()
 
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg).to(device)

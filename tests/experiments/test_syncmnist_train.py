@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -245,6 +246,36 @@ def test_bad_flags_are_refused_before_training(tmp_path, source, flag, value):
         cfg_of(tiny_argv(tmp_path, source, flag, value))
 
 
+def _torchrun_syncmnist(argv, kill="", delay="", fail="", timeout=120) -> subprocess.CompletedProcess:
+    """``rstg-fast syncmnist ARGV`` under torchrun with 2 gloo processes on the CPU, through
+    ``interrupt_testing`` (``kill``, ``delay``, ``fail``: its ``RSTG_TEST_KILL``,
+    ``RSTG_TEST_DELAY``, ``RSTG_TEST_RAISE``)."""
+    tests = os.path.join(REPO, "tests")
+    path = os.pathsep.join([REPO, tests, os.environ.get("PYTHONPATH", "")])
+    faults = {"RSTG_TEST_KILL": kill, "RSTG_TEST_DELAY": delay, "RSTG_TEST_RAISE": fail}
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", **faults)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "interrupt_testing", "syncmnist", *argv, "--device", "cpu"]
+    # Output to files, not pipes: the workers inherit them, and after a timeout a pipe stays
+    # open as long as any worker lives (reading it to its end then never returned). On a
+    # timeout torchrun gets SIGTERM, which it passes on to the workers (their default
+    # action: exit, also when blocked in gloo), then waits for them (up to 30 s).
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=out_file, stderr=err_file, text=True)
+        try:
+            proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(timeout=60)
+            timed_out = True
+        out_file.seek(0), err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
+    if timed_out:
+        pytest.fail(f"torchrun ran past {timeout} s; its stderr ends:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def test_ddp_two_cpu_processes_match_one(tmp_path, source):
     """torchrun with 2 gloo processes, each half of every batch == one process (up to reduction order)."""
     # SGD: Adam would turn rounding noise in near-zero gradients into lr-sized steps
@@ -252,22 +283,7 @@ def test_ddp_two_cpu_processes_match_one(tmp_path, source):
     one = tmp_path / "one"
     train(cfg_of(tiny_argv(one, source, *extra)))
     two = tmp_path / "two"
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "rstg_fast.cli",
-        "syncmnist",
-        *tiny_argv(two, source, *extra),
-        "--device",
-        "cpu",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = _torchrun_syncmnist(tiny_argv(two, source, *extra))  # no faults: plain rstg-fast
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = load_checkpoint(str(one / "checkpoint.pt")), load_checkpoint(str(two / "checkpoint.pt"))
     # Not the float64-oracle rule (no oracle for a training run): 4 float32 SGD steps whose gradients
@@ -281,6 +297,42 @@ def test_ddp_two_cpu_processes_match_one(tmp_path, source):
         assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-4)
         assert hb["test_acc"] == ha["test_acc"]
     assert json.load(open(two / "result.json"))["world"] == 2
+
+
+def test_ddp_kill_during_backbone_pretraining_resumes_exactly(tmp_path, source):
+    """Two gloo processes, killed (SIGKILL of rank 0; torchrun then ends rank 1) in the
+    backbone warm-up and resumed == the same two-process run uninterrupted, bitwise: both
+    runs do the same float32 operations in the same order (the warm-up is per rank, with no
+    collectives; the training all-reduces the same two halves), so nothing may differ."""
+    pre = ("--pretrain-steps", "5", "--ckpt-steps", "2")
+    full, part = tmp_path / "full", tmp_path / "part"
+    # rank 1 held back 2 s after joining the group: rank 0 has checkpointed the warm-up by the
+    # time rank 1 looks for a checkpoint in --out, which must not count (it did before the
+    # barrier in train(): "--out ... already has a checkpoint" on rank 1)
+    proc = _torchrun_syncmnist(
+        tiny_argv(full, source, *pre), delay="rstg_fast.experiments.syncmnist_train:init_distributed:2:1"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # rank 0's 4th digit batch is pretraining step 3: step 2 is checkpointed, step 4 not yet
+    kill = "rstg_fast.experiments.syncmnist_pretrain:digit_frames:4:0"
+    proc = _torchrun_syncmnist(tiny_argv(part, source, *pre), kill=kill)
+    assert proc.returncode != 0 and "SIGKILL" in proc.stderr, proc.stderr[-3000:]
+    ck = load_checkpoint(str(part / "checkpoint.pt"))
+    assert ck["pretrain"]["step"] == 2 and "optimizer" not in ck
+    assert not (part / "metrics.jsonl").exists()
+    proc = _torchrun_syncmnist(tiny_argv(part, source, *pre, "--resume"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_run(full, part)
+    assert json.load(open(part / "result.json"))["world"] == 2
+
+
+def test_ddp_error_on_one_rank_ends_the_run(tmp_path, source):
+    """An exception on rank 1 alone (in the warm-up, while rank 0 goes on into DDP) ends the
+    run with the error printed, in seconds: rank 1 used to wait in shutdown_distributed's
+    barrier and rank 0 in DDP's first collective, until gloo's 30-minute timeout."""
+    fail = "rstg_fast.experiments.syncmnist_pretrain:digit_frames:2:1"
+    proc = _torchrun_syncmnist(tiny_argv(tmp_path, source, "--pretrain-steps", "3"), fail=fail, timeout=90)
+    assert proc.returncode != 0 and "simulated failure in digit_frames (call 2)" in proc.stderr, proc.stderr[-3000:]
 
 
 def test_global_batch_norm_equals_batchnorm1d():
