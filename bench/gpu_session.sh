@@ -6,7 +6,7 @@
 # PHASES (default: all = build test op model report), each logged under $OUT:
 #   build   pip install --no-build-isolation . (CUDA kernels for sm_${RSTG_FAST_CUDA_ARCHS:-90})
 #   test    pytest tests/ (the GPU test suites run where CUDA is available)
-#   op      pytest bench/test_bench_message_attention.py  -> record $OUT/bench-op${BENCH_TAG}.jsonl
+#   op      pytest bench/test_bench_message_attention.py bench/test_bench_paired.py -> record $OUT/bench-op${BENCH_TAG}.jsonl
 #   model   pytest bench/test_bench_model.py              -> record $OUT/bench-model${BENCH_TAG}.jsonl
 #   report  python bench/report.py over $OUT/bench-*.jsonl -> $OUT/benchmarks.md, benchmarks.png
 # Every phase after build checks that the installed rstg_fast is this tree's build and builds
@@ -128,7 +128,7 @@ bench_phase() {  # name, pytest files...: the cases go to the record $OUT/<name>
 }
 
 BENCH_COMMON=(-q -rs -p no:cacheprovider --benchmark-max-time=0.25 -W "ignore::DeprecationWarning")
-phase_op() { bench_phase "bench-op$TAG" bench/test_bench_message_attention.py bench/test_gate.py; }
+phase_op() { bench_phase "bench-op$TAG" bench/test_bench_message_attention.py bench/test_bench_paired.py bench/test_gate.py; }
 phase_model() { bench_phase "bench-model$TAG" bench/test_bench_model.py; }
 phase_report() {
     local runs=()
