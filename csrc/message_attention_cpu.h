@@ -54,4 +54,8 @@ double cpu_fma_peak_gflops(int threads, double seconds);
 // about `seconds`. float32. FLOPs counted as 2 * m * n * k per product.
 double cpu_microkernel_gflops(int threads, double seconds, int64_t m, int64_t k, int64_t n);
 
+// Bytes in one vector of the CPU kernels' build (64 AVX-512, 32 AVX/AVX2, 16 otherwise):
+// which micro-kernel code path (8 x 3 or 6 x 2 vectors) this build runs.
+int cpu_vector_bytes();
+
 }  // namespace rstg

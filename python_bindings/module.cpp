@@ -54,6 +54,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("with_openmp") = false;
 #endif
   m.attr("cpu_isa") = RSTG_CPU_ISA;
+  m.attr("cpu_vector_bytes") = rstg::cpu_vector_bytes();
   m.attr("cuda_archs") = cuda_archs();
 
   m.def(

@@ -43,7 +43,9 @@ def _build_info() -> dict[str, Any]:
     Returns a dict with ``cpu`` (the C++ CPU kernels are built), ``cuda`` (the CUDA
     kernels are built), ``cuda_archs`` (SM versions compiled, e.g. ``[80, 90]``),
     ``openmp`` (CPU kernels are multi-threaded), ``cpu_isa`` (the instruction-set target of
-    the CPU kernels) and ``triton`` (the Triton package is importable).
+    the CPU kernels), ``cpu_vector_bytes`` (their vector width: 64 with AVX-512, 32 with
+    AVX/AVX2, 16 otherwise; it selects the micro-kernel's code path) and ``triton`` (the
+    Triton package is importable).
     """
     import importlib.util
 
@@ -54,5 +56,6 @@ def _build_info() -> dict[str, Any]:
         "cuda_archs": list(ext.cuda_archs) if ext is not None else [],
         "openmp": bool(ext is not None and ext.with_openmp),
         "cpu_isa": str(ext.cpu_isa) if ext is not None else None,
+        "cpu_vector_bytes": int(ext.cpu_vector_bytes) if ext is not None else None,
         "triton": importlib.util.find_spec("triton") is not None,
     }

@@ -1,5 +1,6 @@
 """The build: what build_info reports, lazy imports, and the README/CI command agreement."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,14 @@ def test_build_info_reports_the_cpu_extension():
         assert {80, 90} <= set(info["cuda_archs"])
     else:
         assert info["cuda_archs"] == []
+    assert info["cpu_vector_bytes"] in (16, 32, 64)
+    if info["cpu_isa"] == "x86-64-v2":
+        assert info["cpu_vector_bytes"] in (16, 32)  # 32 only with extra -mavx flags (CI's AVX2 build)
+    # .ci/narrow_cpu_builds.sh runs the cpu tests on builds for narrower vectors: this makes
+    # sure the tests ran on the build it meant, not on another rstg_fast found first.
+    expected = os.environ.get("RSTG_EXPECT_CPU_VECTOR_BYTES")
+    if expected:
+        assert info["cpu_vector_bytes"] == int(expected), (rstg_fast.__file__, info)
 
 
 def test_import_is_lazy():
@@ -49,4 +58,3 @@ def test_readme_python_examples_run():
         exec(compile(block, "README.md", "exec"), namespace)
     assert tuple(namespace["y"].shape) == (2, 128)
     assert tuple(namespace["O"].shape) == (16, 14, 64)
-

@@ -37,6 +37,8 @@ int64_t fma_loop(int64_t iters, float* sink) {
 
 }  // namespace
 
+int cpu_vector_bytes() { return cpu::kVecBytes; }
+
 double cpu_fma_peak_gflops(int threads, double seconds) {
   threads = cpu::clamp_threads(threads);
   std::vector<double> rate(threads, 0.0);
