@@ -125,10 +125,12 @@ def pytest_generate_tests(metafunc):
         ]
         metafunc.parametrize("op_case", cases, ids=[c.id for c in cases])
     if "paired_case" in metafunc.fixturenames:
-        # Backends against the reference in interleaved rounds (test_bench_paired.py): fwdbwd only.
+        # Backends against the reference in interleaved rounds (test_bench_paired.py): fwdbwd
+        # only, so none when --bench-modes leaves it out.
+        fwdbwd = "fwdbwd" in _split(config.getoption("--bench-modes"))
         cases = [
             Case("paired", shape, "fwdbwd", dtype, provider, config.getoption("--bench-heads"))
-            for shape in _shapes(config, device, "op")
+            for shape in (_shapes(config, device, "op") if fwdbwd else [])
             for dtype in _dtypes(config, device)
             for provider in _keep(config, op_providers())
             if provider.kind == "backend"

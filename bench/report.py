@@ -273,7 +273,7 @@ def headline(run: dict) -> list[str]:
         line = f"{case} {dtype}: `{best['provider']}` forward+backward {ref['time_ms'] / best['time_ms']:.1f}x faster"
         line += " than reference"
         pair = paired.get((case, dtype, best["provider"]))
-        if pair:
+        if pair and pair.get("commit") == best.get("commit"):  # merged runs may mix commits
             spread = f"{pair['ratio_p20']:.1f}-{pair['ratio_p80']:.1f}x"
             line += f" (in interleaved pairs: {pair['ratio_median']:.1f}x, p20-p80 {spread})"
         mem = _ratio(ref.get("peak_mem_bytes"), best.get("peak_mem_bytes"))

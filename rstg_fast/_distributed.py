@@ -56,11 +56,21 @@ def shutdown_distributed(failed: bool = False) -> None:
     barrier would hang both until gloo's 30-minute timeout, with the error never printed;
     leaving at once lets torchrun see the failure and stop the other ranks.
     """
-    if dist.is_available() and dist.is_initialized():
-        gc.collect()
-        if not failed:
-            dist.barrier()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()
+    if not failed:
+        dist.barrier()
         dist.destroy_process_group()
+        return
+    # Leaving on an error (this runs in a `finally`): nothing here may hide that error or
+    # block. gloo tears down at once (tested); NCCL may wait on a collective another rank
+    # still has in flight, so its group is left for the exiting process to drop.
+    if dist.get_backend() == "gloo":
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
 
 
 def barrier() -> None:

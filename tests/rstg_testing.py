@@ -9,6 +9,8 @@ oracle; its error may be at most ``2x`` the error PyTorch makes computing the sa
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -139,3 +141,15 @@ def assert_close(
             f"(2 x own-dtype error {own_error:.3g} + floor {TOLERANCE_FLOOR[dtype]:.1g} x {magnitude:.3g}); "
             f"worst {detail}"
         )
+
+
+def child_pythonpath(*extra: str) -> str:
+    """PYTHONPATH for a Python subprocess of a test: the folder of the ``rstg_fast`` this
+    process imported first (the installed build in CI, the source tree in a dev build), then
+    ``extra`` folders, then this process's ``sys.path``. Putting the repository first instead
+    made the children of a clean-clone CI import the source tree, which has no compiled
+    extension, so they ran on the reference backend without saying so."""
+    import rstg_fast
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(rstg_fast.__file__)))
+    return os.pathsep.join([package_root, *extra, *sys.path])

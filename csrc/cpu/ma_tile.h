@@ -139,7 +139,8 @@ void row_weights(const Dims& d, int64_t g, int64_t dst, const int64_t* indptr,
 }
 
 // One softmax row (destination dst of graph g): writes lse[c] (-inf when it has no sources)
-// and the row's attention weights a[e * heads + c] = exp(s_e,c - lse[c]) for its deg edges.
+// and the row's attention weights a[e * heads + c] = exp(s_e,c - max_c) / sum_c for its deg
+// edges (normalised by their sum; see below).
 template <typename T>
 void row_softmax(const Dims& d, int64_t g, int64_t dst, const int64_t* indptr,
                  const int64_t* indices, const T* Q, const T* K, T* a, T* lse) {

@@ -29,8 +29,9 @@ template <typename T>
 struct BackwardScratch {
   Scratch<T> h, zdz, a, delta, dzb, dh, dW2, db2, db2_tile;
   // Mp rows of a tile; Hdp: Hd rounded up to whole vectors (columns and row stride of h, dh
-  // and the dW2 partial); Dm: D rounded up to whole vectors and to kMR (dW2's rows; columns
-  // and row stride of zdz, which holds z = h @ W2^T and then, row by row in place, dz).
+  // and the dW2 partial); Dm: D rounded up to whole vectors and to kMR (dW2's rows; the row
+  // stride of zdz, which holds z = h @ W2^T in its first D-in-vectors columns and then, row
+  // by row in place, dz with zeros up to Dm).
   BackwardScratch(int64_t Mp, int64_t Hdp, int64_t Dm, int64_t heads, int64_t gpb, bool w2)
       : h(Mp * Hdp), zdz(w2 ? Mp * Dm : 0), a(Mp * heads), delta(gpb * heads),
         dzb(w2 ? Mp * Dm : 0), dh(Mp * Hdp), dW2(w2 ? Dm * Hdp : 0), db2(w2 ? Dm : 0),

@@ -2,7 +2,7 @@
 //
 // Two phases in one parallel region:
 //  1. score pass, parallel over the G * N softmax rows: lse[g, i, c] and the attention
-//     weights a = exp(s - lse) of every edge (G * E * heads scalars, E * A work: cheap);
+//     weights a = exp(s - max) / sum of every edge (G * E * heads scalars, E * A work: cheap);
 //  2. message pass over the tiles of the plan (ma_plan.h): h = relu(S_j + R_i) tile,
 //     z = h @ W2^T with the packed-panel micro-kernel, then the epilogue
 //     O[g, i] += a * relu(z + b2), accumulated in edge order.

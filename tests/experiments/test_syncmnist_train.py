@@ -18,6 +18,7 @@ import pytest
 import torch
 from interrupt_testing import kill_at
 from mnist_testing import write_mnist_dir
+from rstg_testing import child_pythonpath
 
 from rstg_fast._checkpoint import load_checkpoint
 from rstg_fast.experiments import syncmnist
@@ -250,8 +251,7 @@ def _torchrun_syncmnist(argv, kill="", delay="", fail="", timeout=120) -> subpro
     """``rstg-fast syncmnist ARGV`` under torchrun with 2 gloo processes on the CPU, through
     ``interrupt_testing`` (``kill``, ``delay``, ``fail``: its ``RSTG_TEST_KILL``,
     ``RSTG_TEST_DELAY``, ``RSTG_TEST_RAISE``)."""
-    tests = os.path.join(REPO, "tests")
-    path = os.pathsep.join([REPO, tests, os.environ.get("PYTHONPATH", "")])
+    path = child_pythonpath(os.path.join(REPO, "tests"))  # interrupt_testing lives in tests/
     faults = {"RSTG_TEST_KILL": kill, "RSTG_TEST_DELAY": delay, "RSTG_TEST_RAISE": fail}
     env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", **faults)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

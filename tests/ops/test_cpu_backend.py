@@ -14,7 +14,7 @@ import contextlib
 
 import pytest
 import torch
-from rstg_testing import assert_close, op_inputs, random_csr
+from rstg_testing import assert_close, child_pythonpath, op_inputs, random_csr
 
 from rstg_fast._ext import require_extension
 from rstg_fast.graph import grid_graph
@@ -129,10 +129,11 @@ def test_any_thread_count_matches_oracle(case, threads):
 def test_every_message_width_matches_oracle(dtype):
     # Every D from 1 to 48 (two send layers): the z product of the backward must ask for the
     # packed W2^T's own width (D in whole vectors), not the dW2 row count (also rounded to the
-    # micro-tile rows). They differ where kMR is not a multiple of the vector width, the
-    # RSTG_FAST_NATIVE=0 (SSE) and AVX2 builds: float64 D = 1..4, 17..20, ...; float32
-    # D = 17..20, ... there once gave wrong dS, dR, dQ, dK, dW2, db2 (found by fuzzing). On an
-    # AVX-512 build (kMR = 8) the two widths agree, so this guards the portable builds.
+    # micro-tile rows). They differ where kMR (6) is not a multiple of the vector width, and
+    # these once gave wrong dS, dR, dQ, dK, dW2, db2 (found by fuzzing): the 16-byte build
+    # (RSTG_FAST_NATIVE=0) float32 D = 17..20, 41..44 and float64 D = 1..2, 9..10, 13..14,
+    # 21..22, ...; the 32-byte (AVX2) build float64 D = 17..20, 41..44. On an AVX-512 build
+    # (kMR = 8) the two widths agree: this guards the narrower builds (.ci/narrow_cpu_builds.sh).
     gen = torch.Generator().manual_seed(19)
     indptr, indices = random_csr(6, 4, generator=gen)
     for D in range(1, 49):
@@ -282,13 +283,9 @@ def test_team_smaller_than_planned_gives_the_same_bits(tmp_path):
     import subprocess
     import sys
 
-    import rstg_fast
-
     out = tmp_path / "limited.pt"
-    # The child imports the same rstg_fast as this process (an installed copy in CI, the
-    # source tree in a dev build), whatever its working directory holds.
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(rstg_fast.__file__)))
-    env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONPATH=os.pathsep.join([package_root, *sys.path]))
+    # The child imports the same rstg_fast as this process, whatever its working directory holds.
+    env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONPATH=child_pythonpath())
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     subprocess.run(
         [sys.executable, "-c", _SMALLER_TEAM_SCRIPT, str(out), tests_dir], env=env, cwd=tmp_path, check=True

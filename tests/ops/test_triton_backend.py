@@ -54,6 +54,7 @@ from rstg_testing import (  # noqa: E402
     TOLERANCE_FLOOR,
     assert_close,
     case_inputs,
+    child_pythonpath,
     deterministic_algorithms,
     op_inputs,
     random_csr,
@@ -282,7 +283,7 @@ def test_unavailable_without_interpreter_and_import_stays_light():
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["CUDA_VISIBLE_DEVICES"] = ""
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = child_pythonpath()
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
 
@@ -298,7 +299,7 @@ def test_kernels_compile_for_sm90():
         pytest.skip(reason=f"this triton build has no NVIDIA backend with ptxas ({ptxas})")
     script = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "gpu", "check_triton.py")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a real compiler
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = child_pythonpath()
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
     cmd = [sys.executable, script, "--compile-only", "--first-only", "--widths", "64", "--dtypes", "bfloat16,float64"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 from interrupt_testing import kill_at
+from rstg_testing import child_pythonpath
 from smth_testing import write_tiny_something
 
 from rstg_fast.cli import main
@@ -153,8 +154,7 @@ def test_two_process_ddp_matches_one_process(data, tmp_path):
     rstg = [*RSTG_SIZE, "--placement", "res4"]
     one = train(data, tmp_path / "one", *EQUIV, *rstg, "--batch-size", "4")
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))] + sys.path)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": child_pythonpath()}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "rstg_fast.cli", "train-video", "--data-root", data, "--out", str(out), *TINY, *EQUIV, *rstg,
            "--batch-size", "2", "--device", "cpu"]
