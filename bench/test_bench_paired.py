@@ -5,10 +5,11 @@ implementation in its own block of rounds, seconds or minutes apart. On a shared
 reference (memory-bound, allocating ``E x D`` tensors whose first touch page-faults) and the
 fused kernels (compute-bound) do not slow down together, so the ratio of two blocks moves
 with the machine's state between them (on the 2-core CI VM, in one block of ``paper``
-rounds the reference took 157-280 ms while the backend took 74-79 ms). Here each round times one reference call and one backend call back to
-back, the order alternating, and the ratio is taken per round: what drifts between rounds
-cancels. Reported: the median of the per-round ratios with its 20/80 percentiles, the
-ratio of the two minimum times, and each side's median time (docs/benchmarking.md).
+rounds the reference took 157-280 ms while the backend took 74-79 ms). Here each round
+times one reference call and one backend call back to back, the order alternating, and the
+ratio is taken per round: what drifts between rounds cancels. Reported: the median of the
+per-round ratios with its 20/80 percentiles, the ratio of the two minimum times, and each
+side's median time (docs/benchmarking.md).
 
 The backend's results are gated on the float64 reference first, as in the op benchmark.
 """
