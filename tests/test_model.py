@@ -302,3 +302,20 @@ def test_float64_model_has_exact_positional_maps(cls):
     assert model.space.pos.dtype == torch.float32 and torch.equal(model.space.pos, want.reshape(7, -1).float())
     model.double()  # back from float32: still the exact maps, not the rounded ones
     torch.testing.assert_close(model.space.pos, want.reshape(7, -1), rtol=1e-15, atol=0)
+
+
+def test_positional_model_built_under_float64_default_dtype():
+    # regression (model fuzzing): the maps buffer was float32 whatever the default dtype, so a
+    # model built after torch.set_default_dtype(torch.float64) had float64 weights and a float32
+    # buffer, and the fast space stage crashed in F.linear (the reference's torch.cat promoted)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        ref = make(rstg_fast.reference.RSTG, positional=True, heads=2)
+        fast = rstg_fast.RSTG(12, **TINY, positional=True, heads=2)
+    finally:
+        torch.set_default_dtype(before)
+    assert fast.space.pos.dtype == torch.float64
+    fast.load_state_dict(ref.state_dict())
+    x = video()
+    _close64(fast(x), ref(x), "float64 default dtype")
