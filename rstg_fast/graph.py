@@ -116,8 +116,9 @@ def grid_graph(scales: Scales, height: int, width: int, self_loops: bool = False
     return Graph(scales, height, width, len(regions), regions, scale_of_node, indptr, indices)
 
 
-def positional_maps(graph: Graph | Scales, dim_map: int = 6) -> torch.Tensor:
-    """Fixed Gaussian position maps, ``(N, dim_map**2)`` float32.
+def positional_maps(graph: Graph | Scales, dim_map: int = 6, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Fixed Gaussian position maps, ``(N, dim_map**2)`` in ``dtype`` (float32 by default;
+    the model asks for float64, see :class:`~rstg_fast.modules.space_base.SpaceStageBase`).
 
     Each node's ``dim_map x dim_map`` map is cut into cells by the integer rule
     (``dim_map // sh`` by ``dim_map // sw``); inside the node's cell the value at ``(y, x)``
@@ -138,7 +139,7 @@ def positional_maps(graph: Graph | Scales, dim_map: int = 6) -> torch.Tensor:
         inside = torch.zeros(dim_map, dim_map, dtype=torch.bool)
         inside[y0:y1, x0:x1] = True
         maps[n] = torch.where(inside, g, torch.zeros(()))
-    return maps.reshape(len(regions), dim_map * dim_map).to(torch.float32)
+    return maps.reshape(len(regions), dim_map * dim_map).to(dtype)
 
 
 __all__ = ["Graph", "grid_graph", "grid_regions", "positional_maps", "check_scales"]

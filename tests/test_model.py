@@ -258,3 +258,64 @@ def test_bad_input_is_refused_before_the_graph_cache_converts():
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: lower-precision activations are fine
         assert model(x.to(torch.bfloat16)).shape == (2, TINY["node_dim"])
     assert model(x.float()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("cls", [rstg_fast.reference.RSTG, rstg_fast.RSTG], ids=["reference", "fast"])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [(dict(send_layers=2.0), "send_layers"), (dict(send_layers=True), "send_layers"),
+     (dict(update_layers=1.0), "update_layers"), (dict(update_layers="2"), "update_layers"),
+     (dict(scalewise_update="no"), "scalewise_update"), (dict(scalewise_update=1), "scalewise_update"),
+     (dict(positional="yes"), "positional"), (dict(positional=2), "positional")],
+)  # fmt: skip
+def test_switches_and_layer_counts_are_type_checked(cls, kwargs, name):
+    # regression (model fuzzing): `value in (1, 2)` let 2.0 and True through, and
+    # `bool(value)` turned scalewise_update="no" into a per-scale update without a word
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        cls(12, **TINY, **kwargs)
+
+
+def test_numpy_switches_and_layer_counts_are_accepted():
+    switches = dict(positional=np.bool_(True), scalewise_update=np.bool_(True))
+    model = rstg_fast.RSTG(12, **TINY, send_layers=np.int64(1), **switches)
+    assert model.positional is True and model.space.send_layers == 1 and len(model.space.update.mlps) == 3
+
+
+@pytest.mark.parametrize("cls", [rstg_fast.reference.RSTG, rstg_fast.RSTG], ids=["reference", "fast"])
+def test_float64_model_has_exact_positional_maps(cls):
+    # regression (model fuzzing against an independent float64 oracle): the maps were built in
+    # float32 and .double() widened the rounded values, so a float64 model was ~1e-8 off the
+    # defined Gaussians; both models shared the error, so fast-vs-reference could not see it
+    scales, dim_map = ((3, 2), (1, 1)), 7
+    model = make(cls, scales=scales, dim_map=dim_map, positional=True)  # built float32, then .to(float64)
+    want = torch.zeros(7, dim_map, dim_map, dtype=torch.float64)  # written out from docs/design.md §1
+    cells = [(r * (dim_map // 3), c * (dim_map // 2), dim_map // 3, dim_map // 2) for r in range(3) for c in range(2)]
+    cells.append((0, 0, dim_map, dim_map))
+    ys = torch.arange(dim_map, dtype=torch.float64)
+    for n, (y0, x0, h, w) in enumerate(cells):
+        cy, cx = y0 + (h - 1) / 2, x0 + (w - 1) / 2
+        gauss = torch.exp(-((ys[:, None] - cy) ** 2 + (ys[None, :] - cx) ** 2) / 8.0)
+        want[n, y0 : y0 + h, x0 : x0 + w] = gauss[y0 : y0 + h, x0 : x0 + w]
+    assert model.space.pos.dtype == torch.float64
+    torch.testing.assert_close(model.space.pos, want.reshape(7, -1), rtol=1e-15, atol=0)
+    model.float()
+    assert model.space.pos.dtype == torch.float32 and torch.equal(model.space.pos, want.reshape(7, -1).float())
+    model.double()  # back from float32: still the exact maps, not the rounded ones
+    torch.testing.assert_close(model.space.pos, want.reshape(7, -1), rtol=1e-15, atol=0)
+
+
+def test_positional_model_built_under_float64_default_dtype():
+    # regression (model fuzzing): the maps buffer was float32 whatever the default dtype, so a
+    # model built after torch.set_default_dtype(torch.float64) had float64 weights and a float32
+    # buffer, and the fast space stage crashed in F.linear (the reference's torch.cat promoted)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        ref = make(rstg_fast.reference.RSTG, positional=True, heads=2)
+        fast = rstg_fast.RSTG(12, **TINY, positional=True, heads=2)
+    finally:
+        torch.set_default_dtype(before)
+    assert fast.space.pos.dtype == torch.float64
+    fast.load_state_dict(ref.state_dict())
+    x = video()
+    _close64(fast(x), ref(x), "float64 default dtype")

@@ -16,7 +16,9 @@ from torch import nn
 from rstg_fast.graph import check_scales, positional_maps
 from rstg_fast.modules._args import attention_scale as _attention_scale
 from rstg_fast.modules._args import choice as _choice
+from rstg_fast.modules._args import flag as _flag
 from rstg_fast.modules._args import integer as _integer
+from rstg_fast.modules._args import layer_count as _layer_count
 from rstg_fast.modules._args import positive_int as _positive_int
 from rstg_fast.modules.blocks import MapReadout, vec_readout
 from rstg_fast.modules.graph_cache import GraphCache, SizeGraph
@@ -78,8 +80,8 @@ class RSTGBase(nn.Module):
         self.message_dim = _positive_int("message_dim", message_dim)
         self.scales = check_scales(scales)
         self.iterations = _integer("iterations", iterations, minimum=0)
-        _choice("send_layers", send_layers, (1, 2))
-        _choice("update_layers", update_layers, (1, 2))
+        send_layers = _layer_count("send_layers", send_layers)
+        update_layers = _layer_count("update_layers", update_layers)
         heads = _positive_int("heads", heads)
         _attention_scale(attention_scale)  # also for schedules without a space stage
         if message_dim % heads:
@@ -89,11 +91,12 @@ class RSTGBase(nn.Module):
         self.schedule = _choice("schedule", schedule, SCHEDULES)
         self.readout_kind = _choice("readout", readout, ("vec", "map"))
         self.time_readout = _choice("time_readout", time_readout, ("mean", "last"))
+        scalewise_update = _flag("scalewise_update", scalewise_update)
         if scalewise_update and schedule == "homogeneous":
             raise ValueError(
                 "scalewise_update must be False with schedule='homogeneous' (the recurrent cell is the update)"
             )
-        self.positional = bool(positional)
+        self.positional = _flag("positional", positional)
         self.dim_map = _positive_int("dim_map", dim_map)
         if self.positional and any(dim_map < max(sh, sw) for sh, sw in self.scales):
             raise ValueError(
@@ -116,7 +119,7 @@ class RSTGBase(nn.Module):
                 update_layers=update_layers,
                 heads=heads,
                 attention_scale=attention_scale,
-                positional=positional_maps(self.scales, dim_map) if self.positional else None,
+                positional=positional_maps(self.scales, dim_map, torch.float64) if self.positional else None,
                 norm=norm,
                 scale_sizes=[sh * sw for sh, sw in self.scales] if scalewise_update else None,
                 homogeneous=schedule == "homogeneous",

@@ -12,7 +12,7 @@ from torch import nn
 
 from rstg_fast.graph import Graph
 from rstg_fast.modules._args import attention_scale as check_attention_scale
-from rstg_fast.modules._args import choice, positive_int
+from rstg_fast.modules._args import choice, layer_count, positive_int
 from rstg_fast.modules.blocks import Update
 from rstg_fast.modules.graph_cache import SizeGraph, size_graph
 from rstg_fast.modules.time_stage import TimeStage
@@ -51,8 +51,8 @@ class SpaceStageBase(nn.Module, abc.ABC):
         heads = positive_int("heads", heads)
         if message_dim % heads:
             raise ValueError(f"heads must divide message_dim = {message_dim}, got heads={heads}")
-        choice("send_layers", send_layers, (1, 2))
-        choice("update_layers", update_layers, (1, 2))
+        send_layers = layer_count("send_layers", send_layers)
+        update_layers = layer_count("update_layers", update_layers)
         choice("norm", norm, ("layer", "none"))
         attention_scale = check_attention_scale(attention_scale)
         self.node_dim, self.message_dim, self.heads = node_dim, message_dim, heads
@@ -60,8 +60,14 @@ class SpaceStageBase(nn.Module, abc.ABC):
         self.scale = attention_scale if attention_scale is not None else 1.0 / math.sqrt(message_dim // heads)
         P = positional.shape[1] if positional is not None else 0
         self.pos_dim = P
+        # The maps are fixed values (exp of a Gaussian). Kept exactly in float64 next to the
+        # buffer, and every dtype/device change (.double(), .to(...)) converts from that copy
+        # (_apply below): converting the float32 buffer instead left a float64 model with maps
+        # rounded to float32, ~1e-8 off the defined values (found by model-level fuzzing
+        # against an independent float64 oracle; both models shared the error).
+        self._pos_exact = positional.detach().to(torch.float64).clone() if positional is not None else None
         if positional is not None:
-            self.register_buffer("pos", positional.clone(), persistent=False)
+            self.register_buffer("pos", self._pos_exact.to(torch.get_default_dtype()), persistent=False)
         else:
             self.pos = None
         layers: list[nn.Module] = [nn.Linear(2 * node_dim + 2 * P, message_dim), nn.ReLU()]
@@ -77,6 +83,16 @@ class SpaceStageBase(nn.Module, abc.ABC):
         else:
             self.update = Update(node_dim, message_dim, update_layers, scale_sizes)
         self.norm = nn.LayerNorm(node_dim) if norm == "layer" else nn.Identity()
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self._pos_exact is not None and self.pos.is_floating_point():
+            # the buffer now has the target dtype and device (``fn`` may change only one of
+            # them, e.g. .cuda()); refill it from the exact copy: float32 rounds once, float64
+            # keeps the exact maps
+            with torch.no_grad():
+                self.pos = self._pos_exact.to(device=self.pos.device, dtype=self.pos.dtype)
+        return self
 
     @abc.abstractmethod
     def gather(self, v: torch.Tensor, graph: SizeGraph) -> torch.Tensor:
