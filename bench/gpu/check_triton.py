@@ -55,6 +55,7 @@ def compile_only(dtype: str = "bfloat16", precision: str = "ieee", widths=(256, 
             for n in ["LSE", "OP", "LSEP", "DELTA", "D_OWN_H", "D_OWN_A", "D_OTHER_H", "D_OTHER_A", "DW2P", "DB2P"]
         }
     )
+    ptrs["SCALE"] = acc  # the score scale is a (1,) tensor in the accumulation dtype
     common = dict(ACC=getattr(tl, acc.replace("fp", "float")), DOT=getattr(tl, dtype), INPUT_PRECISION=precision)
     jobs = []
     pick = (lambda cs: cs[:1]) if first_only else (lambda cs: cs)
@@ -72,10 +73,7 @@ def compile_only(dtype: str = "bfloat16", precision: str = "ieee", widths=(256, 
     for name, Hd, kernel, cfg, consts in jobs:
         fn = kernel.fn
         consts = {**consts, **cfg.kwargs}
-        sig = {
-            a: "constexpr" if a in consts else ("*" + ptrs[a] if a in ptrs else ("fp32" if a == "scale" else "i32"))
-            for a in fn.arg_names
-        }
+        sig = {a: "constexpr" if a in consts else ("*" + ptrs[a] if a in ptrs else "i32") for a in fn.arg_names}
         src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
         k = triton.compile(
             src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)

@@ -193,6 +193,47 @@ def test_split_rows_match_unsplit_and_deterministic_path_is_bitwise_stable():
         torch.testing.assert_close(a, c)
 
 
+def test_kernel_float_arguments_are_exact_in_float32(monkeypatch):
+    """Compiled Triton passes a Python float kernel argument as float32 (the interpreter keeps
+    it float64), so a float argument that is not exactly a float32 silently loses precision on
+    the GPU only: the score scale did, so float64 inputs got float32-rounded scores there.
+    Every launch (forward, merge of split rows, backward, dW2) is recorded here; every float
+    argument must be exactly a float32 (the scale now reaches the kernels as a tensor)."""
+    import numpy as np
+
+    from rstg_fast.ops.backends.triton import launch_backward, launch_forward
+
+    launches, floats = [], []
+
+    class Recorder:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches.append(self.name)
+                floats.extend((self.name, a) for a in (*args, *kwargs.values()) if isinstance(a, float))
+                return self.kernel[grid](*args, **kwargs)
+
+            return launch
+
+    kernels = {
+        launch_forward: ("_forward_kernel", "_merge_kernel"),
+        launch_backward: ("_backward_kernel", "_weight_grad_kernel"),
+    }
+    for module, names in kernels.items():
+        for name in names:
+            monkeypatch.setattr(module, name, Recorder(name, getattr(module, name)))
+    gen = torch.Generator().manual_seed(13)
+    x, indptr, indices, heads = case_inputs(CASES["odd-split"], gen, DEVICE)  # a split row: merges too
+    leaves = {k: v.requires_grad_(True) for k, v in x.items()}
+    O = message_attention(**leaves, indptr=indptr, indices=indices, heads=heads, scale=1 / 3, backend="triton")
+    O.backward(torch.randn(O.shape, generator=gen, dtype=O.dtype).to(DEVICE))
+    assert set(launches) == {name for names in kernels.values() for name in names}, launches
+    inexact = [(name, v) for name, v in floats if float(np.float32(v)) != v]
+    assert not inexact, f"float arguments a GPU launch would round to float32: {inexact}"
+
+
 @pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
 def test_gradcheck_float64(one_layer):
     gen = torch.Generator().manual_seed(1)

@@ -55,7 +55,7 @@ def _backward_kernel(
     Hd,
     D,
     A,
-    scale,
+    SCALE,  # [1] ACC score scale: a tensor, see launch_forward.scale_tensor
     HEADS: tl.constexpr,
     HAS_W2: tl.constexpr,
     TRANSPOSED: tl.constexpr,
@@ -69,6 +69,7 @@ def _backward_kernel(
     BE: tl.constexpr,
     BD: tl.constexpr,
 ):
+    scale = tl.load(SCALE)  # in ACC: float64 exact for float64 inputs
     # Register budget: the full-width tiles are (M, Hd) (h and dh) and (BD, Hd) (W2 rows);
     # queries and keys are handled one head at a time, and the owned dQ/dK rows are added
     # to memory per edge block (this program alone writes them, so the order is fixed).
@@ -197,7 +198,7 @@ def _weight_grad_kernel(
     D,
     A,
     n_items,
-    scale,
+    SCALE,  # [1] ACC score scale: a tensor, see launch_forward.scale_tensor
     SPLITS: tl.constexpr,  # programs along the edges per block of dW2 rows
     HEADS: tl.constexpr,
     BH: tl.constexpr,
@@ -209,6 +210,7 @@ def _weight_grad_kernel(
     BE: tl.constexpr,
     BD: tl.constexpr,
 ):
+    scale = tl.load(SCALE)  # in ACC: float64 exact for float64 inputs
     M: tl.constexpr = BG * BE
     Dh = D // HEADS
     Ah = A // HEADS

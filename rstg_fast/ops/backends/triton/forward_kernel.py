@@ -39,7 +39,7 @@ def _forward_kernel(
     Hd,
     D,
     A,  # sizes; P = number of partial slots
-    scale,  # score scale
+    SCALE,  # [1] ACC score scale: a tensor, see launch_forward.scale_tensor
     HEADS: tl.constexpr,
     HAS_W2: tl.constexpr,
     BA: tl.constexpr,  # power of two >= A // HEADS
@@ -51,6 +51,7 @@ def _forward_kernel(
     BD: tl.constexpr,
     BK: tl.constexpr,
 ):
+    scale = tl.load(SCALE)  # in ACC: float64 exact for float64 inputs
     M: tl.constexpr = BG * BE
     item = tl.program_id(0)
     Dh = D // HEADS

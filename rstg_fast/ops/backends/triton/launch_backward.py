@@ -8,7 +8,13 @@ import triton
 from rstg_fast.ops._dtypes import acc_dtype
 from rstg_fast.ops.backends.triton import configs
 from rstg_fast.ops.backends.triton.backward_kernel import _backward_kernel, _weight_grad_kernel
-from rstg_fast.ops.backends.triton.launch_forward import attention_block, dot_dtype, input_precision, tl_acc
+from rstg_fast.ops.backends.triton.launch_forward import (
+    attention_block,
+    dot_dtype,
+    input_precision,
+    scale_tensor,
+    tl_acc,
+)
 from rstg_fast.ops.backends.triton.plan import Plan, get_plan, get_transposed
 
 
@@ -49,10 +55,11 @@ def backward_with_plans(dO, S, R, Q, K, W2, b2, indices, O, lse, heads, scale, d
         passes = [(indices, dest, False, source is None, (dR_w, dQ_w))]
         if source is not None:
             passes.append((source[0], source[1], True, False, (dS_w, dK_w)))
+        sc = scale_tensor(float(scale), S.dtype, S.device)
         for idx, plan, transposed, scatter, (own_h, own_a) in passes:
             _backward_kernel[lambda meta, p=plan: (p.num_items, triton.cdiv(G, meta["BG"]))](
                 S, R, Q, K, w2, bias, idx, plan.items, dO, lse, O, own_h, own_a, dS_w, dK_w,
-                G, N, Hd, D, A, scale, TRANSPOSED=transposed, SCATTER=scatter, **common,
+                G, N, Hd, D, A, sc, TRANSPOSED=transposed, SCATTER=scatter, **common,
             )  # fmt: skip
         if W2 is not None:
             dW2, db2 = _weight_grad(dO, S, R, Q, K, W2, b2, indices, lse, heads, scale, dest)
@@ -71,7 +78,7 @@ def _weight_grad(dO, S, R, Q, K, W2, b2, indices, lse, heads, scale, plan: Plan)
     db2_part = torch.empty((splits, D), dtype=acc, device=S.device)
     _weight_grad_kernel[lambda meta: (heads * triton.cdiv(D // heads, meta["BD"]), splits)](
         S, R, Q, K, W2, b2, indices, plan.items, dO, lse, dW2_part, db2_part,
-        G, N, Hd, D, A, plan.num_items, scale,
+        G, N, Hd, D, A, plan.num_items, scale_tensor(float(scale), S.dtype, S.device),
         SPLITS=splits, HEADS=heads, BH=max(16, triton.next_power_of_2(Hd)), BA=attention_block(A, heads),
         ACC=tl_acc(S.dtype), DOT=dot_dtype(S.dtype), INPUT_PRECISION=input_precision(S.dtype),
     )  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -47,6 +49,18 @@ def input_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
+@functools.lru_cache(maxsize=64)
+def scale_tensor(scale: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The score scale as a ``(1,)`` tensor in the accumulation dtype of ``dtype``, for the kernels.
+
+    Not a plain Python float argument: compiled Triton passes a Python float to a kernel as
+    float32, so float64 inputs got a float32-rounded scale on the GPU (scores off by ~3e-8
+    relative, far above the float64 tolerance), while the interpreter keeps it in float64 and
+    hid the difference. Cached per value: read-only, no per-call allocation or fill kernel.
+    """
+    return torch.full((1,), scale, dtype=acc_dtype(dtype), device=device)
+
+
 def attention_block(A: int, heads: int) -> int:
     return max(2, triton.next_power_of_2(A // heads))
 
@@ -76,7 +90,7 @@ def forward_with_plan(S, R, Q, K, W2, b2, indices, plan: Plan, heads: int, scale
 
     _forward_kernel[grid](
         S, R, Q, K, w2, bias, indices, plan.items, O, lse, O_part, lse_part,
-        G, N, max(P, 1), Hd, D, A, scale,
+        G, N, max(P, 1), Hd, D, A, scale_tensor(float(scale), S.dtype, S.device),
         HEADS=heads, HAS_W2=W2 is not None, BA=attention_block(A, heads), ACC=tl_acc(S.dtype),
         DOT=dot_dtype(S.dtype), INPUT_PRECISION=input_precision(S.dtype),
     )  # fmt: skip
