@@ -44,8 +44,8 @@ def round_st(x: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor 
 def _softmax_weights(Q, K, src, dst, N, heads, scale):
     """Per-edge scores ``s`` and attention ``a`` ``(G, E, heads)`` and the row ``lse``
     ``(G, N, heads)`` (``-inf`` for a row without sources)."""
-    G, E = Q.shape[0], src.numel()
-    s = (Q[:, dst].reshape(G, E, heads, -1) * K[:, src].reshape(G, E, heads, -1)).sum(-1) * scale
+    G, E, Ah = Q.shape[0], src.numel(), Q.shape[2] // heads  # Ah explicit: -1 is ambiguous when E = 0
+    s = (Q[:, dst].reshape(G, E, heads, Ah) * K[:, src].reshape(G, E, heads, Ah)).sum(-1) * scale
     mx = torch.full((G, N, heads), -math.inf, dtype=s.dtype, device=s.device)
     mx = mx.scatter_reduce(1, dst.view(1, E, 1).expand(G, E, heads), s.detach(), "amax")
     e = torch.exp(s - mx[:, dst])
