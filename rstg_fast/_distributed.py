@@ -3,8 +3,10 @@ GPU per process, sums over ranks."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +73,19 @@ def shutdown_distributed(failed: bool = False) -> None:
             dist.destroy_process_group()
         except Exception:  # noqa: BLE001 - the original error is the one to report
             pass
+
+
+@contextlib.contextmanager
+def leaving_distributed() -> Iterator[None]:
+    """The body of a training command: on its way out, however it ends, leave the process
+    group (``shutdown_distributed``), with the closing barrier on a normal exit (early
+    returns included) and at once on an exception, which is then re-raised."""
+    try:
+        yield
+    except BaseException:
+        shutdown_distributed(failed=True)  # no barrier: the other ranks may never reach it
+        raise
+    shutdown_distributed()
 
 
 def barrier() -> None:

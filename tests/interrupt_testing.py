@@ -10,18 +10,36 @@ import time
 from types import ModuleType
 
 
-def kill_at(monkeypatch, module: ModuleType, name: str, call: int) -> None:
-    """Make ``module.name`` raise ``KeyboardInterrupt`` (what Ctrl-C or a kill looks like to the
-    run: nothing after it executes) on its ``call``-th call, counting from 1."""
+def _at_call(module: ModuleType, name: str, call: int, act, set_attr=setattr) -> None:
+    """Replace ``module.name`` (through ``set_attr``) by a wrapper that runs ``act(name, call)``
+    on its ``call``-th call, counting from 1, and otherwise calls the original."""
     real, calls = getattr(module, name), []
 
     def wrapper(*args, **kwargs):
         calls.append(None)
         if len(calls) == call:
-            raise KeyboardInterrupt(f"simulated kill in {name} (call {call})")
+            act(name, call)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(module, name, wrapper)
+    set_attr(module, name, wrapper)
+
+
+def _interrupt(name: str, call: int) -> None:
+    raise KeyboardInterrupt(f"simulated kill in {name} (call {call})")
+
+
+def _sigkill(name: str, call: int) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fail(name: str, call: int) -> None:
+    raise RuntimeError(f"simulated failure in {name} (call {call})")
+
+
+def kill_at(monkeypatch, module: ModuleType, name: str, call: int) -> None:
+    """Make ``module.name`` raise ``KeyboardInterrupt`` (what Ctrl-C or a kill looks like to the
+    run: nothing after it executes) on its ``call``-th call, counting from 1."""
+    _at_call(module, name, call, _interrupt, monkeypatch.setattr)
 
 
 def hard_kill_at(module: ModuleType, name: str, call: int) -> None:
@@ -29,29 +47,13 @@ def hard_kill_at(module: ModuleType, name: str, call: int) -> None:
     from 1: a real kill (no ``finally``, no exit handler, no message to other ranks), for runs
     in a subprocess, where ``kill_at``'s exception would instead unwind through the command's
     clean-up."""
-    real, calls = getattr(module, name), []
-
-    def wrapper(*args, **kwargs):
-        calls.append(None)
-        if len(calls) == call:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-
-    setattr(module, name, wrapper)
+    _at_call(module, name, call, _sigkill)
 
 
 def raise_at(module: ModuleType, name: str, call: int) -> None:
     """Make ``module.name`` raise ``RuntimeError("simulated failure ...")`` on its ``call``-th
     call, counting from 1 (an error in one process, which its clean-up sees)."""
-    real, calls = getattr(module, name), []
-
-    def wrapper(*args, **kwargs):
-        calls.append(None)
-        if len(calls) == call:
-            raise RuntimeError(f"simulated failure in {name} (call {call})")
-        return real(*args, **kwargs)
-
-    setattr(module, name, wrapper)
+    _at_call(module, name, call, _fail)
 
 
 def delay_after(module: ModuleType, name: str, seconds: float) -> None:

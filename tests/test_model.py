@@ -282,6 +282,24 @@ def test_numpy_switches_and_layer_counts_are_accepted():
 
 
 @pytest.mark.parametrize("cls", [rstg_fast.reference.RSTG, rstg_fast.RSTG], ids=["reference", "fast"])
+def test_graph_cache_is_exact_after_a_dtype_change(cls):
+    # Run in float32 first (caches float32 pooling/painting weights), then .double(): the
+    # cached graph must be the exact float64 one, not the float32 copy widened (~1e-9 off).
+    from rstg_fast.modules.graph_cache import GraphCache, paint_matrix, pooling_matrix
+
+    model = cls(8, node_dim=8, message_dim=8, readout="map")
+    x = torch.randn(1, 8, 2, 6, 6)
+    model(x)
+    model.double()
+    model(x.double())
+    (cache,) = [m for m in model.modules() if isinstance(m, GraphCache)]
+    g = cache.sizes["6x6"]
+    assert g.pool.dtype == torch.float64
+    assert torch.equal(g.pool, pooling_matrix(model.scales, 6, 6).double())
+    assert torch.equal(g.paint, paint_matrix(model.scales, 6, 6).double())
+
+
+@pytest.mark.parametrize("cls", [rstg_fast.reference.RSTG, rstg_fast.RSTG], ids=["reference", "fast"])
 def test_float64_model_has_exact_positional_maps(cls):
     # regression (model fuzzing against an independent float64 oracle): the maps were built in
     # float32 and .double() widened the rounded values, so a float64 model was ~1e-8 off the

@@ -154,15 +154,11 @@ def resolve(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rstg_fast._distributed import shutdown_distributed
+    from rstg_fast._distributed import leaving_distributed
     from rstg_fast.experiments.syncmnist_train import train
 
-    try:
+    with leaving_distributed():
         result = train(resolve(args))
-    except BaseException:
-        shutdown_distributed(failed=True)  # no barrier: the other ranks may never reach it
-        raise
-    shutdown_distributed()
     return 0 if result is not None else 1
 
 

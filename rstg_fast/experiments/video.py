@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from rstg_fast._atomic import write_jsonl
 from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
-from rstg_fast._distributed import all_sum, init_distributed, shutdown_distributed
+from rstg_fast._distributed import all_sum, init_distributed, leaving_distributed
 from rstg_fast._progress import Progress
 from rstg_fast.data.something import IMAGENET_MEAN, IMAGENET_STD, ClipConfig, SomethingSomethingV1
 from rstg_fast.video import VideoClassifier, load_resnet_weights, parse_placement
@@ -186,6 +186,11 @@ def _device(name: str) -> torch.device:
 
 
 def run(args: argparse.Namespace) -> int:
+    with leaving_distributed():  # also after --eval-only and on errors (it used to skip both)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     _check_args(args)
     info, device = init_distributed(_device(args.device))
     rank, world = info.rank, info.world
@@ -328,5 +333,4 @@ def run(args: argparse.Namespace) -> int:
             checkpoint()  # the epoch's training is safe before the (long) evaluation
             record = {**record, "val": evaluate(model, val, args, rank, world, device)}
         finish(record)
-    shutdown_distributed()
     return 0

@@ -88,15 +88,20 @@ class GraphCache(nn.Module):
             tensors = tuple(getattr(g, n) for n in _NAMES)
             if g.pool.device == like.device and g.pool.dtype == like.dtype:
                 return SizeGraph(*tensors)
-            if not torch.compiler.is_compiling():  # moved once, then cached again
-                g.to(device=like.device, dtype=like.dtype)
-                return SizeGraph(*(getattr(g, n) for n in _NAMES))
-            return SizeGraph(*_converted(tensors, like))
         if torch.compiler.is_compiling():
             return SizeGraph(*_converted(_graph_constants(self.scales, height, width), like))
+        # Built (or rebuilt, for another dtype or device) from the exact float64 values, never
+        # converted from another dtype's copy: float32 pooling weights widened to float64 are
+        # ~1e-9 off (the positional maps' error, which model-level fuzzing found).
         g = GraphTensors(_converted(tuple(t.clone() for t in _graph_cpu(self.scales, height, width)), like))
         self.sizes[key] = g
         return SizeGraph(*(getattr(g, n) for n in _NAMES))
+
+    def _apply(self, fn, recurse=True):
+        # .double(), .to(...), .cuda(): drop the cached sizes (rebuilt exactly on next use)
+        # instead of letting Module._apply convert them from their current dtype.
+        self.sizes.clear()
+        return super()._apply(fn, recurse)
 
 
 def _converted(ts: tuple[torch.Tensor, ...], like: torch.Tensor) -> tuple[torch.Tensor, ...]:

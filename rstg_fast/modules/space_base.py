@@ -86,12 +86,11 @@ class SpaceStageBase(nn.Module, abc.ABC):
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        if self._pos_exact is not None and self.pos.is_floating_point():
+        if self._pos_exact is not None:
             # the buffer now has the target dtype and device (``fn`` may change only one of
             # them, e.g. .cuda()); refill it from the exact copy: float32 rounds once, float64
             # keeps the exact maps
-            with torch.no_grad():
-                self.pos = self._pos_exact.to(device=self.pos.device, dtype=self.pos.dtype)
+            self.pos = self._pos_exact.to(device=self.pos.device, dtype=self.pos.dtype)
         return self
 
     @abc.abstractmethod

@@ -14,7 +14,7 @@ import contextlib
 
 import pytest
 import torch
-from rstg_testing import assert_close, child_pythonpath, op_inputs, random_csr
+from rstg_testing import assert_close, child_pythonpath, deterministic_algorithms, op_inputs, random_csr
 
 from rstg_fast._ext import require_extension
 from rstg_fast.graph import grid_graph
@@ -257,7 +257,6 @@ def test_bitwise_deterministic_for_a_thread_count(threads):
 
 _SMALLER_TEAM_SCRIPT = """
 import sys, torch
-sys.path.insert(0, sys.argv[2])
 from test_cpu_backend import bitwise_case
 torch.set_num_threads(4)
 torch.save(bitwise_case(), sys.argv[1])
@@ -284,12 +283,11 @@ def test_team_smaller_than_planned_gives_the_same_bits(tmp_path):
     import sys
 
     out = tmp_path / "limited.pt"
-    # The child imports the same rstg_fast as this process, whatever its working directory holds.
-    env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONPATH=child_pythonpath())
+    # The child imports the same rstg_fast as this process, whatever its working directory
+    # holds, and this test module from its folder.
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    subprocess.run(
-        [sys.executable, "-c", _SMALLER_TEAM_SCRIPT, str(out), tests_dir], env=env, cwd=tmp_path, check=True
-    )
+    env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONPATH=child_pythonpath(tests_dir))
+    subprocess.run([sys.executable, "-c", _SMALLER_TEAM_SCRIPT, str(out)], env=env, cwd=tmp_path, check=True)
     limited = torch.load(out, weights_only=True)
     with num_threads(4):
         full = bitwise_case()
@@ -303,13 +301,9 @@ def test_runs_under_use_deterministic_algorithms():
     indptr, indices = random_csr(8, 4, generator=gen)
     x = op_inputs(2, 8, 8, 4, 8, dtype=torch.float32, generator=gen)
     dO = torch.randn(2, 8, 8, generator=gen)
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms(True):
         a = run(x, indptr, indices, 1, "cpu", dO)
         b = run(x, indptr, indices, 1, "cpu", dO)
-    finally:
-        torch.use_deterministic_algorithms(before)
     assert torch.equal(a[0], b[0]) and all(torch.equal(a[2][k], b[2][k]) for k in a[2])
 
 

@@ -62,13 +62,13 @@ def backward_with_plans(dO, S, R, Q, K, W2, b2, indices, O, lse, heads, scale, d
                 G, N, Hd, D, A, sc, TRANSPOSED=transposed, SCATTER=scatter, **common,
             )  # fmt: skip
         if W2 is not None:
-            dW2, db2 = _weight_grad(dO, S, R, Q, K, W2, b2, indices, lse, heads, scale, dest)
+            dW2, db2 = _weight_grad(dO, S, R, Q, K, W2, b2, indices, lse, heads, sc, dest)
     elif W2 is not None:
         dW2, db2 = torch.zeros_like(W2), torch.zeros_like(b2)
     return dS_w.to(S.dtype), dR_w.to(S.dtype), dQ_w.to(S.dtype), dK_w.to(S.dtype), dW2, db2
 
 
-def _weight_grad(dO, S, R, Q, K, W2, b2, indices, lse, heads, scale, plan: Plan):
+def _weight_grad(dO, S, R, Q, K, W2, b2, indices, lse, heads, sc: torch.Tensor, plan: Plan):
     G, N, Hd = S.shape
     A, D = Q.shape[2], W2.shape[0]
     acc = acc_dtype(S.dtype)
@@ -78,7 +78,7 @@ def _weight_grad(dO, S, R, Q, K, W2, b2, indices, lse, heads, scale, plan: Plan)
     db2_part = torch.empty((splits, D), dtype=acc, device=S.device)
     _weight_grad_kernel[lambda meta: (heads * triton.cdiv(D // heads, meta["BD"]), splits)](
         S, R, Q, K, W2, b2, indices, plan.items, dO, lse, dW2_part, db2_part,
-        G, N, Hd, D, A, plan.num_items, scale_tensor(float(scale), S.dtype, S.device),
+        G, N, Hd, D, A, plan.num_items, sc,
         SPLITS=splits, HEADS=heads, BH=max(16, triton.next_power_of_2(Hd)), BA=attention_block(A, heads),
         ACC=tl_acc(S.dtype), DOT=dot_dtype(S.dtype), INPUT_PRECISION=input_precision(S.dtype),
     )  # fmt: skip

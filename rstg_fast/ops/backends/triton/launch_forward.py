@@ -49,16 +49,28 @@ def input_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-@functools.lru_cache(maxsize=64)
 def scale_tensor(scale: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The score scale as a ``(1,)`` tensor in the accumulation dtype of ``dtype``, for the kernels.
 
     Not a plain Python float argument: compiled Triton passes a Python float to a kernel as
     float32, so float64 inputs got a float32-rounded scale on the GPU (scores off by ~3e-8
     relative, far above the float64 tolerance), while the interpreter keeps it in float64 and
-    hid the difference. Cached per value: read-only, no per-call allocation or fill kernel.
+    hid the difference. Cached per value: read-only, no per-call allocation or fill kernel;
+    except while a CUDA graph is being captured, where the fill would only be recorded (a
+    cached tensor made then would stay unfilled for eager calls).
     """
-    return torch.full((1,), scale, dtype=acc_dtype(dtype), device=device)
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return torch.full((1,), scale, dtype=acc_dtype(dtype), device=device)
+    return _cached_scale_tensor(scale, dtype, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_scale_tensor(scale: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # Filled on a synchronised device, so a first use on another stream sees the value.
+    out = torch.full((1,), scale, dtype=acc_dtype(dtype), device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out
 
 
 def attention_block(A: int, heads: int) -> int:
