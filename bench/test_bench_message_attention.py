@@ -78,6 +78,24 @@ def reference_results(x: dict, mode: str, dO: torch.Tensor) -> tuple[dict, dict]
     return run(torch.float64), run(x["S"].dtype)
 
 
+def gate(env, case, fn, x: dict, dO: torch.Tensor, result: dict) -> dict:
+    """``result`` of ``fn`` on ``x`` against the float64 reference on the same inputs (cached
+    per case, shared by its providers). When the oracle cannot run at this size, ``fn`` is
+    gated on a copy of the shape with fewer graphs (same graph, widths, dtype)."""
+    shape = case.shape
+    oracle_bytes = edge_bytes(shape, torch.float64, REFERENCE_EDGE_TENSORS_AT_PEAK)
+    if oracle_bytes > env.gate_budget_bytes():
+        per_graph = edge_bytes(shape.scaled_to(1), torch.float64, REFERENCE_EDGE_TENSORS_AT_PEAK)
+        shape = shape.scaled_to(max(1, env.gate_budget_bytes() // per_graph))
+        x, dO = inputs(shape, case.dtype, env.device, case.seed, case.heads, case.mode)
+        result = make_call(fn, x, case.mode, dO)()
+    key = (shape.case_id, case.mode, case.dtype, case.heads, case.seed)
+    ref, same = env.cached(key, lambda: reference_results(x, case.mode, dO))
+    out = check(result, ref, tolerance(case.dtype, env.device, "op"), f"{case.provider.name} on {case.group}", same)
+    out["gate_case"] = shape.case_id
+    return out
+
+
 def test_message_attention(benchmark, request, bench_env, op_case):
     case, env = op_case, bench_env
     benchmark.group = case.group
@@ -88,28 +106,8 @@ def test_message_attention(benchmark, request, bench_env, op_case):
         fn = build_op(case.provider)
         x, dO = inputs(case.shape, case.dtype, env.device, case.seed, case.heads, case.mode)
         call = make_call(fn, x, case.mode, dO)
-        tol = tolerance(case.dtype, env.device, "op")
-
-        def gate(result: dict) -> dict:
-            shape = case.shape
-            oracle_bytes = edge_bytes(shape, torch.float64, REFERENCE_EDGE_TENSORS_AT_PEAK)
-            if oracle_bytes > env.gate_budget_bytes():
-                # The oracle cannot run at this size: gate the implementation on a copy of the
-                # shape with fewer graphs (same graph, widths, dtype).
-                per_graph = edge_bytes(shape.scaled_to(1), torch.float64, REFERENCE_EDGE_TENSORS_AT_PEAK)
-                shape = shape.scaled_to(max(1, env.gate_budget_bytes() // per_graph))
-                gx, gdO = inputs(shape, case.dtype, env.device, case.seed, case.heads, case.mode)
-                result = make_call(fn, gx, case.mode, gdO)()
-            else:
-                gx, gdO = x, dO
-            key = (shape.case_id, case.mode, case.dtype, case.heads, case.seed)
-            ref, same = env.cached(key, lambda: reference_results(gx, case.mode, gdO))
-            out = check(result, ref, tol, f"{case.provider.name} on {case.group}", same)
-            out["gate_case"] = shape.case_id
-            return out
-
         g, n = case.shape.G, case.shape.graph()
         flops = op_flops(g, n.num_edges, case.shape.dim, case.shape.dim, case.shape.dim, 2, case.mode)
-        measure(benchmark, env, info, case.dtype, call, gate, flops)
+        measure(benchmark, env, info, case.dtype, call, lambda result: gate(env, case, fn, x, dO, result), flops)
 
     run_case(benchmark, request, env, info, body)

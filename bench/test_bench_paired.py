@@ -23,27 +23,18 @@ import time
 import pytest
 import torch
 from benchkit.cases import base_info
-from benchkit.gate import check, tolerance
 from benchkit.measure import quantile
 from benchkit.providers import Provider, build_op
 from benchkit.runner import guard_oom, run_case, skip_unrunnable
 from test_bench_message_attention import (
     REFERENCE_EDGE_TENSORS_AT_PEAK,
     edge_bytes,
+    gate,
     inputs,
     make_call,
-    reference_results,
 )
 
 MIN_PAIRS = 11
-
-
-def gate(env, case, x: dict, dO: torch.Tensor, result: dict) -> dict:
-    """The op benchmark's gate: ``result`` against the float64 reference on the same inputs
-    (cached per case, so the backends of one shape compute it once)."""
-    key = ("paired", case.shape.case_id, case.mode, case.dtype, case.heads, case.seed)
-    oracle, same = env.cached(key, lambda: reference_results(x, case.mode, dO))
-    return check(result, oracle, tolerance(case.dtype, env.device, "op"), f"{case.provider.name} paired", same)
 
 
 def _host_timer(times: dict[str, list[float]]):
@@ -78,13 +69,15 @@ def test_paired_against_reference(benchmark, request, bench_env, paired_case):
     skip_unrunnable(env, request, benchmark, info, case, edge_bytes(case.shape, case.dtype))
     oracle_bytes = edge_bytes(case.shape, torch.float64, REFERENCE_EDGE_TENSORS_AT_PEAK)
     if oracle_bytes > env.gate_budget_bytes():
+        # the reference must run at full size here, and it needs about what the oracle does
         pytest.skip(f"the float64 oracle of the gate needs {oracle_bytes / 2**30:.1f} GiB at this size")
 
     def body():
         x, dO = inputs(case.shape, case.dtype, env.device, case.seed, case.heads, case.mode)
-        fast = make_call(build_op(case.provider), x, case.mode, dO)
+        fn = build_op(case.provider)
+        fast = make_call(fn, x, case.mode, dO)
         ref = make_call(build_op(Provider("reference", "reference", "reference")), x, case.mode, dO)
-        info.update(guard_oom(lambda: gate(env, case, x, dO, fast())))
+        info.update(guard_oom(lambda: gate(env, case, fn, x, dO, fast())))
         guard_oom(ref)  # warm: both sides have run once before the first timed pair
 
         times: dict[str, list[float]] = {"reference": [], "backend": []}

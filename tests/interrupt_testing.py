@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 from types import ModuleType
 
@@ -74,6 +76,38 @@ def _for_this_rank(spec: str) -> list[str] | None:
     ``RANK`` (default 0), else ``None``."""
     module, name, value, *rank = spec.split(":")
     return [module, name, value] if os.environ.get("RANK", "0") == (rank[0] if rank else "0") else None
+
+
+def torchrun(argv: list[str], kill="", delay="", fail="", timeout=120) -> subprocess.CompletedProcess:
+    """``rstg-fast ARGV`` under torchrun with 2 gloo processes on the CPU, through this module
+    (``kill``, ``delay``, ``fail``: its ``RSTG_TEST_KILL``, ``RSTG_TEST_DELAY``,
+    ``RSTG_TEST_RAISE``; none: plain ``rstg-fast``). A timeout fails the calling test."""
+    import pytest
+    from rstg_testing import child_pythonpath
+
+    path = child_pythonpath(os.path.dirname(os.path.abspath(__file__)))  # this module, for -m
+    faults = {"RSTG_TEST_KILL": kill, "RSTG_TEST_DELAY": delay, "RSTG_TEST_RAISE": fail}
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", **faults)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "interrupt_testing", *argv]
+    # Output to files, not pipes: the workers inherit them, and after a timeout a pipe stays
+    # open as long as any worker lives (reading it to its end then never returned). On a
+    # timeout torchrun gets SIGTERM, which it passes on to the workers (their default
+    # action: exit, also when blocked in gloo), then waits for them (up to 30 s).
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=out_file, stderr=err_file, text=True)
+        try:
+            proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(timeout=60)
+            timed_out = True
+        out_file.seek(0), err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
+    if timed_out:
+        pytest.fail(f"torchrun ran past {timeout} s; its stderr ends:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def main() -> int:

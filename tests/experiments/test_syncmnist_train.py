@@ -10,21 +10,17 @@ import argparse
 import json
 import os
 import subprocess
-import sys
-import tempfile
 
 import numpy as np
 import pytest
 import torch
-from interrupt_testing import kill_at
+from interrupt_testing import kill_at, torchrun
 from mnist_testing import write_mnist_dir
-from rstg_testing import child_pythonpath
 
 from rstg_fast._checkpoint import load_checkpoint
 from rstg_fast.experiments import syncmnist
 from rstg_fast.experiments.syncmnist_train import build_model, train
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_argv(out, source, *extra):
@@ -248,32 +244,8 @@ def test_bad_flags_are_refused_before_training(tmp_path, source, flag, value):
 
 
 def _torchrun_syncmnist(argv, kill="", delay="", fail="", timeout=120) -> subprocess.CompletedProcess:
-    """``rstg-fast syncmnist ARGV`` under torchrun with 2 gloo processes on the CPU, through
-    ``interrupt_testing`` (``kill``, ``delay``, ``fail``: its ``RSTG_TEST_KILL``,
-    ``RSTG_TEST_DELAY``, ``RSTG_TEST_RAISE``)."""
-    path = child_pythonpath(os.path.join(REPO, "tests"))  # interrupt_testing lives in tests/
-    faults = {"RSTG_TEST_KILL": kill, "RSTG_TEST_DELAY": delay, "RSTG_TEST_RAISE": fail}
-    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", **faults)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "interrupt_testing", "syncmnist", *argv, "--device", "cpu"]
-    # Output to files, not pipes: the workers inherit them, and after a timeout a pipe stays
-    # open as long as any worker lives (reading it to its end then never returned). On a
-    # timeout torchrun gets SIGTERM, which it passes on to the workers (their default
-    # action: exit, also when blocked in gloo), then waits for them (up to 30 s).
-    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
-        proc = subprocess.Popen(cmd, env=env, stdout=out_file, stderr=err_file, text=True)
-        try:
-            proc.wait(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.wait(timeout=60)
-            timed_out = True
-        out_file.seek(0), err_file.seek(0)
-        out, err = out_file.read(), err_file.read()
-    if timed_out:
-        pytest.fail(f"torchrun ran past {timeout} s; its stderr ends:\n{err[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    """``rstg-fast syncmnist ARGV --device cpu`` under torchrun (``interrupt_testing.torchrun``)."""
+    return torchrun(["syncmnist", *argv, "--device", "cpu"], kill=kill, delay=delay, fail=fail, timeout=timeout)
 
 
 def test_ddp_two_cpu_processes_match_one(tmp_path, source):

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from interrupt_testing import kill_at
-from rstg_testing import child_pythonpath
+from interrupt_testing import kill_at, torchrun
 from smth_testing import write_tiny_something
 
 from rstg_fast.cli import main
@@ -154,11 +151,8 @@ def test_two_process_ddp_matches_one_process(data, tmp_path):
     rstg = [*RSTG_SIZE, "--placement", "res4"]
     one = train(data, tmp_path / "one", *EQUIV, *rstg, "--batch-size", "4")
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": child_pythonpath()}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "rstg_fast.cli", "train-video", "--data-root", data, "--out", str(out), *TINY, *EQUIV, *rstg,
-           "--batch-size", "2", "--device", "cpu"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = torchrun(["train-video", "--data-root", data, "--out", str(out), *TINY, *EQUIV, *rstg,
+                     "--batch-size", "2", "--device", "cpu"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = torch.load(out / "last.pt", weights_only=True)
     assert ddp["global_step"] == 2
