@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 
 import numpy as np
@@ -20,7 +19,6 @@ from mnist_testing import write_mnist_dir
 from rstg_fast._checkpoint import load_checkpoint
 from rstg_fast.experiments import syncmnist
 from rstg_fast.experiments.syncmnist_train import build_model, train
-
 
 
 def tiny_argv(out, source, *extra):
