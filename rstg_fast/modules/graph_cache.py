@@ -98,10 +98,14 @@ class GraphCache(nn.Module):
         return SizeGraph(*(getattr(g, n) for n in _NAMES))
 
     def _apply(self, fn, recurse=True):
-        # .double(), .to(...), .cuda(): drop the cached sizes (rebuilt exactly on next use)
-        # instead of letting Module._apply convert them from their current dtype.
-        self.sizes.clear()
-        return super()._apply(fn, recurse)
+        # .double(), .to(...), .cuda(): keep every cached size in the new dtype and device,
+        # but rebuilt from the exact values, not converted from its current dtype.
+        super()._apply(fn, recurse)
+        for key, g in list(self.sizes.items()):
+            height, width = (int(v) for v in key.split("x"))
+            exact = tuple(t.clone() for t in _graph_cpu(self.scales, height, width))
+            self.sizes[key] = GraphTensors(_converted(exact, g.pool))
+        return self
 
 
 def _converted(ts: tuple[torch.Tensor, ...], like: torch.Tensor) -> tuple[torch.Tensor, ...]:
