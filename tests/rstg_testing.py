@@ -9,6 +9,7 @@ oracle; its error may be at most ``2x`` the error PyTorch makes computing the sa
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -118,15 +119,25 @@ def assert_close(
     a, e = actual.detach().double().cpu(), expected_f64.detach().double().cpu()
     assert a.shape == e.shape, f"{name}: shape {tuple(a.shape)} != expected {tuple(e.shape)}"
     finite = torch.isfinite(e)
-    assert torch.equal(torch.isfinite(a), finite), f"{name}: non-finite pattern differs (unwritten or NaN output?)"
-    assert torch.equal(a[~finite], e[~finite]), f"{name}: infinite entries differ"
+    # Element by element, NaN where the oracle has NaN, +inf where +inf, -inf where -inf (a
+    # NaN is never equal to itself, so the three masks are compared, not the values).
+    for kind, mask in (("NaN", torch.isnan), ("+inf", torch.isposinf), ("-inf", torch.isneginf)):
+        got, want = mask(a), mask(e)
+        if not torch.equal(got, want):
+            where = (got != want).nonzero()
+            raise AssertionError(
+                f"{name}: {kind} pattern differs at {where.shape[0]} of {e.numel()} elements, first "
+                f"{[tuple(i) for i in where[:5].tolist()]} (got {[float(a[tuple(i)]) for i in where[:5]]}, "
+                f"want {[float(e[tuple(i)]) for i in where[:5]]}; an unwritten, swallowed or spurious non-finite?)"
+            )
     if not finite.any():
         return
     magnitude = max(1.0, float(e[finite].abs().max()))
     own_error = 0.0
     if expected_same_dtype is not None and dtype != torch.float64:
         own = expected_same_dtype.detach().double().cpu()
-        own_error = float((own - e)[finite].abs().max())
+        both = finite & torch.isfinite(own)
+        own_error = float((own - e)[both].abs().max()) if both.any() else 0.0
     bound = 2.0 * own_error + TOLERANCE_FLOOR[dtype] * magnitude
     err = torch.where(finite, a - e, 0.0).abs()  # full shape, so the worst indices are the tensor's own
     worst = float(err.max())
@@ -141,6 +152,58 @@ def assert_close(
             f"(2 x own-dtype error {own_error:.3g} + floor {TOLERANCE_FLOOR[dtype]:.1g} x {magnitude:.3g}); "
             f"worst {detail}"
         )
+
+
+# Non-finite values for the propagation tests (docs/design.md §2: PyTorch's semantics).
+NONFINITE = {"nan": math.nan, "posinf": math.inf, "neginf": -math.inf}
+OP_INPUTS = ("S", "R", "Q", "K", "W2", "b2")
+
+
+def with_nonfinite(
+    x: dict[str, torch.Tensor | None], name: str, value: float, whole_row: bool, indptr: torch.Tensor,
+    indices: torch.Tensor,
+) -> dict[str, torch.Tensor | None]:  # fmt: skip
+    """A copy of the op inputs ``x`` with ``value`` written into one element of input ``name``,
+    or into a whole row of it (the last dimension; all of ``b2``).
+
+    The element is one that reaches an edge: graph 0, the busiest destination ``i`` for ``R``
+    and ``Q``, its first source for ``S`` and ``K``; row 1, column 1 of ``W2``; ``b2[1]``.
+    """
+    x = {k: (v.clone() if v is not None else None) for k, v in x.items()}
+    t = x[name]
+    degrees = indptr[1:] - indptr[:-1]
+    i = int(torch.argmax(degrees))
+    node = int(indices[indptr[i]]) if name in ("S", "K") else i
+    col = min(1, t.shape[-1] - 1)
+    index = {"W2": (min(1, t.shape[0] - 1),), "b2": ()}.get(name, (0, node))
+    with torch.no_grad():
+        if whole_row:
+            t[index] = value
+        else:
+            t[(*index, col)] = value
+    return x
+
+
+def minus_inf_scores_case(generator: torch.Generator, *, G: int = 2, Hd: int = 8, A: int = 4, D: int = 6):
+    """``(x, indptr, indices)``: float64 op inputs (two heads) where scores of head 0 are -inf.
+
+    Node 0 is a hub with sources 1..40 (split into two 20-edge items by the triton and cuda
+    plans, whose chunk is 32); node 1 has source 0 twice, nodes 2..20 have it once, 21..40 none.
+    In graph 0, ``K[0, 0, 0] = -inf`` with ``Q[0, 1, 0] = 1`` makes every score of node 1 -inf
+    (the reference: exp(-inf - -inf), a NaN row), and the other destinations of source 0 score
+    +-inf; ``K[0, 1..20, 0] = -inf`` with ``Q[0, 0, 0] = 1`` makes the hub's first item all -inf
+    while its second is finite (weight 0 for those edges: a finite row). Graph 1 is untouched.
+    """
+    N = 41
+    rows = [list(range(1, 41)), [0, 0], *[[0] for _ in range(2, 21)], *[[] for _ in range(21, 41)]]
+    indptr = torch.tensor([0, *torch.tensor([len(r) for r in rows]).cumsum(0).tolist()], dtype=torch.int64)
+    indices = torch.tensor([j for r in rows for j in r], dtype=torch.int64)
+    x = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=generator)
+    x["K"][0, 0, 0] = -math.inf
+    x["Q"][0, 1, 0] = 1.0
+    x["K"][0, 1:21, 0] = -math.inf
+    x["Q"][0, 0, 0] = 1.0
+    return x, indptr, indices
 
 
 def child_pythonpath(*extra: str) -> str:

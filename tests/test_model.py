@@ -123,6 +123,31 @@ def test_float32_matches_float64_reference():
     assert_close(fast32(x.float()), ref(x), ref32(x.float()), "float32 output")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize(
+    "key", ["space.send.2.weight", "space.send.2.bias", "space.send.0.weight", "space.key.weight", "space.query.bias"]
+)
+def test_nan_weight_gives_nan_like_reference(key, dtype):
+    """A NaN in one weight (a diverged run) gives NaN outputs and gradients exactly where the
+    reference model has them: the fused op's ReLUs, ReLU masks and maxima keep NaN (issue 14;
+    the cpu kernels' relu turned it into 0, so the output stayed finite)."""
+    ref, _ = pair(heads=2)
+    state = {k: v.clone() for k, v in ref.state_dict().items()}
+    state[key].view(-1)[1] = float("nan")
+    ref, fast = rstg_fast.reference.RSTG(12, **TINY, heads=2), rstg_fast.RSTG(12, **TINY, heads=2)
+    for model in (ref, fast):
+        model.to(dtype).load_state_dict(state)
+    x = video().to(dtype)
+    y_ref, y_fast = ref(x), fast(x)
+    assert y_ref.isnan().any(), "the reference must show the NaN"
+    assert_close(y_fast, y_ref.double(), None, f"output with NaN in {key}")
+    y_ref.sum().backward()
+    y_fast.sum().backward()
+    fast_params = dict(fast.named_parameters())
+    for name, p in ref.named_parameters():
+        assert torch.equal(fast_params[name].grad.isnan(), p.grad.isnan()), f"NaN pattern of the gradient of {name}"
+
+
 def test_backend_is_passed_to_the_op_and_settable():
     fast = rstg_fast.RSTG(12, **TINY, backend="reference")
     assert fast.space.backend == "reference"

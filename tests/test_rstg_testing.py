@@ -20,6 +20,16 @@ def test_failure_names_the_worst_elements_by_their_own_indices():
     assert_close(e.float(), e, None, "O")  # float32 rounding alone is within the floor
 
 
+def test_non_finite_entries_must_match_kind_by_kind():
+    e = torch.tensor([1.0, float("nan"), float("inf"), -float("inf")], dtype=torch.float64)
+    assert_close(e.float(), e, None, "O")  # NaN where NaN, +-inf where +-inf: equal
+    for i, value, kind in [(0, float("nan"), "NaN"), (1, 0.0, "NaN"), (2, -float("inf"), r"\+inf"), (3, 1.0, "-inf")]:
+        a = e.clone()
+        a[i] = value
+        with pytest.raises(AssertionError, match=rf"O: {kind} pattern differs at 1 of 4 elements, first \[\({i},\)\]"):
+            assert_close(a, e, None, "O")
+
+
 @pytest.mark.parametrize("before", [(False, False), (True, False), (True, True)], ids=["off", "on", "warn-only"])
 def test_deterministic_algorithms_restores_the_previous_setting(before):
     def state():

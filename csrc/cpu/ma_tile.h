@@ -47,6 +47,27 @@ struct Scratch {
   void zero() { std::fill(p, p + n, T(0)); }
 };
 
+// Non-finite values follow PyTorch (docs/cpu_backend.md, "NaN and infinity"): relu(nan) =
+// nan, a ReLU passes its gradient unless its output is <= 0 (so a NaN output passes it, as
+// torch's threshold_backward does), and a running max keeps a NaN. Written as compares that
+// are false for NaN on the side that must keep it; `v > 0 ? v : 0` (or std::max(0, v),
+// fmax) returned 0 for NaN and hid a diverging run. Each still compiles to one vector
+// compare and blend (or max with the NaN operand second).
+template <typename T>
+inline T relu(T v) {
+  return v < T(0) ? T(0) : v;
+}
+// The gradient g through a ReLU whose output was `out`.
+template <typename T>
+inline T relu_grad(T out, T g) {
+  return out <= T(0) ? T(0) : g;
+}
+// max(m, v) that returns NaN once either is NaN (torch.amax; std::max(m, v) dropped a NaN v).
+template <typename T>
+inline T max_keep_nan(T m, T v) {
+  return (m < v || v != v) ? v : m;
+}
+
 // <a, b> over n elements with four vector accumulators: the compiler does not vectorise a
 // floating-point reduction by itself (it would reorder the sum), and a scalar chain of
 // A = 512 dependent FMAs per score cost more than the rest of the epilogue together. The
@@ -91,8 +112,7 @@ void build_h(const Dims& d, const Tile& t, const int64_t* indices, const T* S, c
       if (e + 1 < ne) prefetch_row(S + (g * d.N + indices[t.e0 + e + 1]) * d.Hd, d.Hd);
       T* hr = h + (gl * ne + e) * ldh;
       for (int64_t k = 0; k < d.Hd; ++k) {
-        const T v = Sj[k] + Ri[k];
-        hr[k] = v > T(0) ? v : T(0);
+        hr[k] = relu(Sj[k] + Ri[k]);
       }
       for (int64_t k = d.Hd; k < ldh; ++k) hr[k] = T(0);
     }
@@ -155,7 +175,7 @@ void row_softmax(const Dims& d, int64_t g, int64_t dst, const int64_t* indptr,
   }
   for (int64_t c = 0; c < d.heads; ++c) {
     T mx = -std::numeric_limits<T>::infinity();
-    for (int64_t e = 0; e < deg; ++e) mx = std::max(mx, a[e * d.heads + c]);
+    for (int64_t e = 0; e < deg; ++e) mx = max_keep_nan(mx, a[e * d.heads + c]);
     if (deg == 0) {
       lse[c] = mx;
       continue;

@@ -60,10 +60,7 @@ void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg
       T* ds = ds_all + ((t.g0 + gl) * d.E + t.e0 + e) * d.heads;
       T* m = msg + r * ldm;  // not __restrict: with two layers `out` is m itself
       if (two_layers) {
-        for (int64_t k = 0; k < d.D; ++k) {
-          const T v = m[k] + b2[k];
-          m[k] = v > T(0) ? v : T(0);
-        }
+        for (int64_t k = 0; k < d.D; ++k) m[k] = relu(m[k] + b2[k]);
       }
       // Per head: ds from this head's slice of m, then the slice becomes the gradient.
       T* out = two_layers ? m : dh + r * ldh;
@@ -71,7 +68,7 @@ void row_gradients(const Dims& d, const Tile& t, const T* dO, const T* O, T* msg
         const T w = a[r * d.heads + c];
         const int64_t k0 = c * Dh, k1 = k0 + Dh;
         ds[c] = w * (dot(dOi + k0, m + k0, Dh) - delta[c]);
-        for (int64_t k = k0; k < k1; ++k) out[k] = m[k] > T(0) ? w * dOi[k] : T(0);
+        for (int64_t k = k0; k < k1; ++k) out[k] = relu_grad(m[k], w * dOi[k]);
       }
       if (two_layers) {
         for (int64_t k = d.D; k < Dp; ++k) out[k] = T(0);
@@ -99,7 +96,7 @@ void scatter_gradients(const Dims& d, const Tile& t, const int64_t* indices, con
       const T* __restrict hr = h + r * ldh;
       T* __restrict dSj = dS + (gl * d.N + j) * d.Hd;
       for (int64_t k = 0; k < d.Hd; ++k) {
-        const T v = hr[k] > T(0) ? dhr[k] : T(0);
+        const T v = relu_grad(hr[k], dhr[k]);
         dRi[k] += v;
         dSj[k] += v;
       }

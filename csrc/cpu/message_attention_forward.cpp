@@ -42,10 +42,7 @@ void accumulate_messages(const Dims& d, const Tile& t, const T* msg, int64_t ldm
         const T w = a[r * d.heads + c];
         const int64_t k0 = c * Dh, k1 = k0 + Dh;
         if (b2) {
-          for (int64_t k = k0; k < k1; ++k) {
-            const T v = m[k] + b2[k];
-            out[k] += w * (v > T(0) ? v : T(0));
-          }
+          for (int64_t k = k0; k < k1; ++k) out[k] += w * relu(m[k] + b2[k]);
         } else {
           for (int64_t k = k0; k < k1; ++k) out[k] += w * m[k];
         }

@@ -206,8 +206,8 @@ __global__ void __launch_bounds__(kThreads)
                 const int head = col / dd;
                 const float z = zs[r * L.ldz + c] + to_f(b2[col]);
                 const float go = to_f(dO[orow + col]);
-                my_dp[head] += go * fmaxf(z, 0.f);
-                dz = z > 0.f ? as[r * heads + head] * go : 0.f;
+                my_dp[head] += go * relu_f(z);
+                dz = relu_grad_f(z, as[r * heads + head] * go);
               }
               dzs[r * L.ldd + col] = from_f<T>(dz);
             }
@@ -244,7 +244,7 @@ __global__ void __launch_bounds__(kThreads)
             for (int r = 0; r < L.tm; ++r) {
               const int gl = ri.gl[r];
               if (gl < 0 || (gl & 1) != parity) continue;
-              const float v = to_f(hs[r * L.ldh + k]) > 0.f ? zs[r * L.ldz + col_lane] : 0.f;
+              const float v = relu_grad_f(to_f(hs[r * L.ldh + k]), zs[r * L.ldz + col_lane]);
               own_h[gl * Hd + k] += v;
               if (acc_dS) atomicAdd(&acc_dS[((int64_t)ri.g[r] * N + ri.src[r]) * Hd + k], v);
             }
@@ -258,9 +258,8 @@ __global__ void __launch_bounds__(kThreads)
             const int gl = ri.gl[r];
             if (gl < 0 || (gl & 1) != parity) continue;
             const int64_t g = ri.g[r];
-            const float v = to_f(hs[r * L.ldh + k]) > 0.f
-                                ? as[r * heads + head] * to_f(dO[(g * N + ri.dst[r]) * D + k])
-                                : 0.f;
+            const float v = relu_grad_f(to_f(hs[r * L.ldh + k]),
+                                        as[r * heads + head] * to_f(dO[(g * N + ri.dst[r]) * D + k]));
             own_h[gl * Hd + k] += v;
             if (acc_dS) atomicAdd(&acc_dS[(g * N + ri.src[r]) * Hd + k], v);
           }

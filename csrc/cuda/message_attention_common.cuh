@@ -86,6 +86,14 @@ __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
+// Non-finite values follow the reference (PyTorch; docs/design.md section 2): relu(nan) = nan,
+// a ReLU passes its gradient unless its output is <= 0 (so a NaN output passes it, as torch's
+// threshold_backward), and a max keeps NaN. fmaxf(x, 0) returns 0 for NaN, and `x > 0 ? g : 0`
+// drops the gradient of a NaN, which hid diverging runs; these are one compare and select each.
+__device__ __forceinline__ float relu_f(float x) { return x < 0.f ? 0.f : x; }
+__device__ __forceinline__ float relu_grad_f(float out, float g) { return out <= 0.f ? 0.f : g; }
+__device__ __forceinline__ float max_keep_nan(float m, float v) { return (m < v || v != v) ? v : m; }
+
 __host__ __device__ constexpr int pad32(int x) { return (x + 31) / 32 * 32; }
 __host__ __device__ constexpr int64_t align128(int64_t bytes) { return (bytes + 127) / 128 * 128; }
 
@@ -280,7 +288,7 @@ __device__ __forceinline__ void build_h(T* hs, const Layout& L, const RowInfo& r
     float v = 0.f;
     if (ri.gl[r] >= 0 && k < Hd) {
       const int64_t g = ri.g[r];
-      v = fmaxf(to_f(S[(g * N + ri.src[r]) * Hd + k]) + to_f(R[(g * N + ri.dst[r]) * Hd + k]), 0.f);
+      v = relu_f(to_f(S[(g * N + ri.src[r]) * Hd + k]) + to_f(R[(g * N + ri.dst[r]) * Hd + k]));
     }
     hs[r * L.ldh + k] = from_f<T>(v);
   }
@@ -317,12 +325,18 @@ __device__ __forceinline__ float warp_score(const T* __restrict__ Q, const T* __
   return acc * scale;
 }
 
+// x = hi + lo in tf32 pieces; fin = hi where x is finite, else 0. For x = +-inf or NaN, lo
+// is 0 (x - hi was inf - inf = NaN) and the cross terms must not see hi either: lo_a * inf can
+// be an infinity of the other sign than a * inf (lo_a < 0 < a), or 0 * inf = NaN. So only
+// hi * hi carries a non-finite value, as x * y does in float32.
 template <typename Frag>
-__device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
+__device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo, Frag& fin) {
   for (int t = 0; t < hi.num_elements; ++t) {
     const float x = hi.x[t];
+    const bool finite = fabsf(x) <= 3.402823466e38f;  // false for +-inf and NaN
     hi.x[t] = wmma::__float_to_tf32(x);
-    lo.x[t] = wmma::__float_to_tf32(x - hi.x[t]);
+    lo.x[t] = finite ? wmma::__float_to_tf32(x - hi.x[t]) : 0.f;
+    fin.x[t] = finite ? hi.x[t] : 0.f;
   }
 }
 
@@ -330,12 +344,12 @@ __device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
 template <typename T, typename FA, typename FB, typename FC>
 __device__ __forceinline__ void mma(FC& acc, FA& a, FB& b) {
   if constexpr (Traits<T>::kSplit) {
-    FA a_lo;
-    FB b_lo;
-    split_tf32(a, a_lo);
-    split_tf32(b, b_lo);
-    wmma::mma_sync(acc, a_lo, b, acc);
-    wmma::mma_sync(acc, a, b_lo, acc);
+    FA a_lo, a_fin;
+    FB b_lo, b_fin;
+    split_tf32(a, a_lo, a_fin);
+    split_tf32(b, b_lo, b_fin);
+    wmma::mma_sync(acc, a_lo, b_fin, acc);
+    wmma::mma_sync(acc, a_fin, b_lo, acc);
   }
   wmma::mma_sync(acc, a, b, acc);
 }

@@ -72,13 +72,19 @@ __global__ void __launch_bounds__(kThreads)
   for (int p = threadIdx.x; p < bg * heads; p += blockDim.x) {
     const int gl = p / heads, c = p - gl * heads;
     float mx = -INFINITY;
-    for (int el = 0; el < len; ++el) mx = fmaxf(mx, sc[(gl * len + el) * heads + c]);
+    for (int el = 0; el < len; ++el) mx = max_keep_nan(mx, sc[(gl * len + el) * heads + c]);
+    // Every score -inf: a whole row is NaN, the reference's exp(-inf - -inf); one item of a
+    // split row weighs 0 instead (lse -inf, weights 0, like the reference's edges far below
+    // the row's max), and the merge decides.
+    const bool zero_item = mx == -INFINITY && slot >= 0;
+    const float ms = zero_item ? 0.f : mx;
     float sum = 0.f;
-    for (int el = 0; el < len; ++el) sum += expf(sc[(gl * len + el) * heads + c] - mx);
-    const float l = len > 0 ? mx + logf(sum) : -INFINITY;
+    for (int el = 0; el < len; ++el) sum += expf(sc[(gl * len + el) * heads + c] - ms);
+    const float l = len > 0 ? ms + logf(sum) : -INFINITY;
+    const float lw = zero_item ? 0.f : l;
     for (int el = 0; el < len; ++el) {
       float* s = &sc[(gl * len + el) * heads + c];
-      *s = expf(*s - l);
+      *s = expf(*s - lw);
     }
     lse_s[p] = l;
   }
@@ -104,7 +110,7 @@ __global__ void __launch_bounds__(kThreads)
           for (int r = 0; r < L.tm; ++r) {
             const int gl = ri.gl[r];
             if (gl < 0 || (gl & 1) != parity) continue;
-            const float m = fmaxf(zs[r * L.ldz + col_lane] + bias, 0.f);
+            const float m = relu_f(zs[r * L.ldz + col_lane] + bias);
             oacc[gl * D + col] += sc[(t0 + r) * heads + head] * m;
           }
         }
@@ -145,7 +151,9 @@ __global__ void __launch_bounds__(kThreads)
   for (int col = threadIdx.x; col < D + heads; col += blockDim.x) {
     const int c = col < D ? col / dd : col - D;
     float mx = -INFINITY;
-    for (int q = first; q < last; ++q) mx = fmaxf(mx, lse_part[((int64_t)q * G + g) * heads + c]);
+    for (int q = first; q < last; ++q)
+      mx = max_keep_nan(mx, lse_part[((int64_t)q * G + g) * heads + c]);
+    // mx = -inf: every score of the row was -inf, and exp(-inf - -inf) = NaN (the reference).
     float sum = 0.f;
     for (int q = first; q < last; ++q) sum += expf(lse_part[((int64_t)q * G + g) * heads + c] - mx);
     const float total = mx + logf(sum);

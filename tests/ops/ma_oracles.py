@@ -18,6 +18,7 @@ bfloat16 dots to float32, say), so those are parameters here and the test files 
 from __future__ import annotations
 
 import math
+import zlib
 
 import torch
 
@@ -94,3 +95,77 @@ def delta_correction(Q, K, indptr, indices, heads: int, scale: float, dO, O_exac
     dQ = torch.zeros_like(q).index_add(1, dst, w * k[:, src]).reshape(G, N, A)
     dK = torch.zeros_like(k).index_add(1, src, w * q[:, dst]).reshape(G, N, A)
     return {"Q": dQ, "K": dK}
+
+
+# ------------------------------------------------ non-finite inputs (docs/design.md §2)
+def nonfinite_case(name: str, value: str, whole_row: bool, one_layer: bool) -> dict:
+    """Float32 op inputs with ``rstg_testing.NONFINITE[value]`` in one element (or a row) of input
+    ``name`` (see ``with_nonfinite``), on a random CSR with empty rows and duplicate edges:
+    ``dict(x, indptr, indices, heads, scale, dO, name, value)``, all on the CPU."""
+    from rstg_testing import NONFINITE, op_inputs, random_csr, with_nonfinite
+
+    gen = torch.Generator().manual_seed(zlib.crc32(f"nonfinite-{name}".encode()))
+    indptr, indices = random_csr(7, 4, generator=gen)
+    D = None if one_layer else 6
+    x = op_inputs(2, 7, 8, 4, D, dtype=torch.float32, generator=gen)
+    x = with_nonfinite(x, name, NONFINITE[value], whole_row, indptr, indices)
+    dO = torch.randn(2, 7, D or 8, generator=gen, dtype=torch.float64).float()
+    scale = 1 / math.sqrt(4 // 2)
+    return dict(x=x, indptr=indptr, indices=indices, heads=2, scale=scale, dO=dO, name=name, value=value)
+
+
+def nonfinite_params(backends: list[str]):
+    """pytest params ``(backend, input, value, whole_row, one_layer)`` of the non-finite cases:
+    every input (S, R, Q, K, W2, b2; only the first four with one send layer), every value of
+    ``rstg_testing.NONFINITE``, in one element or a whole row."""
+    import pytest
+    from rstg_testing import NONFINITE, OP_INPUTS
+
+    for backend in backends:
+        for one_layer in (False, True):
+            for name in OP_INPUTS[:4] if one_layer else OP_INPUTS:
+                for value in NONFINITE:
+                    for whole_row in (False, True):
+                        where = "row" if whole_row else "element"
+                        layers = "one" if one_layer else "two"
+                        yield pytest.param(backend, name, value, whole_row, one_layer,
+                                           id=f"{backend}-{name}-{value}-{where}-{layers}-layer")  # fmt: skip
+
+
+def outputs_and_grads(case: dict, op, x: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """``(O, lse, {input: gradient of <O, dO>})`` of ``op(leaves) -> (O, lse)`` on ``case``'s
+    inputs (or ``x``), with every input present as a leaf."""
+    x = case["x"] if x is None else x
+    leaves = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in x.items()}
+    present = [k for k, v in leaves.items() if v is not None]
+    O, lse = op(leaves)
+    grads = torch.autograd.grad(O, [leaves[k] for k in present], case["dO"].to(O.device, O.dtype))
+    return O, lse, dict(zip(present, grads, strict=True))
+
+
+def assert_nonfinite_like_reference(got: tuple, case: dict, label: str) -> None:
+    """``got = (O, lse, grads)`` of a backend against the reference on ``case``, element by
+    element: NaN where the float64 reference has NaN, +-inf where it has +-inf, and finite
+    values within the tolerance rule (rstg_testing.assert_close) elsewhere; O, lse and every
+    gradient."""
+    from rstg_testing import assert_close
+
+    from rstg_fast.ops.backends.reference import message_attention_reference
+
+    def reference(dtype):
+        def op(leaves):
+            graph = dict(indptr=case["indptr"], indices=case["indices"], heads=case["heads"], scale=case["scale"])
+            return message_attention_reference(**leaves, **graph, compute_dtype=dtype)
+
+        x = {k: (v.to(dtype) if v is not None else None) for k, v in case["x"].items()}
+        return outputs_and_grads(case, op, x) if dtype == torch.float64 else outputs_and_grads(case, op)
+
+    want, own = reference(torch.float64), reference(torch.float32)
+    assert_close(got[0], want[0], own[0], f"{label}: O")
+    assert_close(got[1], want[1], own[1], f"{label}: lse")
+    assert got[2].keys() == want[2].keys()
+    for k in want[2]:
+        assert_close(got[2][k], want[2][k], own[2][k], f"{label}: d{k}")
+    # relu(-inf + r) = 0: -inf in S or R is the one kind of case the reference keeps all finite.
+    if all(torch.isfinite(t).all() for t in (want[0], want[1], *want[2].values())):
+        assert case["name"] in ("S", "R") and case["value"] == "neginf", f"{label}: the case must matter"

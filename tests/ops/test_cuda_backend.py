@@ -38,8 +38,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ma_oracles import delta_correction, rounded_oracle
-from rstg_testing import assert_close, case_inputs, deterministic_algorithms, op_inputs, random_csr
+from ma_oracles import (
+    assert_nonfinite_like_reference,
+    delta_correction,
+    nonfinite_case,
+    nonfinite_params,
+    rounded_oracle,
+)
+from rstg_testing import (
+    NONFINITE,
+    assert_close,
+    case_inputs,
+    deterministic_algorithms,
+    minus_inf_scores_case,
+    op_inputs,
+    random_csr,
+)
 
 from rstg_fast._ext import build_info, extension
 from rstg_fast.graph import grid_graph
@@ -330,6 +344,48 @@ EMU_CASES = {
     "odd-groups-h1": (9, 5, 19, 4, 13, 1, 3, None),
     "one-layer-split-h2": (2, 5, 24, 4, None, 2, 9, 0),
 }
+
+
+def emulated_outputs_and_grads(emulated_cuda, x, indptr, indices, heads, scale, dO):
+    """``(O, lse, {input: gradient})`` of the emulated kernels, for the inputs present."""
+    O, lse = emulated_cuda.forward(*x.values(), indptr, indices, heads, scale)
+    grads = emulated_cuda.backward(dO, *x.values(), indptr, indices, O, lse, heads, scale)
+    return O, lse, {k: g for k, g in zip(x, grads, strict=True) if x[k] is not None}
+
+
+@pytest.mark.parametrize("name,value,whole_row,one_layer",
+                         [p.values[1:] for p in nonfinite_params(["cuda"])],
+                         ids=[p.id.removeprefix("cuda-") for p in nonfinite_params(["cuda"])])  # fmt: skip
+def test_emulated_nonfinite_inputs_propagate_like_the_reference(emulated_cuda, name, value, whole_row, one_layer):
+    """The contract suite's non-finite cases (test_message_attention.py) on the kernels: NaN
+    where the reference has NaN, +-inf where +-inf, close finite values elsewhere, in O, lse
+    and every gradient. float32 runs 3xTF32, whose hi/lo split of an infinity made NaN."""
+    case = nonfinite_case(name, value, whole_row, one_layer)
+    got = emulated_outputs_and_grads(emulated_cuda, case["x"], case["indptr"], case["indices"], case["heads"],
+                                     case["scale"], case["dO"])  # fmt: skip
+    assert_nonfinite_like_reference(got, case, f"emulated cuda with {name} = {NONFINITE[value]} ({whole_row=})")
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+def test_emulated_minus_inf_scores_split_and_whole_rows_match_reference(emulated_cuda, deterministic):
+    """A whole row whose scores are all -inf is NaN, as in the reference (exp(-inf - -inf)); an
+    all -inf item of a split row only weighs 0 and its row stays finite."""
+    gen = torch.Generator().manual_seed(11)
+    x64, indptr, indices = minus_inf_scores_case(gen)
+    assert cuda_plan.build_plan(indptr.numpy(), indices.numpy()).slots > 0, "the hub must be split"
+    x = {k: v.float() for k, v in x64.items()}
+    dO = torch.randn(2, 41, 6, generator=gen, dtype=torch.float64).float()
+    scale = 1 / math.sqrt(2)
+    with deterministic_algorithms(deterministic):
+        got = emulated_outputs_and_grads(emulated_cuda, x, indptr, indices, 2, scale, dO)
+    leaves = {k: v.double().requires_grad_(True) for k, v in x.items()}
+    want_O, want_lse = message_attention_reference(**leaves, indptr=indptr, indices=indices, heads=2, scale=scale)
+    want = torch.autograd.grad(want_O, list(leaves.values()), dO.double())
+    assert want_lse[0, 1, 0].isnan() and want_lse[0, 0, 0].isfinite(), "the case must have both kinds of rows"
+    assert_close(got[0], want_O, None, "emulated O")
+    assert_close(got[1], want_lse, None, "emulated lse")
+    for name, w in zip(x, want, strict=True):
+        assert_close(got[2][name], w, None, f"emulated d{name}")
 
 
 @pytest.mark.slow

@@ -16,7 +16,15 @@ import zlib
 
 import pytest
 import torch
-from rstg_testing import assert_close, case_inputs, deterministic_algorithms, op_inputs, random_csr
+from ma_oracles import assert_nonfinite_like_reference, nonfinite_case, nonfinite_params, outputs_and_grads
+from rstg_testing import (
+    NONFINITE,
+    assert_close,
+    case_inputs,
+    deterministic_algorithms,
+    op_inputs,
+    random_csr,
+)
 
 from rstg_fast.graph import grid_graph
 from rstg_fast.ops import backends, message_attention
@@ -166,6 +174,26 @@ def test_forward_and_gradients_match_float64_oracle(backend, case, dtype):
     for k in present:
         assert got[1][k].dtype == dtype
         assert_close(got[1][k], oracle[1][k], same_dtype_ref[1][k] if same_dtype_ref else None, f"{backend} d{k}")
+
+
+@pytest.mark.parametrize("backend,name,value,whole_row,one_layer", list(nonfinite_params(ALL_BACKENDS)))
+def test_nonfinite_inputs_propagate_like_the_reference(backend, name, value, whole_row, one_layer):
+    """NaN, +inf or -inf in one element (or a row) of an input gives, in O, lse and every
+    gradient, NaN exactly where the reference (PyTorch: relu(nan) = nan, a max that keeps NaN,
+    0 * inf = nan) has NaN, +-inf where it has +-inf, and close finite values elsewhere: a run
+    that diverges shows it (docs/design.md §2). float32, a dtype every backend claims."""
+    device = device_for(backend)
+    case = nonfinite_case(name, value, whole_row, one_layer)
+
+    def op(leaves):
+        on_device = {k: (v.to(device) if v is not None else None) for k, v in leaves.items()}
+        graph = dict(indptr=case["indptr"].to(device), indices=case["indices"].to(device))
+        return message_attention(**on_device, **graph, heads=case["heads"], scale=case["scale"], backend=backend,
+                                 return_lse=True)  # fmt: skip
+
+    got = outputs_and_grads(case, op)
+    label = f"{backend} with {name} = {NONFINITE[value]} in {'a row' if whole_row else 'an element'}"
+    assert_nonfinite_like_reference(got, case, label)
 
 
 @pytest.mark.parametrize("backend", [b for b in ALL_BACKENDS if torch.float64 in backends.BACKENDS[b].dtypes])

@@ -56,6 +56,7 @@ from rstg_testing import (  # noqa: E402
     case_inputs,
     child_pythonpath,
     deterministic_algorithms,
+    minus_inf_scores_case,
     op_inputs,
     random_csr,
 )
@@ -394,3 +395,29 @@ def test_gpu_tf32_follows_torch_setting():
     assert float((ieee - ref).abs().max()) <= TOLERANCE_FLOOR[torch.float32] * scale
     assert float((tf32 - ref).abs().max()) <= 5e-3 * scale  # TF32: 10-bit mantissa operands
     assert not torch.equal(tf32, ieee), "allow_tf32 changed nothing: the switch is not wired"
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+def test_minus_inf_scores_split_and_whole_rows_match_reference(deterministic):
+    """A whole row whose scores are all -inf is NaN, as in the reference (exp(-inf - -inf)):
+    the kernel's test for a row without edges (running sum 0) took it for one and wrote O = 0,
+    lse = -inf. An all -inf chunk of a split row only weighs 0, and its row stays finite."""
+    gen = torch.Generator().manual_seed(11)
+    x, indptr, indices = minus_inf_scores_case(gen)
+    x, indptr, indices = {k: v.to(DEVICE) for k, v in x.items()}, indptr.to(DEVICE), indices.to(DEVICE)
+    assert triton_plan.get_plan(indptr, indices).num_slots > 0, "the hub must be split"
+    dO = torch.randn(2, 41, 6, generator=gen, dtype=torch.float64).to(DEVICE)
+
+    def both(backend):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+        O, lse = message_attention(**leaves, indptr=indptr, indices=indices, heads=2, backend=backend, return_lse=True)
+        return O, lse, torch.autograd.grad(O, list(leaves.values()), dO)
+
+    want = both("reference")
+    assert want[1][0, 1, 0].isnan() and want[1][0, 0, 0].isfinite(), "the case must have both kinds of rows"
+    with deterministic_algorithms(deterministic):
+        got = both("triton")
+    assert_close(got[0], want[0], None, "O")
+    assert_close(got[1], want[1], None, "lse")
+    for name, a, b in zip(x, got[2], want[2], strict=True):
+        assert_close(a, b, None, f"d{name}")

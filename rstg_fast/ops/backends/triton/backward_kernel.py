@@ -25,6 +25,12 @@ import triton
 import triton.language as tl
 
 from rstg_fast.ops.backends.triton import configs
+from rstg_fast.ops.backends.triton.forward_kernel import NAN_MAX
+
+# Non-finite values as in the reference (PyTorch): relu(nan) = nan (tl.maximum with NAN_MAX,
+# see forward_kernel), and a ReLU passes its gradient unless its output is <= 0, so a NaN
+# output passes it (torch's threshold_backward): masks are written `x <= 0` -> 0, never
+# `x > 0` -> pass, which is false for NaN.
 
 
 @triton.autotune(
@@ -109,9 +115,9 @@ def _backward_kernel(
         hs = tl.load(S + src[:, None] * Hd + hk[None, :], mask=okh, other=0.0)
         hr = tl.load(R + dst[:, None] * Hd + hk[None, :], mask=okh, other=0.0)
         if HAS_W2:
-            hd = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0).to(DOT)  # [M, BH] tl.dot operand
+            hd = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0, propagate_nan=NAN_MAX).to(DOT)  # [M, BH] tl.dot operand
         else:
-            h = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0)  # [M, BH] = the message (D = Hd)
+            h = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0, propagate_nan=NAN_MAX)  # [M, BH] = the message (D = Hd)
             do_full = tl.load(DO + dst[:, None] * D + hk[None, :], mask=okh, other=0.0).to(ACC)  # [M, BH]
             do_o = do_full * tl.load(O + dst[:, None] * D + hk[None, :], mask=okh, other=0.0).to(ACC)
         dh = tl.zeros([M, BH], ACC)
@@ -133,7 +139,9 @@ def _backward_kernel(
                     z = tl.dot(hd, tl.trans(w.to(DOT)), input_precision=INPUT_PRECISION) + bias[None, :]  # [M, BD]
                     do = tl.load(DO + dst[:, None] * D + cols[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
                     do = do.to(ACC)
-                    live = z > 0.0
+                    # Columns past Dh have W2 = 0, so z = 0 * inf = NaN there when h is infinite:
+                    # never live (the reference has no such column).
+                    live = ((z > 0.0) | (z != z)) & d_ok[None, :]  # relu passes: z > 0 or NaN
                     dp += tl.sum(tl.where(live, do * z, 0.0), axis=1)
                     o = tl.load(O + dst[:, None] * D + cols[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
                     delta += tl.sum(do * o.to(ACC), axis=1)
@@ -144,7 +152,8 @@ def _backward_kernel(
                 dp = tl.sum(tl.where(in_cols[None, :], do_full * h, 0.0), axis=1)
                 delta = tl.sum(tl.where(in_cols[None, :], do_o, 0.0), axis=1)
                 dh += tl.where(in_cols[None, :], a[:, None] * do_full, 0.0)
-            ds = a * (dp - delta) * scale  # [M] d(score) times the score scale
+            # 0 on masked rows: their z (b2 + 0 @ W2) may be inf or NaN, and a = 0 times it is NaN.
+            ds = tl.where(ok, a * (dp - delta) * scale, 0.0)  # [M] d(score) times the score scale
             if TRANSPOSED:
                 d_a_own = ds[:, None] * q  # dK of the owned source
                 d_a_other = ds[:, None] * k
@@ -162,9 +171,9 @@ def _backward_kernel(
                 oth = g_r * N + other
                 tl.atomic_add(D_OTHER_A + oth[:, None] * A + c * Ah + ak[None, :], d_a_other, mask=oka, sem="relaxed")
         if HAS_W2:
-            dh = tl.where(hd > 0.0, dh, 0.0)  # through the first ReLU: d(S_j + R_i)
+            dh = tl.where(hd <= 0.0, 0.0, dh)  # through the first ReLU: d(S_j + R_i)
         else:
-            dh = tl.where(h > 0.0, dh, 0.0)
+            dh = tl.where(h <= 0.0, 0.0, dh)
         d_own_h += tl.sum(tl.reshape(dh, (BG, BE, BH)), axis=1)
         if SCATTER:
             tl.atomic_add(D_OTHER_H + (g_r * N + other)[:, None] * Hd + hk[None, :], dh, mask=okh, sem="relaxed")
@@ -247,7 +256,7 @@ def _weight_grad_kernel(
             okh = ok[:, None] & hk_ok[None, :]
             hs = tl.load(S + src[:, None] * Hd + hk[None, :], mask=okh, other=0.0)
             hr = tl.load(R + dst[:, None] * Hd + hk[None, :], mask=okh, other=0.0)
-            hd = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0).to(DOT)  # [M, BH]
+            hd = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0, propagate_nan=NAN_MAX).to(DOT)  # [M, BH]
             oka = ok[:, None] & ak_ok[None, :]
             q = tl.load(Q + dst[:, None] * A + ak[None, :], mask=oka, other=0.0).to(ACC)
             k = tl.load(K + src[:, None] * A + ak[None, :], mask=oka, other=0.0).to(ACC)
@@ -256,7 +265,7 @@ def _weight_grad_kernel(
             a = tl.where(ok, tl.exp(s - lse), 0.0)  # [M]
             z = tl.dot(hd, tl.trans(w.to(DOT)), input_precision=INPUT_PRECISION) + bias[None, :]  # [M, BD]
             do = tl.load(DO + dst[:, None] * D + cols[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
-            dz = tl.where(z > 0.0, a[:, None] * do.to(ACC), 0.0)  # [M, BD]
+            dz = tl.where(z <= 0.0, 0.0, a[:, None] * do.to(ACC))  # [M, BD]; masked rows: a = do = 0
             d_b2 += tl.sum(dz, axis=0)
             d_w2 = tl.dot(tl.trans(dz.to(DOT)), hd, acc=d_w2, input_precision=INPUT_PRECISION)
 

@@ -17,6 +17,17 @@ import triton.language as tl
 
 from rstg_fast.ops.backends.triton import configs
 
+# Non-finite values propagate as in the reference (PyTorch): relu(nan) = nan and a max that
+# keeps NaN. Triton's tl.maximum / tl.max default to the max that returns the non-NaN operand
+# (PTX max.f32, np.fmax in the interpreter), which turned a NaN message into 0; NAN_MAX is the
+# same instruction with NaN propagation (max.NaN.f32).
+NAN_MAX = tl.constexpr(tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _max_keep_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=NAN_MAX)
+
 
 @triton.autotune(configs=configs.FORWARD, key=["Hd", "D", "A", "HEADS", "HAS_W2"], do_bench=configs.quick_bench)
 @triton.jit
@@ -99,7 +110,7 @@ def _forward_kernel(
         k3 = tl.reshape(k.to(ACC), (BG, BE, BA))
         s = tl.sum(q[:, None, :] * k3, axis=2) * scale  # [BG, BE]
         s = tl.where(tl.reshape(ok, (BG, BE)), s, float("-inf"))
-        m_new = tl.maximum(m_run, tl.max(s, axis=1))  # [BG]
+        m_new = tl.maximum(m_run, tl.reduce(s, 1, _max_keep_nan), propagate_nan=NAN_MAX)  # [BG]
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.exp(s - m_safe[:, None])  # [BG, BE]; 0 on masked edges
         alpha = tl.exp(m_run - m_safe)  # [BG]; 0 before the first edge
@@ -117,20 +128,25 @@ def _forward_kernel(
                     R + (g64[:, None] * N + row) * Hd + kk[None, :], mask=g_ok[:, None] & k_ok[None, :], other=0.0
                 )
                 hr = tl.reshape(tl.broadcast_to(hr.to(ACC)[:, None, :], (BG, BE, BK)), (M, BK))
-                h = tl.maximum(hs.to(ACC) + hr, 0.0).to(DOT)  # [M, BK]
+                h = tl.maximum(hs.to(ACC) + hr, 0.0, propagate_nan=NAN_MAX).to(DOT)  # [M, BK]
                 w = tl.load(W2 + cols[None, :] * Hd + kk[:, None], mask=d_ok[None, :] & k_ok[:, None], other=0.0)
                 z = tl.dot(h, w.to(DOT), acc=z, input_precision=INPUT_PRECISION)  # [M, BD] += [M, BK] @ [BK, BD]
-            msg = tl.maximum(z + bias[None, :], 0.0)  # [M, BD]
+            msg = tl.maximum(z + bias[None, :], 0.0, propagate_nan=NAN_MAX)  # [M, BD]
         else:
             hs = tl.load(S + src[:, None] * Hd + cols[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
             hr = tl.load(R + dst[:, None] * Hd + cols[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
-            msg = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0)  # [M, BD]
-        weighted = msg * tl.reshape(p, (M,))[:, None]
+            msg = tl.maximum(hs.to(ACC) + hr.to(ACC), 0.0, propagate_nan=NAN_MAX)  # [M, BD]
+        # Masked rows (past the row's end or G) have p = 0 but a message of b2 (+ 0 @ W2):
+        # 0 * inf or 0 * nan there would add a NaN the reference does not have.
+        weighted = tl.where(ok[:, None], msg * tl.reshape(p, (M,))[:, None], 0.0)
         acc = acc * alpha[:, None] + tl.sum(tl.reshape(weighted, (BG, BE, BD)), axis=1)
 
-    has_edges = l_run > 0
-    out = acc / tl.where(has_edges, l_run, 1.0)[:, None]  # [BG, BD]; 0 for an empty row
-    lse = tl.where(has_edges, m_run + tl.log(tl.where(has_edges, l_run, 1.0)), float("-inf"))  # [BG]
+    # A whole row whose every score is -inf: the reference's exp(-inf - -inf) makes it NaN. (A
+    # chunk of a split row keeps weight 0 instead, like the reference's edges below the row's
+    # max; the merge decides.) l_run is 0 for an empty row or such a chunk, NaN after a NaN score.
+    l_run = tl.where((m_run == float("-inf")) & (end > start) & (slot < 0), float("nan"), l_run)
+    out = acc / tl.where(l_run == 0.0, 1.0, l_run)[:, None]  # [BG, BD]; 0 for an empty row
+    lse = m_run + tl.log(l_run)  # [BG]; -inf for an empty row
     lse_mask = g_ok & ((g * 0 + d_blk) == 0)  # one program per head stores lse
     out_mask = g_ok[:, None] & d_ok[None, :]
     if slot < 0:
@@ -167,12 +183,13 @@ def _merge_kernel(
     for head in tl.static_range(HEADS):
         m = tl.full([BG], float("-inf"), ACC)
         for c in range(first, first + count):
-            m = tl.maximum(m, tl.load(LSEP + (g * P + c) * HEADS + head, mask=g_ok, other=0.0))
-        m_safe = tl.where(m == float("-inf"), 0.0, m)
+            m = tl.maximum(m, tl.load(LSEP + (g * P + c) * HEADS + head, mask=g_ok, other=0.0), propagate_nan=NAN_MAX)
+        # A split row has edges: m = -inf means every score was -inf, and exp(-inf - -inf) = NaN
+        # then, as in the reference; a NaN chunk makes m NaN.
         total = tl.zeros([BG], ACC)
         for c in range(first, first + count):
-            total += tl.exp(tl.load(LSEP + (g * P + c) * HEADS + head, mask=g_ok, other=0.0) - m_safe)
-        lse = tl.where(total > 0, m_safe + tl.log(tl.where(total > 0, total, 1.0)), float("-inf"))  # [BG]
+            total += tl.exp(tl.load(LSEP + (g * P + c) * HEADS + head, mask=g_ok, other=0.0) - m)
+        lse = m + tl.log(total)  # [BG]
         tl.store(LSE + (g * N + row) * HEADS + head, lse, mask=g_ok)
         for d0 in range(0, Dh, BD):
             d_in = d0 + tl.arange(0, BD)
