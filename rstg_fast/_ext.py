@@ -10,15 +10,20 @@ import functools
 from types import ModuleType
 from typing import Any
 
+_loaded: list[ModuleType | None] = []  # the answer, once known: a plain cache that
+# torch.compile can trace when the first call happens inside a compiled model (an lru_cache
+# made dynamo warn on every such compile)
 
-@functools.cache
+
 def extension() -> ModuleType | None:
     """The compiled module, or None when this install has no compiled kernels."""
-    try:
-        from rstg_fast import _C
-    except ImportError:
-        return None
-    return _C
+    if not _loaded:
+        try:
+            from rstg_fast import _C
+        except ImportError:
+            _C = None
+        _loaded.append(_C)
+    return _loaded[0]
 
 
 def require_extension() -> ModuleType:

@@ -182,6 +182,23 @@ def test_torch_compile_fullgraph_matches_eager():
         assert_close(grads[k], p64.grad, p.grad, f"compiled grad {k}")
 
 
+@pytest.mark.slow  # a few C++ kernel builds of inductor
+def test_torch_compile_two_instances_at_different_sizes(recwarn):
+    # Both instances share RSTGBase.forward, so dynamo marks H and W dynamic on the second
+    # compile; the graph tensors need concrete sizes (static_size specialises them). It failed
+    # with "assume_constant_result argument conversion failed" and warned on every compile.
+    torch._dynamo.reset()
+    small = dict(iterations=1, scales=((2, 2), (1, 1)), dtype=torch.float32)
+    models = [make(rstg_fast.RSTG, **small), make(rstg_fast.RSTG, **small)]
+    compiled = [torch.compile(m, fullgraph=True) for m in models]
+    for (m, c), (H, W) in zip(zip(models, compiled, strict=True), [(4, 4), (5, 6)], strict=True):
+        x = video(T=2, H=H, W=W, dtype=torch.float32)
+        torch.testing.assert_close(c(x), m(x), rtol=1e-5, atol=1e-5)
+    x = video(T=2, H=6, W=5, dtype=torch.float32)  # and a third size on the first instance
+    torch.testing.assert_close(compiled[0](x), models[0](x), rtol=1e-5, atol=1e-5)
+    assert not [w for w in recwarn if "rstg_fast" in str(w.message) or "lru_cache" in str(w.message)]
+
+
 @pytest.mark.parametrize("readout", ["vec", "map"])
 def test_autocast_bfloat16_runs_and_is_close(readout):
     # mixed precision training: the fused op gets one dtype even though parameters are float32

@@ -60,3 +60,27 @@ def test_stream_rejects_a_batch_size_change_until_reset():
     torch.testing.assert_close(stream.step(x[:, :, 1]), model(x), rtol=0, atol=1e-11)  # state untouched
     stream.reset()
     assert stream.step(x[:2, :, 0]).shape == (2, 16)
+
+
+def test_stream_rejects_a_map_size_change_until_reset():
+    model = make(rstg_fast.RSTG)
+    stream = model.stream()
+    x = video(B=2, T=2, H=7, W=5)
+    stream.step(x[:, :, 0])
+    with pytest.raises(ValueError, match=r"map size H x W = 7 x 5"):
+        stream.step(video(B=2, T=1, H=6, W=5)[:, :, 0])
+    torch.testing.assert_close(stream.step(x[:, :, 1]), model(x), rtol=0, atol=1e-11)  # state untouched
+    stream.reset()
+    assert stream.step(video(B=2, T=1, H=6, W=5)[:, :, 0]).shape == (2, 16)
+
+
+@pytest.mark.parametrize("schedule", ["all_time_stages", "space_only"])
+def test_stream_continues_across_a_dtype_conversion(schedule):
+    model = make(rstg_fast.RSTG, schedule=schedule).float()
+    x = video(T=3).float()
+    stream = model.stream()
+    stream.step(x[:, :, 0])
+    model.double()  # mid-stream: the carried float32 states follow the frames
+    got = [stream.step(x[:, :, t].double()) for t in (1, 2)][-1]
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, model(x.double()), rtol=1e-5, atol=1e-5)  # the first frame ran in float32

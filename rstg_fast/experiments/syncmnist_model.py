@@ -16,11 +16,11 @@ stride-1 first layer at 64 x 64, measured on this 2-core machine).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from rstg_fast.data.syncmnist import NUM_CLASSES
 from rstg_fast.modules import RSTG
+from rstg_fast.modules.norm import GlobalBatchNorm
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -57,64 +57,6 @@ class ConvBackbone(nn.Module):
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)
         y = self.layers(frames)
         return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks; the gradient of every rank's input is the sum of the ranks' output
-    gradients (each output depends on every input with weight 1)."""
-
-    @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
-        out = t.clone()
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
-
-
-class GlobalBatchNorm(nn.Module):
-    """``BatchNorm1d`` whose training statistics cover the *global* batch under DDP.
-
-    ``x (B, D)``. Training: mean and (biased) variance over all ranks' rows, through a
-    differentiable all-reduce, two passes (mean first: the features are large and their spread
-    small, so ``E[x^2] - E[x]^2`` would cancel catastrophically in float32); running
-    statistics as ``BatchNorm1d`` (momentum 0.1, unbiased variance). Evaluation: running
-    statistics. In one process it equals ``nn.BatchNorm1d``; data-parallel it equals one
-    process up to the order of the reduction.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
-        super().__init__()
-        self.eps, self.momentum = eps, momentum
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.register_buffer("running_mean", torch.zeros(dim))
-        self.register_buffer("running_var", torch.ones(dim))
-
-    @staticmethod
-    def _global_sum(t: torch.Tensor) -> torch.Tensor:
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            return _AllReduceSum.apply(t)
-        return t
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()  # statistics in float32 under autocast
-        if not self.training:
-            mean, var = self.running_mean, self.running_var
-        else:
-            n = self._global_sum(x.new_tensor([float(x.shape[0])]))
-            mean = self._global_sum(x.sum(0)) / n
-            var = self._global_sum(((x - mean) ** 2).sum(0)) / n
-            with torch.no_grad():
-                unbiased = var * (n / (n - 1).clamp(min=1))
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(unbiased.detach(), self.momentum)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
 class SyncMNISTNet(nn.Module):

@@ -21,7 +21,9 @@ from rstg_fast.modules._args import integer as _integer
 from rstg_fast.modules._args import layer_count as _layer_count
 from rstg_fast.modules._args import positive_int as _positive_int
 from rstg_fast.modules.blocks import MapReadout, vec_readout
-from rstg_fast.modules.graph_cache import GraphCache, SizeGraph
+from rstg_fast.modules.graph_cache import GraphCache, SizeGraph, static_size
+from rstg_fast.modules.init import INITS, paper_init_
+from rstg_fast.modules.norm import GlobalBatchNorm
 from rstg_fast.modules.space_base import SpaceStageBase
 from rstg_fast.modules.time_stage import TimeStage
 from rstg_fast.pooling import pool_nodes
@@ -39,6 +41,7 @@ class RSTGBase(nn.Module):
     or ``(B, C, T, H, W)`` (``readout="map"``). See :class:`rstg_fast.RSTG` for the arguments.
 
     Submodules (the ``state_dict`` contract): ``input_proj`` (only when C != node_dim),
+    ``input_norm`` (only with ``input_norm="batch"``),
     ``time`` (the time stage shared by the K iterations), ``final_time``, ``space``,
     ``readout`` (map only). Stages a schedule does not use are not created.
     """
@@ -64,6 +67,8 @@ class RSTGBase(nn.Module):
         scalewise_update: bool = False,
         readout: str = "vec",
         time_readout: str = "mean",
+        init: str = "paper",
+        input_norm: str = "none",
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -73,7 +78,7 @@ class RSTGBase(nn.Module):
             iterations=iterations, send_layers=send_layers, update_layers=update_layers, heads=heads,
             attention_scale=attention_scale, positional=positional, dim_map=dim_map, norm=norm,
             time_cell=time_cell, schedule=schedule, scalewise_update=scalewise_update, readout=readout,
-            time_readout=time_readout, backend=backend,
+            time_readout=time_readout, init=init, input_norm=input_norm, backend=backend,
         )  # fmt: skip
         self.in_channels = _positive_int("in_channels", in_channels)
         self.node_dim = _positive_int("node_dim", node_dim)
@@ -91,6 +96,8 @@ class RSTGBase(nn.Module):
         self.schedule = _choice("schedule", schedule, SCHEDULES)
         self.readout_kind = _choice("readout", readout, ("vec", "map"))
         self.time_readout = _choice("time_readout", time_readout, ("mean", "last"))
+        self.init = _choice("init", init, INITS)
+        self.input_norm_kind = _choice("input_norm", input_norm, ("none", "batch"))
         scalewise_update = _flag("scalewise_update", scalewise_update)
         if scalewise_update and schedule == "homogeneous":
             raise ValueError(
@@ -110,6 +117,7 @@ class RSTGBase(nn.Module):
         self.num_nodes = sum(sh * sw for sh, sw in self.scales)
 
         self.input_proj = nn.Linear(in_channels, node_dim) if in_channels != node_dim else None
+        self.input_norm = GlobalBatchNorm(node_dim) if input_norm == "batch" else None
         uses_time_cell = schedule in ("all_time_stages", "time_only", "homogeneous")
         self.time = TimeStage(node_dim, time_cell) if uses_time_cell and iterations > 0 else None
         self.final_time = TimeStage(node_dim, time_cell) if schedule != "space_only" else None
@@ -129,6 +137,8 @@ class RSTGBase(nn.Module):
             self.space = None
         self.readout = MapReadout(node_dim, in_channels) if readout == "map" else None
         self.graphs = GraphCache(self.scales)
+        if init == "paper":
+            paper_init_(self)
 
     def _make_space_stage(self, node_dim: int, message_dim: int, backend: str, kwargs: dict) -> SpaceStageBase:
         return self.space_stage_class(node_dim, message_dim, **kwargs)
@@ -151,12 +161,15 @@ class RSTGBase(nn.Module):
             raise ValueError(f"{name} must have the dtype of the model's parameters ({want}), got {x.dtype}")
 
     def _graph(self, x: torch.Tensor) -> SizeGraph:
-        return self.graphs.get(int(x.shape[-2]), int(x.shape[-1]), x)
+        return self.graphs.get(static_size(x.shape[-2]), static_size(x.shape[-1]), x)
 
     def embed(self, x: torch.Tensor, graph: SizeGraph) -> torch.Tensor:
-        """Area-pool ``x (B, C, T, H, W)`` to the nodes and project: ``(B, T, N, node_dim)``."""
+        """Area-pool ``x (B, C, T, H, W)`` to the nodes, project and (``input_norm="batch"``)
+        normalise: ``(B, T, N, node_dim)``."""
         v = pool_nodes(x, graph.pool)
-        return self.input_proj(v) if self.input_proj is not None else v
+        if self.input_proj is not None:
+            v = self.input_proj(v)
+        return self.input_norm(v) if self.input_norm is not None else v
 
     def _time_stage(self, v: torch.Tensor, k: int, state):
         """Time stage ``k`` (``k == iterations`` is the final one). ``v (B, T, N, D)``."""

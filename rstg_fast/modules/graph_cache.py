@@ -38,7 +38,12 @@ class SizeGraph(NamedTuple):
     paint: torch.Tensor
 
 
-@functools.lru_cache(maxsize=64)
+# The pooling and painting matrices are dense (N x H*W float64: 117 MB at 1024 x 1024), so
+# both this host cache and a model's cache keep only a few sizes.
+MAX_SIZES = 8
+
+
+@functools.lru_cache(maxsize=4)
 def _graph_cpu(scales: tuple[tuple[int, int], ...], height: int, width: int) -> tuple[torch.Tensor, ...]:
     g = grid_graph(scales, height, width)
     src, dst = g.edge_index()
@@ -54,6 +59,30 @@ def _graph_constants(scales: tuple[tuple[int, int], ...], height: int, width: in
 # `import rstg_fast` slow. tests/test_model.py compiles with fullgraph=True, so a torch
 # release that changes the mechanism fails loudly there.
 _graph_constants._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
+def static_size(n: int) -> int:
+    """``n`` as a Python int, also when ``torch.compile`` traces it as a symbolic size.
+
+    Dynamo marks a dimension dynamic once a function recompiles for another size (two RSTG
+    instances share one ``forward``), but the graph tensors are built for concrete sizes. A
+    Python comparison on a symbolic size installs a guard and returns a plain bool, so a
+    bisection turns ``n`` into a constant with ~25 range guards that together mean ``n == value``:
+    the compiled graph is then specialised to this size, as with ``dynamic=False``.
+    (``int()`` keeps the size symbolic under dynamo, and ``guard_int`` cannot be traced.)
+    """
+    if not torch.compiler.is_compiling():
+        return int(n)
+    low, high = 0, 1 << 25  # sizes up to 32 M
+    if n >= high:
+        raise ValueError(f"spatial size must be < {high}, got {n}")
+    while high - low > 1:
+        mid = (low + high) // 2
+        if n >= mid:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 def size_graph(graph: Graph, like: torch.Tensor) -> SizeGraph:
@@ -73,11 +102,14 @@ class GraphTensors(nn.Module):
 
 
 class GraphCache(nn.Module):
-    """``ModuleDict``-backed cache ``"HxW" -> GraphTensors`` for fixed ``scales``."""
+    """``ModuleDict``-backed cache ``"HxW" -> GraphTensors`` for fixed ``scales``, least
+    recently used first out beyond ``max_sizes`` sizes (a stream of odd input sizes must not
+    grow memory without bound)."""
 
-    def __init__(self, scales: tuple[tuple[int, int], ...]) -> None:
+    def __init__(self, scales: tuple[tuple[int, int], ...], max_sizes: int = MAX_SIZES) -> None:
         super().__init__()
         self.scales = scales
+        self.max_sizes = max_sizes
         self.sizes = nn.ModuleDict()
 
     def get(self, height: int, width: int, like: torch.Tensor) -> SizeGraph:
@@ -85,16 +117,24 @@ class GraphCache(nn.Module):
         key = f"{height}x{width}"
         if key in self.sizes:
             g = self.sizes[key]
-            tensors = tuple(getattr(g, n) for n in _NAMES)
             if g.pool.device == like.device and g.pool.dtype == like.dtype:
-                return SizeGraph(*tensors)
+                if not torch.compiler.is_compiling() and next(reversed(self.sizes.keys())) != key:
+                    self.sizes[key] = self.sizes.pop(key)  # most recently used last
+                return SizeGraph(*(getattr(g, n) for n in _NAMES))
         if torch.compiler.is_compiling():
             return SizeGraph(*_converted(_graph_constants(self.scales, height, width), like))
         # Built (or rebuilt, for another dtype or device) from the exact float64 values, never
         # converted from another dtype's copy: float32 pooling weights widened to float64 are
-        # ~1e-9 off (the positional maps' error, which model-level fuzzing found).
-        g = GraphTensors(_converted(tuple(t.clone() for t in _graph_cpu(self.scales, height, width)), like))
+        # ~1e-9 off (the positional maps' error, which model-level fuzzing found). Built
+        # outside inference mode: cached under torch.inference_mode() they would be inference
+        # tensors, unusable by every later call that records autograd.
+        with torch.inference_mode(False):
+            g = GraphTensors(_converted(tuple(t.clone() for t in _graph_cpu(self.scales, height, width)), like))
+        if key in self.sizes:
+            del self.sizes[key]
         self.sizes[key] = g
+        while len(self.sizes) > self.max_sizes:
+            self.sizes.pop(next(iter(self.sizes.keys())))
         return SizeGraph(*(getattr(g, n) for n in _NAMES))
 
     def _apply(self, fn, recurse=True):

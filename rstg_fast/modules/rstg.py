@@ -31,6 +31,10 @@ class RSTG(RSTGBase):
             ``homogeneous`` (see docs/model.md).
         scalewise_update: one update MLP per scale.
         readout: ``"vec"`` or ``"map"``; time_readout: ``"mean"`` or ``"last"`` (vec only).
+        init: ``"paper"`` (the authors' Glorot weights and zero biases, the default) or
+            ``"torch"`` (PyTorch's module defaults); see :mod:`rstg_fast.modules.init`.
+        input_norm: ``"none"`` or ``"batch"`` (a BatchNorm of the node features after pooling
+            and projection, statistics over every video, frame and node, global under DDP).
         backend: ``message_attention`` backend (``"auto"``, ``"reference"``, ...).
     """
 

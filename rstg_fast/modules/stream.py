@@ -33,6 +33,7 @@ class RSTGStream:
         self.states = None
         self.frames = 0
         self._batch = 0  # B of the frames since reset (the carried states are per video)
+        self._size: tuple[int, int] | None = None  # H x W of the frames since reset
         self._vec_sum: torch.Tensor | None = None
 
     def step(self, frame: torch.Tensor) -> torch.Tensor:
@@ -44,7 +45,19 @@ class RSTGStream:
                 f"frame must keep the stream's batch size {self._batch} (call reset() to start another stream), "
                 f"got shape {tuple(frame.shape)}"
             )
-        self._batch = frame.shape[0]
+        size = (int(frame.shape[-2]), int(frame.shape[-1]))
+        if self.states is not None and size != self._size:
+            raise ValueError(
+                f"frame must keep the stream's map size H x W = {self._size[0]} x {self._size[1]} "
+                f"(call reset() to start another stream), got shape {tuple(frame.shape)}"
+            )
+        self._batch, self._size = frame.shape[0], size
+        if self.states is not None:
+            # the model may have moved since the last frame (.double(), .to(device)): the carried
+            # states follow the frame, so a stream continues across such a conversion
+            self.states = _states_like(self.states, frame)
+            if self._vec_sum is not None:
+                self._vec_sum = self._vec_sum.to(frame)
         x = frame.unsqueeze(2)  # (B, C, 1, H, W)
         graph = m._graph(x)
         v, self.states = m.propagate(m.embed(x, graph), graph, self.states)
@@ -60,3 +73,13 @@ class RSTGStream:
         return self._vec_sum / self.frames
 
     __call__ = step
+
+
+def _states_like(states, like: torch.Tensor):
+    """``states`` (nested lists/tuples of tensors, numbers and None) with every tensor in
+    ``like``'s dtype and device."""
+    if isinstance(states, torch.Tensor):
+        return states.to(like) if states.is_floating_point() else states.to(like.device)
+    if isinstance(states, (list, tuple)):
+        return type(states)(_states_like(s, like) for s in states)
+    return states

@@ -6,10 +6,8 @@ from __future__ import annotations
 import math
 import os
 import threading
-import weakref
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 from rstg_fast.ops import backends
 from rstg_fast.ops._dtypes import acc_dtype
@@ -25,7 +23,7 @@ def check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
     """Validate shapes, dtypes, devices and options. Returns ``(scale, backend_name)``.
 
     The CSR *contents* (monotone indptr, indices in range) are checked by
-    :func:`check_csr_contents`, called by the op itself on real tensors, cached per graph.
+    :func:`rstg_fast.ops._graph_cache.checked_csr`, which the op impls call on every call.
     """
     scale = check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale)
     return scale, check_backend(backend, S.device, S.dtype)
@@ -179,72 +177,3 @@ def _unavailable(backend: str, device: torch.device) -> str | None:
     if key not in _availability:
         _availability[key] = backends.BACKENDS[backend].unavailable(device)
     return _availability[key]
-
-
-# int32 index tensors are widened to int64 once and cached (weakly, by tensor identity, and
-# invalidated by in-place edits), so int32 graphs keep the CSR-check and plan caches warm.
-_widened = WeakIdKeyDictionary()
-
-
-def as_int64(t: torch.Tensor) -> torch.Tensor:
-    if t.dtype == torch.int64:
-        return t
-    hit = _widened.get(t)
-    if hit is not None and hit[0] == t._version:
-        return hit[1]
-    wide = t.long()
-    _widened[t] = (t._version, wide)
-    return wide
-
-
-# Checked graphs: indices tensor -> (versions, indptr) it was validated with. Weak keys, so a
-# graph that is freed leaves the cache; the version counters catch in-place edits.
-_validated = WeakIdKeyDictionary()
-
-_CSR_MESSAGES = {
-    0: "indptr must start at 0, got indptr[0] = {v}",
-    1: "indptr must end at E = len(indices) = {e}, got indptr[-1] = {v}",
-    2: "indptr must be non-decreasing, but indptr[{w} + 1] < indptr[{w}]",
-    3: "indices must lie in [0, N) = [0, {n}), got indices[{w}] = {v}",
-}
-
-
-def check_csr_contents(indptr: torch.Tensor, indices: torch.Tensor) -> None:
-    """Check CSR contents once per graph (cached); int64 contiguous tensors expected.
-
-    Runs the C++ (or CUDA) checker of ``rstg_fast._C`` when built, else the same checks
-    in PyTorch. Raises ValueError naming the argument and the first bad position.
-    """
-    key = _validated.get(indices)
-    if key is not None and key[0] == indices._version and key[1]() is indptr and key[2] == indptr._version:
-        return
-    n, e = indptr.numel() - 1, indices.numel()
-    from rstg_fast._ext import extension
-
-    ext = extension()
-    if ext is not None and indptr.device.type == "cpu":
-        code, where = ext.check_csr_cpu(indptr.data_ptr(), indices.data_ptr(), n, e)
-    elif ext is not None and indptr.device.type == "cuda" and ext.with_cuda:
-        stream = torch.cuda.current_stream(indptr.device).cuda_stream
-        code, where = ext.check_csr_cuda(indptr.data_ptr(), indices.data_ptr(), n, e, stream)
-    else:
-        code, where = _check_csr_torch(indptr, indices)
-    if code >= 0:
-        value = {0: lambda: indptr[0], 1: lambda: indptr[-1], 2: lambda: 0, 3: lambda: indices[where]}[code]()
-        raise ValueError(_CSR_MESSAGES[code].format(v=int(value), e=e, w=where, n=n))
-    _validated[indices] = (indices._version, weakref.ref(indptr), indptr._version)
-
-
-def _check_csr_torch(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[int, int]:
-    n, e = indptr.numel() - 1, indices.numel()
-    if int(indptr[0]) != 0:
-        return 0, 0
-    if int(indptr[-1]) != e:
-        return 1, n
-    bad = (indptr[1:] < indptr[:-1]).nonzero()
-    if bad.numel():
-        return 2, int(bad[0])
-    bad = ((indices < 0) | (indices >= n)).nonzero()
-    if bad.numel():
-        return 3, int(bad[0])
-    return -1, 0

@@ -12,15 +12,14 @@ import torch
 
 from rstg_fast.ops import backends
 from rstg_fast.ops._checks import (
-    as_int64,
     call_validated,
     check_backward_tensors,
-    check_csr_contents,
     check_inputs,
     check_tensors,
     take_validated,
 )
 from rstg_fast.ops._dtypes import acc_dtype
+from rstg_fast.ops._graph_cache import checked_csr
 
 _lib = torch.library.Library("rstg_fast", "DEF")  # noqa: TOR901 - we own this namespace
 _lib.define(
@@ -45,9 +44,9 @@ def _contiguous(*ts):
 def _forward_impl(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
     if not take_validated():
         scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
-        indptr, indices = as_int64(indptr), as_int64(indices)
-    S, R, Q, K, W2, b2, indptr, indices = _contiguous(S, R, Q, K, W2, b2, indptr, indices)
-    check_csr_contents(indptr, indices)
+    # on every call, validated or not: the kernels only ever see a checked graph
+    indptr, indices = checked_csr(indptr, indices)
+    S, R, Q, K, W2, b2 = _contiguous(S, R, Q, K, W2, b2)
     return backends.module(backend).forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale)
 
 
@@ -55,11 +54,11 @@ def _backward_impl(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale
     if not take_validated():
         scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
         check_backward_tensors(dO, O, lse, S, W2, heads)
-        indptr, indices = as_int64(indptr), as_int64(indices)
-        check_csr_contents(*_contiguous(indptr, indices))
-    # Incoming gradients may be expanded views with stride 0, and saved indptr/indices are the
-    # caller's tensors (maybe strided views): kernels see contiguous memory.
-    dO, S, R, Q, K, W2, b2, indptr, indices, O, lse = _contiguous(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse)
+    # saved indptr/indices are the caller's tensors, which may have been edited since the
+    # forward: checked again (see _graph_cache)
+    indptr, indices = checked_csr(indptr, indices)
+    # Incoming gradients may be expanded views with stride 0: kernels see contiguous memory.
+    dO, S, R, Q, K, W2, b2, O, lse = _contiguous(dO, S, R, Q, K, W2, b2, O, lse)
     dS, dR, dQ, dK, dW2, db2 = backends.module(backend).backward(
         dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale
     )
@@ -101,6 +100,8 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, dO, _dlse, validated: bool = False):
+    if torch.is_grad_enabled():  # backward(create_graph=True): the gradients must be differentiable
+        return _differentiable_backward(ctx, dO)
     S, R, Q, K, W2, b2, indptr, indices, O, lse = ctx.saved_tensors
     args = (dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, ctx.heads, ctx.scale, ctx.backend)
     op = torch.ops.rstg_fast.message_attention_backward.default
@@ -108,6 +109,24 @@ def _backward(ctx, dO, _dlse, validated: bool = False):
     if not ctx.has_w2:
         dW2 = db2 = None
     return dS, dR, dQ, dK, dW2, db2, None, None, None, None, None
+
+
+def _differentiable_backward(ctx, dO):
+    """Gradients as a differentiable function of the inputs and ``dO``, through the reference
+    maths (materialises the edges: double backward is for checks such as gradient penalties,
+    not the training path). The fused backward kernels are not themselves differentiable, and
+    leaving them in the graph would make a second derivative silently zero."""
+    from rstg_fast.ops.backends.reference import message_attention_reference
+
+    S, R, Q, K, W2, b2, indptr, indices, _O, _lse = ctx.saved_tensors
+    indptr, indices = checked_csr(indptr, indices)
+    inputs = [S, R, Q, K] + ([W2, b2] if ctx.has_w2 else [])
+    wanted = [t for t in inputs if t.requires_grad]
+    out, _ = message_attention_reference(S, R, Q, K, W2, b2, indptr, indices, ctx.heads, ctx.scale)
+    grads = iter(torch.autograd.grad(out, wanted, dO, create_graph=True, allow_unused=True) if wanted else ())
+    result = [next(grads) if t.requires_grad else None for t in inputs]
+    result += [None] * (6 - len(result))
+    return (*result, None, None, None, None, None)
 
 
 torch.library.register_autograd("rstg_fast::message_attention", _backward, setup_context=_setup_context)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rstg_fast.ops._checks import as_int64, call_validated, check_inputs
+from rstg_fast.ops._checks import call_validated, check_inputs
 from rstg_fast.ops._library import MessageAttentionFunction  # importing registers the torch ops
 
 
@@ -57,7 +57,6 @@ def message_attention(
         options, before any kernel runs.
     """
     scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
-    indptr, indices = as_int64(indptr), as_int64(indices)
     args = (S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
     if torch.compiler.is_compiling():  # the registered op (its autograd is registered)
         O, lse = torch.ops.rstg_fast.message_attention.default(*args)

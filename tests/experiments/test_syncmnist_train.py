@@ -306,7 +306,7 @@ def test_ddp_error_on_one_rank_ends_the_run(tmp_path, source):
 
 
 def test_global_batch_norm_equals_batchnorm1d():
-    from rstg_fast.experiments.syncmnist_model import GlobalBatchNorm
+    from rstg_fast.modules.norm import GlobalBatchNorm
 
     torch.manual_seed(0)
     x = (torch.randn(13, 7, dtype=torch.float64) * 1e-3 + 5.0).requires_grad_()

@@ -14,12 +14,11 @@ deterministic in both modes (fixed-order reductions).
 from __future__ import annotations
 
 import functools
-import weakref
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 from rstg_fast._ext import require_extension
+from rstg_fast.ops._graph_cache import graph_cache
 from rstg_fast.ops.backends import cuda_plan
 from rstg_fast.ops.backends.cuda_plan import BG, check_launch_limits, pad32
 
@@ -27,9 +26,6 @@ DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 W2_SLOT_BUDGET = 128 * 2**20  # bytes of dW2 partial slots at most (caps the persistent grid)
 
 _PLAN_FIELDS = ("item_node", "item_begin", "item_end", "item_slot", "other", "split_node", "split_ptr")
-
-# indices tensor -> (indices version, weakref(indptr), indptr version, {orientation: plan}).
-_plans = WeakIdKeyDictionary()
 
 
 class DevicePlan:
@@ -49,19 +45,14 @@ class DevicePlan:
 
 def plan_for(indptr: torch.Tensor, indices: torch.Tensor, by_source: bool) -> DevicePlan:
     """The cached plan of a graph (by destination, or transposed by source)."""
-    entry = _plans.get(indices)
-    if not (
-        entry is not None and entry[0] == indices._version and entry[1]() is indptr and entry[2] == indptr._version
-    ):
-        entry = (indices._version, weakref.ref(indptr), indptr._version, {})
-        _plans[indices] = entry
-    cache = entry[3]
-    if by_source not in cache:
+
+    def build() -> DevicePlan:
         ip, ix = indptr.cpu().numpy(), indices.cpu().numpy()
         if by_source:
             ip, ix = cuda_plan.transpose_csr(ip, ix)
-        cache[by_source] = DevicePlan(cuda_plan.build_plan(ip, ix), indices.device)
-    return cache[by_source]
+        return DevicePlan(cuda_plan.build_plan(ip, ix), indices.device)
+
+    return graph_cache.get(indptr, indices, ("cuda_plan", by_source), build)
 
 
 def _multiprocessors(device: torch.device) -> int:

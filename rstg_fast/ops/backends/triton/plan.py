@@ -14,11 +14,11 @@ tensor, its version counter and ``indptr``); building it reads ``indptr`` on the
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
+
+from rstg_fast.ops._graph_cache import graph_cache
 
 
 @dataclass(frozen=True)
@@ -84,26 +84,11 @@ def build_plan(indptr: torch.Tensor, chunk: int | None = None) -> Plan:
     return Plan(items_t, merges_t, slots, int(chunk), max_len)
 
 
-# indices tensor -> {(chunk, indices version, indptr version): (indptr weakref, Plan)}
-_cache = WeakIdKeyDictionary()
-
-
 def get_plan(indptr: torch.Tensor, indices: torch.Tensor, chunk: int | None = None) -> Plan:
     """Cached :func:`build_plan` (one host read of ``indptr`` per graph and chunk size)."""
     if chunk is None:
         chunk = default_chunk(indptr.numel() - 1, indices.numel())
-    per_graph = _cache.get(indices)
-    if per_graph is None:
-        per_graph = _cache[indices] = {}
-    key = (chunk, indices._version, indptr._version)
-    hit = per_graph.get(key)
-    if hit is not None and hit[0]() is indptr:
-        return hit[1]
-    plan = build_plan(indptr, chunk)
-    for old in [k for k in per_graph if k[1:] != key[1:] or per_graph[k][0]() is not indptr]:
-        del per_graph[old]  # plans of an older version of this graph are stale
-    per_graph[key] = (weakref.ref(indptr), plan)
-    return plan
+    return graph_cache.get(indptr, indices, ("triton_plan", chunk), lambda: build_plan(indptr, chunk))
 
 
 def transpose_csr(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,15 +103,6 @@ def transpose_csr(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Te
     return indptr_t, dst[order].contiguous()
 
 
-_transposed = WeakIdKeyDictionary()  # indices -> (versions, indptr weakref, (indptr_t, indices_t))
-
-
 def get_transposed(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached :func:`transpose_csr`; the returned tensors stay alive as long as ``indices``."""
-    hit = _transposed.get(indices)
-    versions = (indices._version, indptr._version)
-    if hit is not None and hit[0] == versions and hit[1]() is indptr:
-        return hit[2]
-    result = transpose_csr(indptr, indices)
-    _transposed[indices] = (versions, weakref.ref(indptr), result)
-    return result
+    return graph_cache.get(indptr, indices, "transposed", lambda: transpose_csr(indptr, indices))
