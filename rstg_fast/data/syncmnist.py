@@ -58,6 +58,24 @@ def label_pair(label: int) -> tuple[int, int] | None:
     return hi, label - hi * (hi - 1) // 2
 
 
+# class -> (hi, lo) digits of its pair; class 45 (no synced pair) -> (-1, -1)
+_PAIR_DIGITS = np.array([label_pair(c) or (-1, -1) for c in range(NUM_CLASSES)], dtype=np.int64)
+
+
+def names_present_pair(pred: np.ndarray, digits: np.ndarray) -> np.ndarray:
+    """Whether each predicted class names two digits that are both in its video.
+
+    ``pred (n,)`` classes, ``digits (n, k)`` the videos' digit classes -> ``(n,)`` bool (class
+    45 names no pair: False). Among such predictions the right one is the synced pair, one of
+    ``k (k - 1) / 2`` pairs of present digits: the *pair-given-digits* accuracy (right answers
+    among them; chance 1/3 for three digits) measures the space-time relation alone, apart
+    from recognising the digits (docs/syncmnist.md).
+    """
+    hi, lo = _PAIR_DIGITS[np.asarray(pred)].T
+    present = lambda d: (digits == d[:, None]).any(1)  # noqa: E731
+    return (hi >= 0) & present(hi) & present(lo)
+
+
 @dataclass
 class SyncMNISTBatch:
     """Generated videos and their ground truth.

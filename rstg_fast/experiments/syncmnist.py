@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -37,7 +38,10 @@ PRESETS: dict[str, dict] = {
         message_dim=64,
         iterations=2,
         lr=3e-3,
-        pretrain_steps=400,
+        pretrain_steps=800,
+        motion=True,
+        freeze_backbone=True,
+        input_norm="batch",
     ),
     # the paper-sized run, meant for a GPU
     "full": dict(
@@ -51,8 +55,13 @@ PRESETS: dict[str, dict] = {
         iterations=3,
         lr=5e-4,
         pretrain_steps=0,
+        motion=False,
+        freeze_backbone=False,
+        input_norm="batch",
     ),
 }
+# the full preset's training speed on the 2-core reference CPU (docs/syncmnist.md)
+FULL_PRESET_CPU_VIDEOS_PER_S = 10.0
 # settings that may change between a run and its --resume (they do not change the maths)
 # (not --eval-batch-size: test block c is generate(eval_batch_size, ..., stream=c))
 RESUME_FREE = {
@@ -103,6 +112,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("pretrain_steps", int),
     ):
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help="(default from the preset)")
+    p.add_argument(
+        "--motion",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="backbone input [frame, frame difference] and a motion warm-up (default from the preset)",
+    )
+    p.add_argument(
+        "--freeze-backbone",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train only RSTG and the head after the backbone warm-up (default from the preset)",
+    )
+    p.add_argument(
+        "--input-norm", choices=("none", "batch"), default=None, help="RSTG input_norm (default from the preset)"
+    )
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: momentum 0.9")
     p.add_argument("--eval-batch-size", type=int, default=128)
@@ -150,15 +174,55 @@ def resolve(args: argparse.Namespace) -> dict:
             raise ValueError(f"--{k.replace('_', '-')} must be a finite number >= 0, got {cfg[k]}")
     if not 2 <= cfg["digits"] <= 10:
         raise ValueError(f"--digits must be in [2, 10], got {cfg['digits']}")
+    check_runtime(cfg)
     return cfg
+
+
+def check_runtime(cfg: dict) -> None:
+    """Refuse, before any work or checkpoint, what cannot run here: a CUDA device without
+    CUDA, a backend that does not run on the device or in the ``--dtype`` (the op sees the
+    autocast dtype); warn about a float16 run on a CPU and the GPU-sized preset on a CPU."""
+    import torch
+
+    from rstg_fast.ops._checks import check_backend
+
+    device = cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {cfg['device']!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg['device']}: CUDA is not available (torch {torch.__version__})")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {cfg['device']!r}")
+    dtype = getattr(torch, cfg["dtype"])
+    try:
+        check_backend(cfg["backend"], device, dtype)
+    except ValueError as e:
+        raise ValueError(f"--backend {cfg['backend']} with --dtype {cfg['dtype']} on {device.type}: {e}") from None
+    if device.type == "cpu" and cfg["dtype"] == "float16":
+        print("warning: --dtype float16 on a CPU is emulated and slow; float32 or bfloat16 is faster", file=sys.stderr)
+    if device.type == "cpu" and cfg["preset"] == "full":
+        videos = cfg["epochs"] * cfg["steps_per_epoch"] * cfg["batch_size"]
+        print(
+            f"warning: the full preset ({videos:,} training videos, node width {cfg['node_dim']}) is sized for a GPU;"
+            f" on a CPU it would take about {videos / FULL_PRESET_CPU_VIDEOS_PER_S / 3600:.0f} hours"
+            " (docs/syncmnist.md). Use --quick, or a recipe from docs/syncmnist.md, on a CPU",
+            file=sys.stderr,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     from rstg_fast._distributed import leaving_distributed
-    from rstg_fast.experiments.syncmnist_train import train
+    from rstg_fast.experiments.syncmnist_train import TrainingDiverged, train
 
-    with leaving_distributed():
-        result = train(resolve(args))
+    cfg = resolve(args)
+    try:
+        with leaving_distributed():
+            result = train(cfg)
+    except TrainingDiverged as e:
+        print(f"rstg-fast syncmnist: error: {e}", file=sys.stderr)
+        return 1
     return 0 if result is not None else 1
 
 
@@ -168,7 +232,11 @@ def main_report(result: dict) -> str:
         f"SyncMNIST ({result['digits']} digits, schedule={result['schedule']}, positional={result['positional']})",
         f"  test accuracy  {100 * result['test_acc']:.2f} %  on {result['test_videos']} videos"
         f"  (chance {100 / 46:.2f} %)",
-        f"  train accuracy {100 * result['train_acc']:.2f} %  (last epoch, running)",
+        f"  pair given digits {100 * result['test_pair_given_digits']:.1f} %  of the"
+        f" {100 * result['test_named']:.1f} % of test predictions that name two digits of their video"
+        f"  (chance {100 / math.comb(result['digits'], 2):.1f} %)",
+        f"  train accuracy {100 * result['train_acc']:.2f} %  (last epoch, running;"
+        f" pair given digits {100 * result['train_pair_given_digits']:.1f} %)",
         f"  epochs {result['epochs']}, {result['steps']} steps, {result['train_time_s']:.0f} s training,"
         f" device {result['device']}, dtype {result['dtype']}, world {result['world']}",
     ]

@@ -7,6 +7,11 @@ Backbone, per frame (weights shared over time), for ``64 x 64`` grey frames:
     conv 3x3 valid (c -> c), ReLU                        8 -> 6
 
 giving the ``(B, c, T, 6, 6)`` volume of the canonical ``syncmnist`` shape (docs/design.md §5).
+
+With ``motion=True`` each frame enters as two channels, the frame and its difference to the
+previous frame (zero for the first), so the per-frame features can carry the digits' motion
+(docs/syncmnist.md, "What the relation needs": RSTG learns which pair moves together within
+a few thousand steps from per-digit velocity features, and at a crawl from positions alone).
 Each conv is followed by GroupNorm (per-sample statistics, so data-parallel training equals
 one process; batch norm would not).
 The strided first layer keeps the backbone cheap on a CPU (about 6x less time than a
@@ -33,13 +38,15 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ConvBackbone(nn.Module):
-    """``(B, 1, T, 64, 64)`` -> ``(B, channels, T, 6, 6)``."""
+    """``(B, 1, T, 64, 64)`` -> ``(B, channels, T, 6, 6)``; ``motion``: the input of frame ``t`` is
+    ``[x_t, x_t - x_{t-1}]``."""
 
-    def __init__(self, channels: int = 64) -> None:
+    def __init__(self, channels: int = 64, motion: bool = False) -> None:
         super().__init__()
         half = max(channels // 2, 1)
+        self.motion = motion
         self.layers = nn.Sequential(
-            nn.Conv2d(1, half, 4, stride=2, padding=1, bias=False),
+            nn.Conv2d(2 if motion else 1, half, 4, stride=2, padding=1, bias=False),
             _norm(half),
             nn.ReLU(),
             nn.MaxPool2d(2),
@@ -53,6 +60,8 @@ class ConvBackbone(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.motion:
+            x = torch.cat([x, torch.cat([torch.zeros_like(x[:, :, :1]), x.diff(dim=2)], 2)], 1)
         b, c, t, h, w = x.shape
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)
         y = self.layers(frames)
@@ -66,9 +75,11 @@ class SyncMNISTNet(nn.Module):
     ``iterations``, ``schedule``, ``positional``, ``backend``, ...).
     """
 
-    def __init__(self, channels: int = 64, num_classes: int = NUM_CLASSES, **rstg_kwargs: object) -> None:
+    def __init__(
+        self, channels: int = 64, num_classes: int = NUM_CLASSES, motion: bool = False, **rstg_kwargs: object
+    ) -> None:
         super().__init__()
-        self.backbone = ConvBackbone(channels)
+        self.backbone = ConvBackbone(channels, motion)
         self.rstg = RSTG(channels, readout="vec", **rstg_kwargs)
         dim = self.rstg_dim(rstg_kwargs)
         # RSTG-to-vec's output is mostly a video-independent vector: its spread over a batch is

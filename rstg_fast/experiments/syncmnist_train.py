@@ -16,7 +16,7 @@ from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
 from rstg_fast._distributed import DistInfo, all_sum, barrier, init_distributed
 from rstg_fast._progress import Progress
 from rstg_fast.data.shards import to_tensor
-from rstg_fast.data.syncmnist import generate
+from rstg_fast.data.syncmnist import generate, names_present_pair
 from rstg_fast.experiments.syncmnist import RESUME_FREE, dump_json, epoch_order, main_report
 from rstg_fast.experiments.syncmnist_model import SyncMNISTNet
 from rstg_fast.experiments.syncmnist_runtime import plot_curves
@@ -33,6 +33,8 @@ def build_model(cfg: dict) -> SyncMNISTNet:
         schedule=cfg["schedule"],
         positional=cfg["positional"],
         backend=cfg["backend"],
+        motion=cfg["motion"],
+        input_norm=cfg["input_norm"],
     )
 
 
@@ -56,23 +58,49 @@ class TestSet:
         self.blocks = []
         for c in range(info.rank, -(-n // bs), info.world):
             b = generate(min(bs, n - c * bs), cfg["digits"], "test", cfg["seed"], stream=c, source=cfg["source"])
-            self.blocks.append((b.videos, b.labels))
+            self.blocks.append((b.videos, b.labels, b.digits))
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, cfg: dict, device: torch.device) -> tuple[float, float]:
-        """Mean loss and accuracy over the whole test set (all ranks)."""
+    def evaluate(self, model: torch.nn.Module, cfg: dict, device: torch.device) -> dict[str, float]:
+        """Loss, accuracy and the pair-given-digits measures over the whole test set (all ranks)."""
         model.eval()
-        loss_sum = correct = count = 0.0
-        for videos, labels in self.blocks:
+        totals = [0.0] * len(TALLY)
+        for videos, labels, digits in self.blocks:
             x, y = to_tensor(videos).to(device), torch.from_numpy(labels).to(device)
             with _autocast(device, cfg["dtype"]):
                 logits = model(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            count += len(labels)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum").item()
+            totals = [a + b for a, b in zip(totals, tally(loss, logits, labels, digits), strict=True)]
         model.train()
-        loss_sum, correct, count = all_sum([loss_sum, correct, count], device)
-        return loss_sum / count, correct / count
+        return measures(all_sum(totals, device))
+
+
+TALLY = ("loss_sum", "correct", "count", "named", "named_correct")
+
+
+def tally(loss_sum: float, logits: torch.Tensor, labels, digits) -> list[float]:
+    """A batch's counts, in the order of ``TALLY``."""
+    pred = logits.argmax(1).cpu().numpy()
+    right = pred == labels
+    named = names_present_pair(pred, digits)
+    return [loss_sum, float(right.sum()), float(len(labels)), float(named.sum()), float((right & named).sum())]
+
+
+def measures(totals: list[float]) -> dict[str, float]:
+    """Loss, accuracy, the share of predictions naming two digits of the video ("named") and
+    the accuracy among those ("pair_given_digits", chance 1/3 with three digits)."""
+    t = dict(zip(TALLY, totals, strict=True))
+    count = max(t["count"], 1.0)
+    return {
+        "loss": t["loss_sum"] / count,
+        "acc": t["correct"] / count,
+        "named": t["named"] / count,
+        "pair_given_digits": t["named_correct"] / t["named"] if t["named"] else 0.0,
+    }
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops, reporting no accuracy."""
 
 
 def _check_resume_config(old: dict, new: dict) -> None:
@@ -169,13 +197,16 @@ def train(cfg: dict) -> dict | None:
     if cfg["pretrain_steps"] > 0 and (state is None or "pretrain" in state):
         pretrain_acc = _pretrain(model, cfg, device, info, ckpt_path, state)
         state = None  # the training phase starts afresh from the warmed-up backbone
+    if cfg["freeze_backbone"]:  # keeps the warm-up's motion features (docs/syncmnist.md)
+        model.backbone.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
     if cfg["optimizer"] == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
+        opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
     else:
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["dtype"] == "float16")
     epoch, step, history, run_time = 0, 0, [], 0.0
-    running = [0.0, 0.0, 0.0]  # loss sum, correct, count of the current epoch (all ranks)
+    running = [0.0] * len(TALLY)  # the current epoch's counts (TALLY), summed over ranks at the end
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -183,7 +214,8 @@ def train(cfg: dict) -> dict | None:
         _set_rng_state(state, device)
         epoch, step, history, run_time = state["epoch"], state["step"], state["history"], state["train_time_s"]
         pretrain_acc = list(state["pretrain_acc"])
-        running = list(state["running"]) if info.is_main else [0.0, 0.0, 0.0]
+        running = list(state["running"]) if info.is_main else [0.0] * len(TALLY)
+        running += [0.0] * (len(TALLY) - len(running))  # a checkpoint from before "named" was counted
         if info.is_main:  # a kill between the checkpoint and the log write left the log behind
             write_jsonl(os.path.join(out, "metrics.jsonl"), history)
     net = model
@@ -238,17 +270,23 @@ def train(cfg: dict) -> dict | None:
             with _autocast(device, cfg["dtype"]):
                 logits = net(x)
             loss = F.cross_entropy(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the training loss became {loss.item()} at step {gstep + 1} (epoch {epoch + 1}): the run "
+                    f"diverged; no accuracy is reported. Try a lower --lr (now {cfg['lr']:g})"
+                    + (" or --dtype float32" if cfg["dtype"] != "float32" else "")
+                )
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
             scaler.step(opt)
             scaler.update()
-            running[0] += loss.item() * len(y)
-            running[1] += (logits.argmax(1) == y).sum().item()
-            running[2] += len(y)
+            counts = tally(loss.item() * len(y), logits.detach(), batch.labels[rows], batch.digits[rows])
+            running = [a + b for a, b in zip(running, counts, strict=True)]
             step += 1
-            bar.set_postfix(loss=running[0] / running[2], acc=running[1] / running[2])
+            now = measures(running)
+            bar.set_postfix(loss=now["loss"], acc=now["acc"], pair=now["pair_given_digits"])
             bar.update(1)
             stop = cfg["stop_after_steps"] and gstep + 1 >= cfg["stop_after_steps"]
             if step < steps and (stop or (cfg["ckpt_steps"] and (gstep + 1) % cfg["ckpt_steps"] == 0)):
@@ -256,29 +294,29 @@ def train(cfg: dict) -> dict | None:
             if stop and step < steps:
                 bar.close()
                 return None
-        loss_sum, correct, count = all_sum(running, device)
-        test_loss, test_acc = test_set.evaluate(model, cfg, device)
+        train = measures(all_sum(running, device))
+        test = test_set.evaluate(model, cfg, device)
         elapsed = time.perf_counter() - t0
         history.append(
             {
                 "epoch": epoch + 1,
                 "step": (epoch + 1) * steps,
                 "lr": lr_at(cfg, (epoch + 1) * steps - 1),
-                "train_loss": loss_sum / count,
-                "train_acc": correct / count,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
+                **{f"train_{k}": v for k, v in train.items()},
+                **{f"test_{k}": v for k, v in test.items()},
                 "time_s": round(elapsed, 3),
             }
         )
-        epoch, step, running = epoch + 1, 0, [0.0, 0.0, 0.0]
+        epoch, step, running = epoch + 1, 0, [0.0] * len(TALLY)
         checkpoint(epoch, 0, elapsed)
         if info.is_main:
             write_jsonl(os.path.join(out, "metrics.jsonl"), history)
             h = history[-1]
             print(
-                f"\nepoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {100 * h['train_acc']:.2f} %, "
-                f"test loss {h['test_loss']:.4f} acc {100 * h['test_acc']:.2f} % ({elapsed:.0f} s)",
+                f"\nepoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {100 * h['train_acc']:.2f} % "
+                f"(pair given digits {100 * h['train_pair_given_digits']:.1f} %), test loss {h['test_loss']:.4f} "
+                f"acc {100 * h['test_acc']:.2f} % (pair given digits {100 * h['test_pair_given_digits']:.1f} %, "
+                f"naming two present digits {100 * h['test_named']:.1f} %) ({elapsed:.0f} s)",
                 file=sys.stderr,
             )
         if cfg["stop_after_steps"] and epoch * steps >= cfg["stop_after_steps"] and epoch < cfg["epochs"]:
@@ -290,6 +328,9 @@ def train(cfg: dict) -> dict | None:
         "test_acc": last["test_acc"],
         "test_loss": last["test_loss"],
         "train_acc": last["train_acc"],
+        "test_named": last["test_named"],
+        "test_pair_given_digits": last["test_pair_given_digits"],
+        "train_pair_given_digits": last["train_pair_given_digits"],
         "epochs": cfg["epochs"],
         "steps": total,
         "train_time_s": last["time_s"],

@@ -325,3 +325,77 @@ def test_global_batch_norm_equals_batchnorm1d():
     torch.testing.assert_close(ours.running_var, ref.running_var)
     ours.eval(), ref.eval()
     torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_motion_warm_up_then_frozen_backbone_resumes_exactly(tmp_path, source):
+    extra = ("--motion", "--freeze-backbone", "--pretrain-steps", "3")
+    full, part = tmp_path / "full", tmp_path / "part"
+    result = train(cfg_of(tiny_argv(full, source, *extra)))
+    assert result["config"]["motion"] and result["config"]["freeze_backbone"]
+    train(cfg_of(tiny_argv(part, source, *extra, "--stop-after-steps", "1")))
+    train(cfg_of(tiny_argv(part, source, *extra, "--resume")))
+    _assert_same_run(full, part)
+    # frozen: the backbone after training is the backbone after the warm-up (3 steps, seed 0)
+    warm = tmp_path / "warm"
+    train(cfg_of(tiny_argv(warm, source, *extra, "--stop-after-steps", "1")))
+    trained = load_checkpoint(str(full / "checkpoint.pt"))["model"]
+    after_warm_up = load_checkpoint(str(warm / "checkpoint.pt"))["model"]
+    for k, v in trained.items():
+        if k.startswith("backbone."):
+            assert torch.equal(v, after_warm_up[k]), k
+    assert trained["backbone.layers.0.weight"].shape[1] == 2  # frame and frame difference
+
+
+def test_motion_clips_move_one_digit_one_step(source):
+    from rstg_fast.data.syncmnist import MAX_STEP
+    from rstg_fast.experiments.syncmnist_pretrain import motion_clips
+
+    frames, labels, steps = motion_clips(6, seed=0, step=0, source=str(source))
+    again = motion_clips(6, seed=0, step=0, source=str(source))
+    assert frames.shape == (6, 2, 64, 64) and np.array_equal(frames, again[0])
+    assert steps.shape == (6, 2) and (np.abs(steps) <= MAX_STEP).all() and (steps != 0).any()
+    # the digit's centre of mass moves by the step, scaled 64 / 100 (up to rounding of the resize)
+    ys = np.arange(64)[:, None]
+    for f, s in zip(frames.astype(float), steps, strict=True):
+        c = [((f[t] * ys).sum() / f[t].sum(), (f[t] * ys.T).sum() / f[t].sum()) for t in (0, 1)]
+        np.testing.assert_allclose(np.subtract(c[1], c[0]), s * 0.64, atol=0.35)
+
+
+def test_metrics_report_pair_given_digits(tmp_path, source):
+    result = train(cfg_of(tiny_argv(tmp_path, source)))
+    for key in ("test_named", "test_pair_given_digits", "train_pair_given_digits"):
+        assert 0.0 <= result[key] <= 1.0
+    line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"train_named", "train_pair_given_digits", "test_named", "test_pair_given_digits"} <= set(line)
+    assert "pair given digits" in syncmnist.main_report(result)
+
+
+def test_names_present_pair():
+    from rstg_fast.data.syncmnist import NO_SYNC, names_present_pair, pair_label
+
+    digits = np.array([[3, 1, 7], [3, 1, 7], [2, 5, 9]])
+    pred = np.array([pair_label(3, 7), pair_label(3, 2), NO_SYNC])
+    assert names_present_pair(pred, digits).tolist() == [True, False, False]
+
+
+def test_diverging_run_stops_with_a_message_and_no_accuracy(tmp_path, source, capsys):
+    argv = tiny_argv(tmp_path, source, "--lr", "1e30", "--weight-decay", "0", "--epochs", "3")
+    p = argparse.ArgumentParser()
+    syncmnist.add_arguments(p)
+    assert syncmnist.run(p.parse_args(argv)) == 1
+    err = capsys.readouterr().err
+    assert "the training loss became" in err and "--lr" in err
+    assert not (tmp_path / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    "flags,name",
+    [(("--device", "cuda"), "CUDA is not available"), (("--backend", "cuda"), "--backend"),
+     (("--backend", "cpu", "--dtype", "float16"), "--backend cpu with --dtype float16")],
+)  # fmt: skip
+def test_flags_that_cannot_work_are_refused_before_any_work(tmp_path, source, flags, name):
+    if torch.cuda.is_available() and "cuda" in flags:
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match=name):
+        cfg_of(tiny_argv(tmp_path, source, *flags))
+    assert not any(tmp_path.iterdir())  # nothing written
