@@ -109,11 +109,9 @@ class RSTGBase(nn.Module):
             raise ValueError(
                 f"dim_map must be at least the largest scale side, got dim_map={dim_map} for scales {self.scales}"
             )
-        from rstg_fast.ops import backends
+        from rstg_fast.ops.backends import check_backend_name
 
-        if not isinstance(backend, str) or (backend != "auto" and backend not in backends.BACKENDS):
-            raise ValueError(f"backend must be 'auto' or one of {sorted(backends.BACKENDS)}, got {backend!r}")
-        self.backend = backend
+        self.backend = check_backend_name(backend)
         self.num_nodes = sum(sh * sw for sh, sw in self.scales)
 
         self.input_proj = nn.Linear(in_channels, node_dim) if in_channels != node_dim else None

@@ -4,13 +4,11 @@ kernel. Messages name the argument and say what was received."""
 from __future__ import annotations
 
 import math
-import os
-import threading
 
 import torch
 
-from rstg_fast.ops import backends
 from rstg_fast.ops._dtypes import acc_dtype
+from rstg_fast.ops.backends import resolve_backend as check_backend
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -118,62 +116,3 @@ def check_backward_tensors(dO, O, lse, S, W2, heads) -> None:
             raise ValueError(f"{name} must have dtype {dtype}, got {t.dtype}")
         if t.device != S.device:
             raise ValueError(f"{name} must be on the device of S ({S.device}), got {t.device}")
-
-
-def check_backend(backend, device: torch.device, dtype: torch.dtype) -> str:
-    """Resolve ``"auto"`` and check the backend runs on ``device`` and ``dtype``."""
-    if not isinstance(backend, str):
-        raise ValueError(f"backend must be a string, got {backend!r}")
-    if backend == "auto":
-        backend = backends.auto_backend(device, dtype)
-    spec = backends.BACKENDS.get(backend)
-    if spec is None:
-        raise ValueError(f"backend must be 'auto' or one of {sorted(backends.BACKENDS)}, got {backend!r}")
-    if device.type not in spec.devices:
-        raise ValueError(f"backend {backend!r} runs on {spec.devices} tensors, got tensors on {device}")
-    if dtype not in spec.dtypes:
-        raise ValueError(f"backend {backend!r} supports {[str(d) for d in spec.dtypes]}, got {dtype}")
-    why = _unavailable(backend, device)
-    if why is not None:
-        raise ValueError(f"backend {backend!r} is not available: {why}")
-    return backend
-
-
-class _Validated(threading.local):
-    flag = False
-
-
-# Set by callers that ran check_inputs on exactly the arguments they pass to the op (the
-# public function, MessageAttentionFunction): the op impls then skip their own check, which
-# would cost as much again per call (docs/architecture.md). Thread-local; read once and
-# cleared by the impl, so it never covers a later call.
-_validated_call = _Validated()
-
-
-def call_validated(fn, *args):
-    """``fn(*args)`` where the arguments already passed :func:`check_inputs` (backend resolved)."""
-    _validated_call.flag = True
-    try:
-        return fn(*args)
-    finally:
-        _validated_call.flag = False
-
-
-def take_validated() -> bool:
-    """True if the current op call comes through :func:`call_validated` (and clears it)."""
-    flag = _validated_call.flag
-    _validated_call.flag = False
-    return flag
-
-
-# Availability of a backend on a device is decided once per process and interpreter setting
-# (it asks the build, the driver and the environment): per-call cost matters at the paper's
-# shapes. TRITON_INTERPRET is part of the key because tests switch it on and off.
-_availability: dict[tuple[str, torch.device, str | None], str | None] = {}
-
-
-def _unavailable(backend: str, device: torch.device) -> str | None:
-    key = (backend, device, os.environ.get("TRITON_INTERPRET"))
-    if key not in _availability:
-        _availability[key] = backends.BACKENDS[backend].unavailable(device)
-    return _availability[key]

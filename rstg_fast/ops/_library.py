@@ -11,13 +11,7 @@ from __future__ import annotations
 import torch
 
 from rstg_fast.ops import backends
-from rstg_fast.ops._checks import (
-    call_validated,
-    check_backward_tensors,
-    check_inputs,
-    check_tensors,
-    take_validated,
-)
+from rstg_fast.ops._checks import check_backward_tensors, check_inputs, check_tensors
 from rstg_fast.ops._dtypes import acc_dtype
 from rstg_fast.ops._graph_cache import checked_csr
 
@@ -37,34 +31,37 @@ def _contiguous(*ts):
     return tuple(t.contiguous() if t is not None else None for t in ts)
 
 
-# ``torch.ops`` callers reach the impls without the public function's checks, so the impls
-# validate (the same check_inputs) unless the caller already did (call_validated).
-
-
-def _forward_impl(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
-    if not take_validated():
-        scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
-    # on every call, validated or not: the kernels only ever see a checked graph
-    indptr, indices = checked_csr(indptr, indices)
+def launch_forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
+    """The backend's forward on validated arguments (``check_inputs`` ran, backend resolved)."""
+    indptr, indices = checked_csr(indptr, indices)  # every call: the kernels only see a checked graph
     S, R, Q, K, W2, b2 = _contiguous(S, R, Q, K, W2, b2)
     return backends.module(backend).forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale)
 
 
-def _backward_impl(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale, backend):
-    if not take_validated():
-        scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
-        check_backward_tensors(dO, O, lse, S, W2, heads)
-    # saved indptr/indices are the caller's tensors, which may have been edited since the
-    # forward: checked again (see _graph_cache)
+def launch_backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale, backend):
+    """The backend's backward on validated arguments; ``(dS, dR, dQ, dK, dW2, db2)``, the last
+    two None without ``W2``."""
+    # the saved indptr/indices are the caller's tensors, maybe edited since the forward
     indptr, indices = checked_csr(indptr, indices)
     # Incoming gradients may be expanded views with stride 0: kernels see contiguous memory.
     dO, S, R, Q, K, W2, b2, O, lse = _contiguous(dO, S, R, Q, K, W2, b2, O, lse)
-    dS, dR, dQ, dK, dW2, db2 = backends.module(backend).backward(
-        dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale
-    )
+    return backends.module(backend).backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale)
+
+
+# The registered ops serve torch.compile and torch.ops callers: they always validate.
+
+
+def _forward_impl(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
+    scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
+    return launch_forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
+
+
+def _backward_impl(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale, backend):
+    scale, backend = check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
+    check_backward_tensors(dO, O, lse, S, W2, heads)
+    dS, dR, dQ, dK, dW2, db2 = launch_backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale, backend)
     if W2 is None:  # the schema returns Tensors: empty stand-ins for absent W2/b2
-        dW2 = dW2 if dW2 is not None else S.new_empty(0)
-        db2 = db2 if db2 is not None else S.new_empty(0)
+        dW2, db2 = S.new_empty(0), S.new_empty(0)
     return dS, dR, dQ, dK, dW2, db2
 
 
@@ -99,16 +96,21 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(lse)
 
 
-def _backward(ctx, dO, _dlse, validated: bool = False):
+def _backward(ctx, dO, _dlse, eager: bool = False):
+    """Autograd of both paths. The registered op's backward is the registered backward op (so
+    torch.compile traces it through its fake kernel, and it validates); the eager
+    ``MessageAttentionFunction`` calls the launcher on its already validated arguments."""
     if torch.is_grad_enabled():  # backward(create_graph=True): the gradients must be differentiable
         return _differentiable_backward(ctx, dO)
     S, R, Q, K, W2, b2, indptr, indices, O, lse = ctx.saved_tensors
     args = (dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, ctx.heads, ctx.scale, ctx.backend)
-    op = torch.ops.rstg_fast.message_attention_backward.default
-    dS, dR, dQ, dK, dW2, db2 = call_validated(op, *args) if validated else op(*args)
-    if not ctx.has_w2:
-        dW2 = db2 = None
-    return dS, dR, dQ, dK, dW2, db2, None, None, None, None, None
+    if eager:
+        grads = launch_backward(*args)
+    else:
+        grads = torch.ops.rstg_fast.message_attention_backward.default(*args)
+        if not ctx.has_w2:
+            grads = (*grads[:4], None, None)
+    return (*grads, None, None, None, None, None)
 
 
 def _differentiable_backward(ctx, dO):
@@ -133,22 +135,18 @@ torch.library.register_autograd("rstg_fast::message_attention", _backward, setup
 
 
 class MessageAttentionFunction(torch.autograd.Function):
-    """The same autograd as above, as a plain ``autograd.Function`` for eager calls.
-
-    ``register_autograd`` costs about 30 us more per call than this (measured in
-    docs/architecture.md); at the paper's shapes that is as much as the kernel itself, so
-    the public function uses this class in eager mode and the registered op when compiling.
-    Its arguments must have passed ``check_inputs`` (backend resolved, int64 indices): the
-    op impls skip their own check for it, in forward and backward.
-    """
+    """The eager path of the public function: the same autograd as the registered op, around
+    the launchers directly. ``register_autograd`` plus the dispatcher cost tens of
+    microseconds more per call (docs/architecture.md); at the paper's shapes that is as much as
+    the kernel. Its arguments must have passed ``check_inputs`` (backend resolved)."""
 
     @staticmethod
     def forward(ctx, S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
         args = (S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend)
-        output = call_validated(torch.ops.rstg_fast.message_attention.default, *args)
+        output = launch_forward(*args)
         _setup_context(ctx, args, output)
         return output
 
     @staticmethod
     def backward(ctx, dO, _dlse):
-        return _backward(ctx, dO, _dlse, validated=True)
+        return _backward(ctx, dO, _dlse, eager=True)

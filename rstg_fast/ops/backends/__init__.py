@@ -16,6 +16,7 @@ or touches CUDA.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -121,7 +122,7 @@ def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
     """
     for name in AUTO_ORDER.get(device.type, ()):
         spec = BACKENDS.get(name)
-        if spec is not None and dtype in spec.dtypes and spec.unavailable(device) is None:
+        if spec is not None and dtype in spec.dtypes and unavailable(name, device) is None:
             return name
     return "reference"
 
@@ -129,3 +130,43 @@ def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
 # Preference per device type, fastest first (measured: docs/benchmarks.md). ``triton`` and
 # ``cuda`` join "cuda" only once they have run and been measured on a GPU.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": ("cpu",), "cuda": ()}
+
+
+def check_backend_name(backend) -> str:
+    """``backend`` if it is ``"auto"`` or a registered backend's name, else ValueError naming it
+    (the model constructors check their ``backend`` argument with this, before any tensor)."""
+    if not isinstance(backend, str) or (backend != "auto" and backend not in BACKENDS):
+        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def resolve_backend(backend, device: torch.device, dtype: torch.dtype) -> str:
+    """Resolve ``"auto"`` and check the backend runs on ``device`` and ``dtype`` and is usable
+    here; ValueError naming ``backend`` otherwise."""
+    if not isinstance(backend, str):
+        raise ValueError(f"backend must be a string, got {backend!r}")
+    if backend == "auto":
+        backend = auto_backend(device, dtype)
+    spec = BACKENDS.get(check_backend_name(backend))
+    if device.type not in spec.devices:
+        raise ValueError(f"backend {backend!r} runs on {spec.devices} tensors, got tensors on {device}")
+    if dtype not in spec.dtypes:
+        raise ValueError(f"backend {backend!r} supports {[str(d) for d in spec.dtypes]}, got {dtype}")
+    why = unavailable(backend, device)
+    if why is not None:
+        raise ValueError(f"backend {backend!r} is not available: {why}")
+    return backend
+
+
+# Availability of a backend on a device is decided once per process and interpreter setting
+# (it asks the build, the driver and the environment): per-call cost matters at the paper's
+# shapes. TRITON_INTERPRET is part of the key because tests switch it on and off.
+_availability: dict[tuple[str, torch.device, str | None], str | None] = {}
+
+
+def unavailable(backend: str, device: torch.device) -> str | None:
+    """Why ``backend`` cannot run on ``device`` here (None: it can); asked once per process."""
+    key = (backend, device, os.environ.get("TRITON_INTERPRET"))
+    if key not in _availability:
+        _availability[key] = BACKENDS[backend].unavailable(device)
+    return _availability[key]
