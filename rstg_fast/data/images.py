@@ -1,15 +1,13 @@
 """Save example videos as a PNG strip or an animated GIF.
 
-A PNG strip (one row per video, one column per frame) is written with a tiny zlib-based PNG
-writer, so it needs nothing beyond numpy. An animated GIF (all videos side by side, one GIF
-frame per video frame) needs Pillow; asking for ``.gif`` without Pillow raises ImportError.
+A PNG strip (one row per video, one column per frame) or an animated GIF (all videos side by
+side, one GIF frame per video frame), both written by Pillow (in the ``data`` and ``video``
+extras); without Pillow, saving raises ImportError saying so.
 """
 
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 
 import numpy as np
 
@@ -17,26 +15,22 @@ from rstg_fast._args import integer
 from rstg_fast._atomic import atomic_path
 
 
+def _pillow():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("saving pictures needs Pillow: pip install pillow (or rstg_fast[data])") from None
+    return Image
+
+
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write a ``(H, W)`` grey or ``(H, W, 3)`` RGB uint8 image as PNG (atomic replace)."""
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
         raise ValueError(f"image must be (H, W) or (H, W, 3) uint8, got {image.shape} {image.dtype}")
-    h, w = image.shape[:2]
-    color_type = 0 if image.ndim == 2 else 2
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    raw = b"".join(b"\x00" + image[r].tobytes() for r in range(h))  # filter type 0 per row
-    body = (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(body)
+    picture = _pillow().fromarray(image)  # uint8: grey for (H, W), RGB for (H, W, 3)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")
 
 
 def video_strip(videos: np.ndarray, gap: int = 2) -> np.ndarray:
@@ -60,17 +54,14 @@ def save_examples(path: str | os.PathLike, videos: np.ndarray, gap: int = 2) -> 
     if path.endswith(".png"):
         write_png(path, video_strip(videos, gap))
     elif path.endswith(".gif"):
-        try:
-            from PIL import Image
-        except ImportError:
-            raise ImportError("saving a GIF needs Pillow (pip install pillow); use a .png path instead") from None
+        Image = _pillow()
         n, t, h, w = videos.shape
         frames = []
         for j in range(t):
             row = np.full((h, n * (w + gap) - gap), 128, dtype=np.uint8)
             for i in range(n):
                 row[:, i * (w + gap) : i * (w + gap) + w] = videos[i, j]
-            frames.append(Image.fromarray(row, mode="L"))
+            frames.append(Image.fromarray(row))
         with atomic_path(path) as tmp:
             frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=200, loop=0)
     else:
