@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,28 @@ def measures(totals: list[float]) -> dict[str, float]:
         "named": t["named"] / count,
         "pair_given_digits": t["named_correct"] / t["named"] if t["named"] else 0.0,
     }
+
+
+class Prefetcher:
+    """Training batches by stream number, the next one generated in a background thread while
+    the current step runs (numpy releases the GIL in most of the rendering). The batches are
+    the same as without it: each is a function of its stream number only."""
+
+    def __init__(self, make) -> None:
+        self.make = make
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="syncmnist-data")
+        self.pending: dict[int, Future] = {}
+
+    def get(self, stream: int, following: int | None):
+        """Batch ``stream``; starts generating batch ``following`` (None: nothing)."""
+        future = self.pending.pop(stream, None)
+        batch = future.result() if future is not None else self.make(stream)
+        for old in self.pending.values():  # an order change (resume) left a stale guess
+            old.cancel()
+        self.pending.clear()
+        if following is not None:
+            self.pending[following] = self.pool.submit(self.make, following)
+        return batch
 
 
 class TrainingDiverged(RuntimeError):
@@ -255,14 +278,18 @@ def train(cfg: dict) -> dict | None:
         disable=not info.is_main or cfg["progress"] == "none",
     )
     rows = slice(info.rank * bsz // world, (info.rank + 1) * bsz // world)
+    batches = Prefetcher(
+        lambda stream: generate(bsz, cfg["digits"], "train", cfg["seed"], stream=stream, source=cfg["source"])
+    )
     t0 = time.perf_counter() - run_time
     model.train()
     while epoch < cfg["epochs"]:
         order = epoch_order(cfg["seed"], epoch, steps)
         while step < steps:
             gstep = epoch * steps + step
-            stream = int(order[step]) + (epoch * steps if cfg["fresh_data"] else 0)
-            batch = generate(bsz, cfg["digits"], "train", cfg["seed"], stream=stream, source=cfg["source"])
+            offset = epoch * steps if cfg["fresh_data"] else 0
+            following = int(order[step + 1]) + offset if step + 1 < steps else None
+            batch = batches.get(int(order[step]) + offset, following)
             x = to_tensor(batch.videos[rows]).to(device)
             y = torch.from_numpy(batch.labels[rows]).to(device)
             for group in opt.param_groups:
