@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Iterator
 
@@ -33,10 +34,31 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         raise
 
 
+def finite_or_none(obj):
+    """``obj`` with every non-finite float (NaN, +-inf) replaced by ``None``, in nested dicts,
+    lists and tuples (tuples become lists, as JSON has them)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def strict_json(obj, **kwargs) -> str:
+    """``json.dumps`` that writes strict JSON: non-finite floats become ``null`` (Python's
+    default writes the ``NaN`` / ``Infinity`` tokens, which strict parsers -- ``jq``,
+    JavaScript, most non-Python readers -- refuse), and ``allow_nan=False`` guards the rest."""
+    return json.dumps(finite_or_none(obj), allow_nan=False, **kwargs)
+
+
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    """(Re)write a whole JSON-lines log atomically. The training commands rebuild their metrics
-    log from the history stored in the checkpoint, so after a kill and a resume the log is
-    exactly that history: no duplicated, lost or half-written lines."""
+    """(Re)write a whole JSON-lines log atomically, in strict JSON (:func:`strict_json`). The
+    training commands rebuild their metrics log from the history stored in the checkpoint, so
+    after a kill and a resume the log is exactly that history: no duplicated, lost or
+    half-written lines."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.write(strict_json(row, sort_keys=True) + "\n")
+

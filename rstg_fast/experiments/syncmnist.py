@@ -16,14 +16,13 @@ Outputs in ``--out``: ``checkpoint.pt`` (atomic, every epoch and every ``--ckpt-
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 
 import numpy as np
 
-from rstg_fast._atomic import atomic_path
+from rstg_fast._atomic import atomic_path, strict_json
 from rstg_fast.modules.base import SCHEDULES
 
 PRESETS: dict[str, dict] = {
@@ -37,7 +36,7 @@ PRESETS: dict[str, dict] = {
         node_dim=64,
         message_dim=64,
         iterations=2,
-        lr=3e-3,
+        lr=1e-3,
         pretrain_steps=800,
         motion=True,
         freeze_backbone=True,
@@ -212,11 +211,17 @@ def check_runtime(cfg: dict) -> None:
         )
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """The ``rstg-fast`` hook (rstg_fast/cli.py): every argument checked before any work; a
+    bad one is a one-line usage error naming the flag, exit code 2."""
+    args.cfg = resolve(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from rstg_fast._distributed import leaving_distributed
     from rstg_fast.experiments.syncmnist_train import TrainingDiverged, train
 
-    cfg = resolve(args)
+    cfg = args.cfg if hasattr(args, "cfg") else resolve(args)
     try:
         with leaving_distributed():
             result = train(cfg)
@@ -244,9 +249,9 @@ def main_report(result: dict) -> str:
 
 
 def dump_json(path: str, obj: dict) -> None:
+    """``obj`` as strict JSON (non-finite numbers as null), atomically."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
+        f.write(strict_json(obj, indent=2, sort_keys=True) + "\n")
 
 
 def epoch_order(seed: int, epoch: int, steps: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 
+from rstg_fast import _errors
 from rstg_fast._atomic import write_jsonl
 from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
 from rstg_fast._distributed import DistInfo, all_sum, barrier, init_distributed
@@ -122,7 +123,7 @@ class Prefetcher:
         return batch
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(_errors.TrainingDiverged):
     """The loss became NaN or infinite: the run stops, reporting no accuracy."""
 
 

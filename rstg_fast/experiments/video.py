@@ -13,26 +13,40 @@ Resumes from ``<out>/last.pt`` when it exists (``--restart`` ignores it); ``metr
 rewritten from the history kept in that checkpoint. Evaluation: one
 centre crop by default; the paper's multi-view test is ``--spatial-clips 11 --temporal-clips 2``
 (softmax scores averaged over the 22 views). See docs/video.md.
+
+Before any work, :func:`check_args` checks every flag, the data and weight paths and what this
+machine can run (``--device cuda`` without CUDA, an ``--rstg-backend`` that cannot run on the
+device in the ``--amp`` dtype): an error names the flag, exit code 2 (rstg_fast.cli). A
+damaged checkpoint, or a loss that becomes NaN or infinite, stops the run with one line and
+exit code 1; no accuracy is reported for a diverged run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
+import sys
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from rstg_fast._atomic import write_jsonl
+from rstg_fast._atomic import strict_json, write_jsonl
 from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
 from rstg_fast._distributed import all_sum, init_distributed, leaving_distributed
+from rstg_fast._errors import TrainingDiverged, UsageError
 from rstg_fast._progress import Progress
-from rstg_fast.data.something import IMAGENET_MEAN, IMAGENET_STD, ClipConfig, SomethingSomethingV1
-from rstg_fast.video import VideoClassifier, load_resnet_weights, parse_placement
+from rstg_fast.data.something import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LABELS_FILE,
+    SPLIT_FILES,
+    ClipConfig,
+    SomethingSomethingV1,
+)
+from rstg_fast.video import VideoClassifier, WeightLoadError, load_resnet_weights, parse_placement
 from rstg_fast.video.training import StepSampler, cosine_lr, shard_indices, topk_correct
 
 # Arguments that define the model: stored in checkpoints and checked on resume.
@@ -156,6 +170,9 @@ def evaluate(model: torch.nn.Module, data: SomethingSomethingV1, args: argparse.
             bar.update()
     bar.close()
     top1, top5, nll, n = all_sum(sums, device)
+    if not math.isfinite(nll):  # every rank sees the same sums: all stop together
+        raise TrainingDiverged(f"the validation loss became {nll / max(n, 1)}: the model's outputs are not finite, so "
+                               "no accuracy is reported; lower --lr or set --clip-grad and --restart")
     return {"top1": 100 * top1 / max(n, 1), "top5": 100 * top5 / max(n, 1), "loss": nll / max(n, 1), "videos": int(n)}
 
 
@@ -165,7 +182,10 @@ def _set_bn_eval(model: torch.nn.Module) -> None:
             mod.eval()
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag, the data and weight paths, and what this machine can run, before any work
+    (run by rstg_fast.cli: a ValueError here is a usage error naming the flag). Sets
+    ``args.clip`` (the ClipConfig) for :func:`run`."""
     for name in ("epochs", "batch_size", "eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -176,29 +196,87 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    args.clip = _clip_config(args)  # its errors name its fields, which are the flags' names
+    try:
+        args.frame_template.format(1)
+    except (IndexError, KeyError, ValueError) as e:
+        raise ValueError(f"--frame-template {args.frame_template!r} cannot name frame 1: {e}") from None
+    cfg = _model_config(args)
+    device = _device(args.device)
+    placement = parse_placement(cfg["placement"])
+    amp = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    if placement.maps or placement.vec:  # the graph's op runs in the autocast dtype
+        from rstg_fast.ops.backends import resolve_backend
+
+        try:
+            resolve_backend(args.rstg_backend, device, amp)
+        except ValueError as e:
+            raise ValueError(
+                f"--rstg-backend {args.rstg_backend} with --amp {args.amp} on {device.type}: {e}"
+            ) from None
+    # widths, heads, blocks, dropout: checked by the constructors (a throwaway CPU model, a few
+    # seconds at the paper's size; not on the meta device, where positional maps cannot be built)
+    with torch.random.fork_rng(devices=[]):
+        build_model(cfg, num_classes=2)
+    _check_paths(args)
+    if device.type == "cpu" and args.amp == "fp16" and os.environ.get("RANK", "0") == "0":
+        print("warning: --amp fp16 on a CPU is emulated and slow (slower than float32); use --amp bf16 or none",
+              file=sys.stderr)
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """The folders and files the run reads, named by their flag when missing."""
+    if not os.path.isdir(args.data_root):
+        raise ValueError(f"--data-root {args.data_root}: no such folder (the Something-Something frame folders)")
+    flag, ann = ("--annotations", args.annotations) if args.annotations else ("--data-root", args.data_root)
+    if not os.path.isdir(ann):
+        raise ValueError(f"{flag} {ann}: no such folder (the Something-Something v1 CSV files)")
+    needed = [LABELS_FILE, SPLIT_FILES["validation"]] + ([] if args.eval_only else [SPLIT_FILES["train"]])
+    for name in needed:
+        if not os.path.isfile(os.path.join(ann, name)):
+            raise ValueError(f"{flag} {ann}: no {os.path.join(ann, name)} (the Something-Something v1 CSV files)")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out}: exists and is not a folder")
+    if args.pretrained is not None and not os.path.isfile(args.pretrained):
+        raise ValueError(f"--pretrained {args.pretrained}: no such file")
+    if args.eval_only:
+        if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
+            raise ValueError(f"--checkpoint {args.checkpoint}: no such file")
+        last = os.path.join(args.out, "last.pt")
+        if args.checkpoint is None and not os.path.isfile(last):
+            raise ValueError(
+                f"--eval-only: nothing to evaluate, {last} does not exist (train first, or pass --checkpoint)"
+            )
 
 
 def _device(name: str) -> torch.device:
     """``--device``: ``auto`` is CUDA when available (the GPU is picked by init_distributed)."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but CUDA is not available")
+        why = "torch is built without CUDA" if torch.version.cuda is None else "no GPU found"
+        raise ValueError(f"--device cuda: CUDA is not available (torch {torch.__version__}: {why})")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def run(args: argparse.Namespace) -> int:
-    with leaving_distributed():  # also after --eval-only and on errors (it used to skip both)
+    # oneDNN's bfloat16 Conv3d backward on CPU (torch 2.13) gives NaN gradients at random for
+    # (3, 1, 1) kernels (32 of 40 tries on the dev VM; 0 of 40 without oneDNN), so a bf16 CPU run
+    # uses PyTorch's own convolutions (restored afterwards: in-process callers keep theirs)
+    bf16_cpu = args.amp == "bf16" and args.device != "cuda" and not torch.cuda.is_available()
+    onednn = torch.backends.mkldnn.flags(enabled=False) if bf16_cpu else contextlib.nullcontext()
+    with onednn, leaving_distributed():  # also after --eval-only and on errors (it used to skip both)
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    _check_args(args)
+    if not hasattr(args, "clip"):  # called without rstg_fast.cli.main
+        check_args(args)
     info, device = init_distributed(_device(args.device))
     rank, world = info.rank, info.world
     if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
         torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick its fastest 3D convs
     cfg = _model_config(args)
     ann = args.annotations or args.data_root
-    clip_cfg = _clip_config(args)
+    clip_cfg = args.clip
     val = SomethingSomethingV1(args.data_root, "validation", train=False, clip=clip_cfg, annotations=ann,
                                frame_template=args.frame_template)
     last = os.path.join(args.out, "last.pt")
@@ -208,7 +286,7 @@ def _run(args: argparse.Namespace) -> int:
         model.load_state_dict(state["model"])
         res = evaluate(model, val, args, rank, world, device)
         if rank == 0:
-            print(json.dumps({"eval": res, "checkpoint": args.checkpoint or last}))
+            print(strict_json({"eval": res, "checkpoint": args.checkpoint or last}))
         return 0
 
     train = SomethingSomethingV1(args.data_root, "train", train=True, clip=clip_cfg, annotations=ann,
@@ -230,7 +308,10 @@ def _run(args: argparse.Namespace) -> int:
     if os.path.exists(last) and not args.restart:
         state = load_checkpoint(last)
         if state["config"] != cfg:
-            raise ValueError(f"{last} was trained with {state['config']}, not {cfg}; use --restart or another --out")
+            diff = {k: (state["config"].get(k), cfg.get(k)) for k in cfg.keys() | state["config"].keys()
+                    if state["config"].get(k) != cfg.get(k)}
+            raise UsageError(f"--out {args.out}: {last} was trained with other model flags {diff} (checkpoint, now); "
+                             "use --restart or another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -240,7 +321,10 @@ def _run(args: argparse.Namespace) -> int:
         if rank == 0:
             print(f"resumed from {last}: epoch {epoch}, step {step_in_epoch}, global step {global_step}")
     elif args.pretrained:
-        rep = load_resnet_weights(model, args.pretrained, inflate=args.inflate)
+        try:
+            rep = load_resnet_weights(model, args.pretrained, inflate=args.inflate)
+        except WeightLoadError as e:  # keys or shapes that do not fit the model: a bad flag
+            raise UsageError(f"--pretrained {args.pretrained}: {e}") from None
         if rank == 0:
             print(f"pretrained {args.pretrained}: {len(rep.copied)} copied, {len(rep.inflated)} inflated, "
                   f"{len(rep.skipped)} skipped ({', '.join(rep.skipped[:4])})")
@@ -252,7 +336,8 @@ def _run(args: argparse.Namespace) -> int:
     sampler0 = StepSampler(len(train), args.batch_size, world_size=world, accum_steps=args.accum_steps)
     steps_per_epoch = sampler0.steps_per_epoch
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train)} training videos < one global batch of {sampler0.global_batch}")
+        raise UsageError(f"--batch-size {args.batch_size} x {world} processes x --accum-steps {args.accum_steps} = "
+                         f"{sampler0.global_batch} videos per step, more than the {len(train)} training videos")
     total_steps = steps_per_epoch * args.epochs
     stop_at = min(total_steps, args.max_steps) if args.max_steps > 0 else total_steps
 
@@ -267,7 +352,7 @@ def _run(args: argparse.Namespace) -> int:
     def log(record: dict[str, Any] | None = None) -> None:
         if rank == 0:
             if record is not None:
-                print(json.dumps(record))
+                print(strict_json(record))
             write_jsonl(os.path.join(args.out, "metrics.jsonl"), history)
 
     def finish(record: dict[str, Any]) -> None:
@@ -298,6 +383,7 @@ def _run(args: argparse.Namespace) -> int:
             torch.manual_seed(args.seed * 1_000_003 + global_step * 1009 + rank)
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(global_step, total_steps, args.lr, args.warmup_steps)
+            step_loss = 0.0
             for micro in range(args.accum_steps):
                 clips, labels = next(loader)
                 clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -306,8 +392,21 @@ def _run(args: argparse.Namespace) -> int:
                     logits = net(clips)
                     loss = F.cross_entropy(logits.float(), labels)
                 scaler.scale(loss / args.accum_steps).backward()
+                step_loss += loss.item() * len(labels)
                 sums = [sums[0] + loss.item() * len(labels), sums[1] + topk_correct(logits.detach(), labels, (1,))[0],
                         sums[2] + len(labels)]
+            # a non-finite loss on any rank stops every rank, before the optimizer step (so
+            # before any checkpoint of it); one more small all-reduce per step under DDP
+            step_loss = all_sum([step_loss], device)[0] if world > 1 else step_loss
+            if not math.isfinite(step_loss):
+                saved = (f"{last} holds the last checkpoint (resume from it, or --restart)" if os.path.exists(last)
+                         else "no checkpoint was written")
+                amp = ", or try --amp none" if args.amp != "none" else ""
+                raise TrainingDiverged(
+                    f"the training loss became {step_loss} at epoch {epoch}, "
+                    f"step {step_in_epoch} (global step {global_step}); the run stopped and reports no accuracy. "
+                    f"Lower --lr, set --clip-grad or --warmup-steps{amp}; {saved}"
+                )
             if args.clip_grad > 0:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)

@@ -39,7 +39,8 @@ class GlobalBatchNorm(nn.Module):
     catastrophically in ``E[x^2] - E[x]^2`` in float32); running statistics as
     ``BatchNorm1d`` (momentum 0.1, unbiased variance). Evaluation: running statistics. In one
     process it equals ``nn.BatchNorm1d``; data-parallel it equals one process up to the order
-    of the reduction. Statistics in float32 (or float64) under autocast.
+    of the reduction. Statistics in float32 (or float64) under autocast; the output has the
+    input's dtype.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
@@ -57,7 +58,7 @@ class GlobalBatchNorm(nn.Module):
         return t
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
+        shape, dtype = x.shape, x.dtype
         x = x.reshape(-1, shape[-1])
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
@@ -72,7 +73,7 @@ class GlobalBatchNorm(nn.Module):
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
                 self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
         y = (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
-        return y.view(shape)
+        return y.view(shape).to(dtype)  # what follows sees the dtype it would without the norm
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}, momentum={self.momentum}"

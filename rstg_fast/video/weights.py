@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from rstg_fast._checkpoint import load_checkpoint
+
 INFLATE_MODES = ("mean", "center")
 _MAX_LISTED = 25
 
@@ -49,8 +51,8 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> d
     Unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` containers and a ``module.``
     prefix common to every key (DataParallel/DDP checkpoints).
     """
-    if isinstance(source, (str, os.PathLike)):
-        obj = torch.load(os.fspath(source), map_location="cpu", weights_only=True)
+    if isinstance(source, (str, os.PathLike)):  # a damaged file: a CheckpointError naming it
+        obj = load_checkpoint(source, what="weights file", advice="check or convert it again (docs/video.md)")
     else:
         obj = source
     for key in ("state_dict", "model"):

@@ -49,12 +49,12 @@ def test_write_shards_numpy_integers_give_the_same_dataset(tmp_path, monkeypatch
     numpy = write_shards(
         tmp_path / "b", np.int64(3), shard_size=np.int32(2), num_digits=torch.tensor(3), seed=np.int64(1)
     )
-    meta = [json.loads((tmp_path / d / "meta.json").read_text()) for d in ("a", "b")]
+    meta = [json.loads((tmp_path / d / "train-manifest.json").read_text()) for d in ("a", "b")]
     assert meta[0] == meta[1]  # json.dumps would have refused a numpy int64
     for p, q in zip(plain, numpy, strict=True):
         with np.load(p) as a, np.load(q) as b:
             np.testing.assert_array_equal(a["videos"], b["videos"])
-    # resuming with Python ints finds the numpy-made dataset its own (same meta.json)
+    # resuming with Python ints finds the numpy-made dataset its own (same manifest)
     assert write_shards(tmp_path / "b", 3, shard_size=2, num_digits=3, seed=1) == numpy
 
 

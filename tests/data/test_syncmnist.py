@@ -209,11 +209,11 @@ def test_make_syncmnist_command(tmp_path, capsys):
     ]
     assert main(argv) == 0
     assert sorted(os.listdir(tmp_path / "ds")) == [
-        "meta.json",
         "test-00000.npz",
         "test-00001.npz",
         "test-00002.npz",
         "test-examples.png",
+        "test-manifest.json",
     ]
     assert len(ShardDataset(tmp_path / "ds", "test")) == 5
     assert main(argv) == 0  # resumed: nothing to do, same files
@@ -223,12 +223,14 @@ def test_make_syncmnist_command(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flag,value", [("--shard-size", "0"), ("--num-videos", "0"), ("--shard-size", "-2"), ("--examples", "-1")]
 )
-def test_make_syncmnist_rejects_bad_sizes(tmp_path, flag, value):
+def test_make_syncmnist_rejects_bad_sizes(tmp_path, capsys, flag, value):
     from rstg_fast.cli import main
 
     argv = ["make-syncmnist", "--out", str(tmp_path / "ds"), "--num-videos", "5", "--shard-size", "2", flag, value]
-    with pytest.raises(ValueError, match=flag):
+    with pytest.raises(SystemExit) as exc:  # argparse's exit: usage and one line naming the flag
         main(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"rstg-fast make-syncmnist: error: {flag} ")
     assert not (tmp_path / "ds").exists()
 
 
@@ -245,7 +247,7 @@ def test_write_shards_checks_arguments_before_writing_meta(tmp_path, kw, name):
     args = dict(shard_size=2, num_digits=3, split="train", seed=0) | kw
     with pytest.raises(ValueError, match=name):
         write_shards(tmp_path / "ds", 3, **args)
-    assert not (tmp_path / "ds" / "meta.json").exists()  # the directory is not poisoned
+    assert not (tmp_path / "ds").exists()  # the directory is not poisoned: nothing written
 
 
 def test_truncated_shard_is_regenerated(tmp_path, monkeypatch):

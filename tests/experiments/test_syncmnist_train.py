@@ -154,14 +154,15 @@ def test_kill_between_checkpoint_and_log_write(tmp_path, source, monkeypatch):
     _assert_same_run(full, part)
 
 
-def test_kill_during_backbone_pretraining_resumes_exactly(tmp_path, source, monkeypatch):
+@pytest.mark.parametrize("warm_up,data", [("--motion", "motion_clips"), ("--no-motion", "digit_frames")])
+def test_kill_during_backbone_pretraining_resumes_exactly(tmp_path, source, monkeypatch, warm_up, data):
     from rstg_fast.experiments import syncmnist_pretrain
 
-    pre = ("--pretrain-steps", "5", "--ckpt-steps", "2")
+    pre = ("--pretrain-steps", "5", "--ckpt-steps", "2", warm_up)
     full, part = tmp_path / "full", tmp_path / "part"
     train(cfg_of(tiny_argv(full, source, *pre)))
     with monkeypatch.context() as m:
-        kill_at(m, syncmnist_pretrain, "digit_frames", 4)  # in pretraining step 3; step 2 is checkpointed
+        kill_at(m, syncmnist_pretrain, data, 4)  # in pretraining step 3; step 2 is checkpointed
         with pytest.raises(KeyboardInterrupt):
             train(cfg_of(tiny_argv(part, source, *pre)))
     ck = load_checkpoint(str(part / "checkpoint.pt"))
@@ -284,7 +285,7 @@ def test_ddp_kill_during_backbone_pretraining_resumes_exactly(tmp_path, source):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # rank 0's 4th digit batch is pretraining step 3: step 2 is checkpointed, step 4 not yet
-    kill = "rstg_fast.experiments.syncmnist_pretrain:digit_frames:4:0"
+    kill = "rstg_fast.experiments.syncmnist_pretrain:motion_clips:4:0"
     proc = _torchrun_syncmnist(tiny_argv(part, source, *pre), kill=kill)
     assert proc.returncode != 0 and "SIGKILL" in proc.stderr, proc.stderr[-3000:]
     ck = load_checkpoint(str(part / "checkpoint.pt"))
@@ -300,9 +301,9 @@ def test_ddp_error_on_one_rank_ends_the_run(tmp_path, source):
     """An exception on rank 1 alone (in the warm-up, while rank 0 goes on into DDP) ends the
     run with the error printed, in seconds: rank 1 used to wait in shutdown_distributed's
     barrier and rank 0 in DDP's first collective, until gloo's 30-minute timeout."""
-    fail = "rstg_fast.experiments.syncmnist_pretrain:digit_frames:2:1"
+    fail = "rstg_fast.experiments.syncmnist_pretrain:motion_clips:2:1"
     proc = _torchrun_syncmnist(tiny_argv(tmp_path, source, "--pretrain-steps", "3"), fail=fail, timeout=90)
-    assert proc.returncode != 0 and "simulated failure in digit_frames (call 2)" in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode != 0 and "simulated failure in motion_clips (call 2)" in proc.stderr, proc.stderr[-3000:]
 
 
 def test_global_batch_norm_equals_batchnorm1d():

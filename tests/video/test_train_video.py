@@ -127,11 +127,13 @@ def test_kill_then_resume_is_exact(data, tmp_path, monkeypatch, uninterrupted, n
     assert [r["epoch"] for r in full_records] == [0, 1] and all("val" in r for r in full_records)
 
 
-def test_resume_refuses_another_model(data, tmp_path):
+def test_resume_refuses_another_model(data, tmp_path, capsys):
     train(data, tmp_path, "--arch", "c2d", "--placement", "none", "--epochs", "1", "--batch-size", "4",
           "--eval-every", "0")
-    with pytest.raises(ValueError, match="--restart"):
-        train(data, tmp_path, "--arch", "i3d", "--placement", "none", "--epochs", "1", "--batch-size", "4")
+    capsys.readouterr()
+    line = usage_error(capsys, ["train-video", "--data-root", data, "--out", str(tmp_path), *TINY, "--arch", "i3d",
+                                "--placement", "none", "--epochs", "1", "--batch-size", "4"])
+    assert "error: --out" in line and "'arch': ('c2d', 'i3d')" in line and "--restart" in line
 
 
 EQUIV = ["--arch", "i3d", "--placement", "none", "--epochs", "1", "--freeze-bn", "--dropout", "0",
@@ -188,10 +190,147 @@ def test_pretrained_2d_weights_are_inflated_into_i3d(data, tmp_path, capsys):
             assert torch.equal(state["model"][k], v), k
 
 
+def usage_error(capsys, argv) -> str:
+    """Run ``argv``: exit code 2, argparse's usage and one error line (returned), no traceback."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines[0].startswith("usage: rstg-fast train-video")
+    assert lines[-1].startswith("rstg-fast train-video: error: ")
+    return lines[-1]
+
+
 @pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--eval-chunk", "0"), ("--lr", "-1"),
                                              ("--accum-steps", "0"), ("--lr", "nan"), ("--weight-decay", "inf"),
-                                             ("--momentum", "-0.9"), ("--clip-grad", "nan"), ("--std", "0")])
-def test_bad_arguments_name_the_flag(data, tmp_path, flag, value):
-    values = [value] * 3 if flag == "--std" else [value]  # --std takes three numbers (ClipConfig names std)
-    with pytest.raises(ValueError, match=r"\bstd\b" if flag == "--std" else flag):
-        main(["train-video", "--data-root", data, "--out", str(tmp_path), *TINY, flag, *values])
+                                             ("--momentum", "-0.9"), ("--clip-grad", "nan"), ("--std", "0"),
+                                             ("--train-scale", "20"), ("--test-short-side", "16"),
+                                             ("--placement", "res9"), ("--node-dim", "0"), ("--heads", "3"),
+                                             ("--base-width", "0"), ("--frame-template", "{}{}.jpg"),
+                                             ("--rstg-backend", "nope"), ("--dropout", "1.5")])
+def test_bad_arguments_name_the_flag(data, tmp_path, capsys, flag, value):
+    nargs = {"--std": 3, "--train-scale": 2}.get(flag, 1)  # --std takes three numbers, --train-scale two
+    out = tmp_path / "run"
+    line = usage_error(capsys, ["train-video", "--data-root", data, "--out", str(out), *TINY, *RSTG_SIZE,
+                                "--placement", "res4", flag, *[value] * nargs])
+    assert f"error: {flag}" in line
+    assert not out.exists()  # refused before any work or checkpoint
+
+
+@pytest.mark.parametrize("missing", ["data-root", "annotations", "labels-file", "pretrained", "checkpoint"])
+def test_missing_paths_are_named(data, tmp_path, capsys, missing):
+    import shutil
+
+    root, ann = data, data
+    extra = []
+    if missing == "data-root":
+        root = str(tmp_path / "no" / "frames")
+    elif missing == "annotations":
+        ann = str(tmp_path / "no-annotations")
+        extra = ["--annotations", ann]
+    elif missing == "labels-file":
+        ann = str(tmp_path / "ann")
+        shutil.copytree(data, ann, ignore=lambda d, names: [n for n in names if not n.endswith(".csv")])
+        os.remove(os.path.join(ann, "something-something-v1-labels.csv"))
+        extra = ["--annotations", ann]
+    elif missing == "pretrained":
+        extra = ["--pretrained", str(tmp_path / "r50.pt")]
+    else:
+        extra = ["--eval-only", "--checkpoint", str(tmp_path / "best.pt")]
+    out = tmp_path / "run"
+    line = usage_error(capsys, ["train-video", "--data-root", root, "--out", str(out), *TINY,
+                                "--placement", "none", *extra])
+    labels = os.path.join(ann, "something-something-v1-labels.csv")
+    want = {"data-root": root, "annotations": ann, "labels-file": labels}.get(missing) or extra[-1]
+    flag = "--annotations" if missing == "labels-file" else f"--{missing}"
+    assert f"error: {flag}" in line and want in line
+    assert not out.exists()
+
+
+def test_eval_only_without_a_checkpoint_names_it(data, tmp_path, capsys):
+    line = usage_error(capsys, ["train-video", "--data-root", data, "--out", str(tmp_path), *TINY,
+                                "--placement", "none", "--eval-only"])
+    assert "--eval-only" in line and str(tmp_path / "last.pt") in line
+
+
+@pytest.mark.parametrize("case", ["device-cuda", "backend-cuda", "backend-cpu-fp16", "backend-cpu-bf16"])
+def test_flags_that_cannot_work_are_refused_before_any_work(data, tmp_path, capsys, monkeypatch, case):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    flags = {"device-cuda": ["--device", "cuda"],
+             "backend-cuda": ["--rstg-backend", "cuda"],
+             "backend-cpu-fp16": ["--rstg-backend", "cpu", "--amp", "fp16"],
+             "backend-cpu-bf16": ["--rstg-backend", "cpu", "--amp", "bf16"]}[case]
+    out = tmp_path / "run"
+    line = usage_error(capsys, ["train-video", "--data-root", data, "--out", str(out), *TINY, *RSTG_SIZE,
+                                "--placement", "res4", *flags])
+    assert f"error: {flags[0]} {flags[1]}" in line
+    if case == "device-cuda":
+        assert "CUDA is not available" in line
+    assert not out.exists()
+
+
+def strict_json(text: str):
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_run_stops_with_a_clear_error(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train-video", "--data-root", data, "--out", str(out), *TINY, "--arch", "c2d",
+                 "--placement", "none", "--epochs", "2", "--batch-size", "2", "--ckpt-every", "1",
+                 "--lr", "1e30"])
+    assert code == 1
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert "Traceback" not in captured.err and len(err) == 1, captured.err
+    assert err[0].startswith("rstg-fast train-video: error: the training loss became nan")
+    assert "--lr" in err[0] and str(out / "last.pt") in err[0]
+    assert "top1" not in captured.out  # no accuracy reported
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        strict_json(line)
+    state = torch.load(out / "last.pt", weights_only=True)  # the last good state, before the nan step
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_fp16_on_a_cpu_warns_once(data, tmp_path, capsys):
+    train(data, tmp_path, "--arch", "c2d", "--placement", "none", "--epochs", "1", "--batch-size", "4",
+          "--max-steps", "1", "--eval-every", "0", "--amp", "fp16", "--device", "cpu")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: --amp fp16 on a CPU") and "slow" in err[0]
+
+
+def test_a_batch_larger_than_the_data_names_the_flags(data, tmp_path, capsys):
+    line = usage_error(capsys, ["train-video", "--data-root", data, "--out", str(tmp_path), *TINY,
+                                "--placement", "none", "--batch-size", "4", "--accum-steps", "3"])
+    assert "error: --batch-size 4 x 1 processes x --accum-steps 3 = 12 videos per step" in line
+
+
+def test_a_damaged_or_unfitting_pretrained_file_is_one_line(data, tmp_path, capsys):
+    bad = tmp_path / "r50.pt"
+    bad.write_bytes(b"")
+    argv = ["train-video", "--data-root", data, "--out", str(tmp_path / "run"), *TINY, "--placement", "none",
+            "--epochs", "1", "--pretrained", str(bad)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"rstg-fast train-video: error: weights file {bad} cannot be read")
+    torch.save({"conv1.weight": torch.zeros(3, 3, 3, 3)}, bad)  # readable, but not this model's weights
+    line = usage_error(capsys, argv)
+    assert line.startswith(f"rstg-fast train-video: error: --pretrained {bad}: ")
+
+
+def test_check_args_builds_every_model_option(data, tmp_path):
+    """check_args builds a throwaway model to check widths and heads: it must accept every
+    valid option (the meta device could not build positional maps)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    video.add_arguments(parser)
+    args = parser.parse_args(["--data-root", data, "--out", str(tmp_path), *TINY, *RSTG_SIZE, "--placement",
+                              "res4+vec", "--positional", "--heads", "2", "--pool2"])
+    state = torch.get_rng_state()
+    video.check_args(args)
+    assert args.clip.crop_size == 48
+    assert torch.equal(torch.get_rng_state(), state)  # the throwaway model draws nothing from the run's RNG
