@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from rstg_fast._progress import Progress
+from rstg_fast._progress import progress, update_to
 
 # write_shards' parameter names -> this command's flags, for error messages (rstg_fast.cli)
 FLAG_NAMES = {"num_digits": "--digits", "out_dir": "--out"}
@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     if not hasattr(args, "plan"):  # called without rstg_fast.cli.main
         check_args(args)
     plan = args.plan
-    bar = Progress(total=len(plan.manifest["shards"]), desc=f"shards {args.split}", unit="shard")
-    paths = plan.write(progress=lambda done, total: bar.update_to(done))
+    bar = progress(total=len(plan.manifest["shards"]), desc=f"shards {args.split}", unit="shard")
+    paths = plan.write(progress=lambda done, total: update_to(bar, done))
     bar.close()
     if args.examples > 0:
         first = load_shard(paths[0])

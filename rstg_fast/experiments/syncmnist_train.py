@@ -16,7 +16,7 @@ from rstg_fast import _errors
 from rstg_fast._atomic import write_jsonl
 from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
 from rstg_fast._distributed import DistInfo, all_sum, barrier, init_distributed
-from rstg_fast._progress import Progress
+from rstg_fast._progress import progress, update_to
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import generate, names_present_pair
 from rstg_fast.experiments.syncmnist import RESUME_FREE, dump_json, epoch_order, main_report
@@ -169,7 +169,7 @@ def _pretrain(
                 {"model": model.state_dict(), "pretrain": pretrain_state, "config": cfg, **_rng_state(device)},
             )
 
-    pbar = Progress(
+    pbar = progress(
         cfg["pretrain_steps"],
         desc="pretrain backbone",
         unit="step",
@@ -177,7 +177,8 @@ def _pretrain(
         disable=not info.is_main or cfg["progress"] == "none",
     )
     every = cfg["ckpt_steps"] or cfg["steps_per_epoch"]
-    acc = pretrain_backbone(model.backbone, cfg["channels"], cfg, device, pbar.update_to, resume, save, every)
+    moved = lambda n: update_to(pbar, n)  # noqa: E731
+    acc = pretrain_backbone(model.backbone, cfg["channels"], cfg, device, moved, resume, save, every)
     pbar.close()
     if info.is_main and acc:
         print(
@@ -271,7 +272,7 @@ def train(cfg: dict) -> dict | None:
 
     test_set = TestSet(cfg, info)
     total = cfg["epochs"] * steps
-    bar = Progress(
+    bar = progress(
         total,
         desc="train",
         unit="step",
@@ -314,7 +315,7 @@ def train(cfg: dict) -> dict | None:
             running = [a + b for a, b in zip(running, counts, strict=True)]
             step += 1
             now = measures(running)
-            bar.set_postfix(loss=now["loss"], acc=now["acc"], pair=now["pair_given_digits"])
+            bar.set_postfix(loss=now["loss"], acc=now["acc"], pair=now["pair_given_digits"], refresh=False)
             bar.update(1)
             stop = cfg["stop_after_steps"] and gstep + 1 >= cfg["stop_after_steps"]
             if step < steps and (stop or (cfg["ckpt_steps"] and (gstep + 1) % cfg["ckpt_steps"] == 0)):

@@ -37,7 +37,7 @@ from rstg_fast._atomic import strict_json, write_jsonl
 from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
 from rstg_fast._distributed import all_sum, init_distributed, leaving_distributed
 from rstg_fast._errors import TrainingDiverged, UsageError
-from rstg_fast._progress import Progress
+from rstg_fast._progress import progress
 from rstg_fast.data.something import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -156,7 +156,7 @@ def evaluate(model: torch.nn.Module, data: SomethingSomethingV1, args: argparse.
     loader = torch.utils.data.DataLoader(subset, batch_size=args.eval_batch_size, num_workers=args.workers)
     model.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # top1, top5, nll, count
-    bar = Progress(len(loader), "eval", disable=rank != 0 or args.no_progress)
+    bar = progress(len(loader), "eval", disable=rank != 0 or args.no_progress)
     with torch.no_grad():
         for clips, labels in loader:
             b, v = clips.shape[:2]
@@ -377,7 +377,7 @@ def _run(args: argparse.Namespace) -> int:
         net.train()
         if args.freeze_bn:
             _set_bn_eval(net)
-        bar = Progress(steps_per_epoch - step_in_epoch, f"epoch {epoch}", disable=rank != 0 or args.no_progress)
+        bar = progress(steps_per_epoch - step_in_epoch, f"epoch {epoch}", disable=rank != 0 or args.no_progress)
         while step_in_epoch < steps_per_epoch and global_step < stop_at:
             # Dropout draws depend only on (seed, step, rank): resuming replays them exactly.
             torch.manual_seed(args.seed * 1_000_003 + global_step * 1009 + rank)
@@ -415,7 +415,8 @@ def _run(args: argparse.Namespace) -> int:
             opt.zero_grad(set_to_none=True)
             step_in_epoch += 1
             global_step += 1
-            bar.update(postfix=f"loss {sums[0] / sums[2]:.3f} lr {opt.param_groups[0]['lr']:.4g}")
+            bar.set_postfix_str(f"loss {sums[0] / sums[2]:.3f} lr {opt.param_groups[0]['lr']:.4g}", refresh=False)
+            bar.update()
             if global_step % args.ckpt_every == 0 and step_in_epoch < steps_per_epoch:
                 checkpoint()
         bar.close()
