@@ -92,18 +92,6 @@ def interpreter():
         os.environ.pop("TRITON_INTERPRET", None)
 
 
-@pytest.fixture
-def poison(monkeypatch):
-    """``torch.empty`` returns NaN-filled floating tensors while the test runs (fla's habit)."""
-    real_empty = torch.empty
-
-    def nan_empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", nan_empty)
-
-
 def run(x, indptr, indices, heads, backend, dO, fn=None):
     leaves = {k: (v.detach().requires_grad_(True) if v is not None else None) for k, v in x.items()}
     present = [k for k, v in leaves.items() if v is not None]
@@ -158,8 +146,8 @@ def dtype_cases():
 
 
 @pytest.mark.parametrize("case,dtype", list(dtype_cases()))
-def test_forward_and_gradients_match_reference(case, dtype, poison):
-    """Outputs and every gradient; buffers start as NaN (``poison``), so an element a kernel
+def test_forward_and_gradients_match_reference(case, dtype, poisoned):
+    """Outputs and every gradient; buffers start as NaN (``poisoned``, tests/conftest.py), so an element a kernel
     fails to write shows up as a non-finite mismatch."""
     gen = torch.Generator().manual_seed(sum(map(ord, case)) + 7 * len(str(dtype)))
     x64, indptr, indices, heads = case_inputs(CASES[case], gen, DEVICE)
@@ -365,7 +353,7 @@ CANONICAL = {
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape", list(CANONICAL))
 @pytest.mark.parametrize("heads", [1, 4])
-def test_gpu_canonical_shapes(shape, dtype, heads, poison):
+def test_gpu_canonical_shapes(shape, dtype, heads, poisoned):
     (scales, H, W), width = CANONICAL[shape]
     graph = grid_graph(scales, H, W)
     gen = torch.Generator().manual_seed(11)
