@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--positional", action="store_true", help="positional-aware send function")
     p.add_argument("--backend", default="auto", help="message_attention backend (auto, reference, cpu, cuda, triton)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 (default auto: cuda if available)")
     p.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
@@ -185,6 +185,8 @@ def check_runtime(cfg: dict) -> None:
 
     from rstg_fast.ops._checks import check_backend
 
+    if cfg["device"] == "auto":  # the train-video spelling of the default
+        cfg["device"] = None
     device = cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)

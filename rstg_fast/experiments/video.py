@@ -108,6 +108,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm (0: off)")
     t.add_argument("--freeze-bn", action="store_true", help="BatchNorm statistics frozen (eval mode) while training")
     t.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    t.add_argument("--dtype", choices=tuple(_DTYPE_TO_AMP), default=None,
+                   help="autocast dtype, as in `rstg-fast syncmnist` (float32 = --amp none)")
     t.add_argument("--max-steps", type=int, default=0,
                    help="stop after this many optimizer steps in all (0: all epochs)")
     t.add_argument("--ckpt-every", type=int, default=500, help="optimizer steps between checkpoints")
@@ -115,9 +117,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--eval-only", action="store_true", help="evaluate <out>/last.pt (or --checkpoint) and exit")
     t.add_argument("--checkpoint", default=None, help="checkpoint for --eval-only")
     t.add_argument("--restart", action="store_true", help="ignore an existing <out>/last.pt")
+    t.add_argument("--overwrite", action="store_true", help="the same as --restart (the syncmnist spelling)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from <out>/last.pt: the default whenever it exists (accepted for symmetry)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--progress", choices=("auto", "none"), default="auto", help="none = --no-progress")
 
 
 def _model_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,10 +188,33 @@ def _set_bn_eval(model: torch.nn.Module) -> None:
             mod.eval()
 
 
+# the flag spellings train-video shares with `rstg-fast syncmnist`
+_DTYPE_TO_AMP = {"float32": "none", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _shared_spellings(args: argparse.Namespace) -> None:
+    """Fold the syncmnist spellings (``--dtype``, ``--overwrite``, ``--progress none``) into
+    this command's own (``--amp``, ``--restart``, ``--no-progress``); conflicting values are
+    refused."""
+    dtype = getattr(args, "dtype", None)
+    if dtype is not None:
+        amp = _DTYPE_TO_AMP[dtype]
+        if args.amp not in ("none", amp):
+            raise ValueError(f"--dtype {dtype} contradicts --amp {args.amp}")
+        args.amp = amp
+    if getattr(args, "overwrite", False):
+        args.restart = True
+    if getattr(args, "resume", False) and args.restart:
+        raise ValueError("--resume contradicts --restart/--overwrite")
+    if getattr(args, "progress", "auto") == "none":
+        args.no_progress = True
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Every flag, the data and weight paths, and what this machine can run, before any work
     (run by rstg_fast.cli: a ValueError here is a usage error naming the flag). Sets
     ``args.clip`` (the ClipConfig) for :func:`run`."""
+    _shared_spellings(args)
     for name in ("epochs", "batch_size", "eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -261,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
     # oneDNN's bfloat16 Conv3d backward on CPU (torch 2.13) gives NaN gradients at random for
     # (3, 1, 1) kernels (32 of 40 tries on the dev VM; 0 of 40 without oneDNN), so a bf16 CPU run
     # uses PyTorch's own convolutions (restored afterwards: in-process callers keep theirs)
+    _shared_spellings(args)
     bf16_cpu = args.amp == "bf16" and args.device != "cuda" and not torch.cuda.is_available()
     onednn = torch.backends.mkldnn.flags(enabled=False) if bf16_cpu else contextlib.nullcontext()
     with onednn, leaving_distributed():  # also after --eval-only and on errors (it used to skip both)

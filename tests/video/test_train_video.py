@@ -334,3 +334,20 @@ def test_check_args_builds_every_model_option(data, tmp_path):
     video.check_args(args)
     assert args.clip.crop_size == 48
     assert torch.equal(torch.get_rng_state(), state)  # the throwaway model draws nothing from the run's RNG
+
+
+def test_shared_flag_spellings_with_syncmnist(data, tmp_path, capsys):
+    # --dtype / --overwrite / --progress / --resume, as `rstg-fast syncmnist` spells them
+    out = tmp_path / "run"
+    base = ["--arch", "c2d", "--placement", "none", "--epochs", "1", "--eval-every", "0", "--progress", "none"]
+    train(data, out, *base, "--dtype", "float32")
+    assert capsys.readouterr().err.count("epoch 0") == 0  # --progress none: no bar
+    first = torch.load(os.path.join(out, "last.pt"), weights_only=True)["global_step"]
+    train(data, out, *base, "--overwrite", "--epochs", "1")  # starts over, like --restart
+    assert torch.load(os.path.join(out, "last.pt"), weights_only=True)["global_step"] == first
+    line = usage_error(capsys, ["train-video", "--data-root", data, "--out", str(out), *TINY, *base,
+                                "--dtype", "float16", "--amp", "bf16"])
+    assert "--dtype float16 contradicts --amp bf16" in line
+    line = usage_error(capsys, ["train-video", "--data-root", data, "--out", str(out), *TINY, *base,
+                                "--resume", "--overwrite"])
+    assert "--resume contradicts" in line
