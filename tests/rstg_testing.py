@@ -216,3 +216,16 @@ def child_pythonpath(*extra: str) -> str:
 
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(rstg_fast.__file__)))
     return os.pathsep.join([package_root, *extra, *sys.path])
+
+
+def cpu_device_for(backend: str) -> torch.device:
+    """The CPU, for a backend that can run on CPU tensors here (triton only under
+    TRITON_INTERPRET=1, as CI runs it); otherwise the test is skipped with the backend's reason."""
+    import pytest
+
+    from rstg_fast.ops import backends
+
+    why = backends.BACKENDS[backend].unavailable(torch.device("cpu"))
+    if why is not None:
+        pytest.skip(reason=f"backend {backend!r} cannot run on CPU tensors here ({why})")
+    return torch.device("cpu")

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from rstg_testing import cpu_device_for
 
 import rstg_fast
 from rstg_fast.modules.graph_cache import MAX_SIZES
-from rstg_fast.ops import backends
-
-
-def device_for(backend: str) -> torch.device:
-    """CPU tensors (triton only under TRITON_INTERPRET=1, as CI runs it); skips saying why."""
-    why = backends.BACKENDS[backend].unavailable(torch.device("cpu"))
-    if why is not None:
-        pytest.skip(reason=f"backend {backend!r} cannot run on CPU tensors here ({why})")
-    return torch.device("cpu")
 
 
 @pytest.mark.parametrize("readout", ["vec", "map"])
 @pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
 def test_inference_mode_gives_the_no_grad_output_and_leaves_the_model_usable(backend, readout):
-    device = device_for(backend)
+    device = cpu_device_for(backend)
     torch.manual_seed(0)
     model = rstg_fast.RSTG(4, node_dim=8, message_dim=8, readout=readout, backend=backend).to(device)
     x = torch.randn(2, 4, 3, 6, 6, device=device)

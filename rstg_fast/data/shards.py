@@ -207,24 +207,18 @@ def write_shards(
     out_dir: str | os.PathLike,
     num_videos: int,
     *,
-    shard_size: int = 1000,
-    num_digits: int = 3,
-    split: str = "train",
-    seed: int = 0,
-    source: str | None = None,
-    overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    **options,
 ) -> list[str]:
-    """Write ``num_videos`` videos as shards of ``shard_size`` and the split's manifest; with
-    the same arguments again, resume (intact shards are kept).
+    """Write ``num_videos`` videos as shards and the split's manifest; with the same arguments
+    again, resume (intact shards are kept). ``options`` are :func:`plan_shards`' (``shard_size``,
+    ``num_digits``, ``split``, ``seed``, ``source``, ``overwrite``).
 
     ``progress(done, total)`` is called after each shard. Returns the shard paths in order.
     Raises ``ValueError`` before writing anything if an argument is bad or ``out_dir`` holds
     something else than this dataset (unless ``overwrite``: see :func:`plan_shards`).
     """
-    plan = plan_shards(out_dir, num_videos, shard_size=shard_size, num_digits=num_digits, split=split, seed=seed,
-                       source=source, overwrite=overwrite)
-    return plan.write(progress)
+    return plan_shards(out_dir, num_videos, **options).write(progress)
 
 
 def _complete(path: str, n: int, num_digits: int) -> bool:

@@ -184,7 +184,7 @@ def check_runtime(cfg: dict) -> None:
     autocast dtype); warn about a float16 run on a CPU and the GPU-sized preset on a CPU."""
     import torch
 
-    from rstg_fast.ops._checks import check_backend
+    from rstg_fast.ops.backends import resolve_backend
 
     if cfg["device"] == "auto":  # the train-video spelling of the default
         cfg["device"] = None
@@ -199,7 +199,7 @@ def check_runtime(cfg: dict) -> None:
         raise ValueError(f"--device must be cpu, cuda or cuda:N, got {cfg['device']!r}")
     dtype = getattr(torch, cfg["dtype"])
     try:
-        check_backend(cfg["backend"], device, dtype)
+        resolve_backend(cfg["backend"], device, dtype)
     except ValueError as e:
         raise ValueError(f"--backend {cfg['backend']} with --dtype {cfg['dtype']} on {device.type}: {e}") from None
     if device.type == "cpu" and cfg["dtype"] == "float16":

@@ -109,17 +109,14 @@ class Prefetcher:
     def __init__(self, make) -> None:
         self.make = make
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="syncmnist-data")
-        self.pending: dict[int, Future] = {}
+        self.ahead: tuple[int, Future] | None = None  # (stream, its batch being generated)
 
     def get(self, stream: int, following: int | None):
         """Batch ``stream``; starts generating batch ``following`` (None: nothing)."""
-        future = self.pending.pop(stream, None)
-        batch = future.result() if future is not None else self.make(stream)
-        for old in self.pending.values():  # an order change (resume) left a stale guess
-            old.cancel()
-        self.pending.clear()
+        ahead, self.ahead = self.ahead, None
+        batch = ahead[1].result() if ahead is not None and ahead[0] == stream else self.make(stream)
         if following is not None:
-            self.pending[following] = self.pool.submit(self.make, following)
+            self.ahead = (following, self.pool.submit(self.make, following))
         return batch
 
 

@@ -287,19 +287,18 @@ def _device(name: str) -> torch.device:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not hasattr(args, "clip"):  # called without rstg_fast.cli.main, which ran check_args
+        check_args(args)
     # oneDNN's bfloat16 Conv3d backward on CPU (torch 2.13) gives NaN gradients at random for
     # (3, 1, 1) kernels (32 of 40 tries on the dev VM; 0 of 40 without oneDNN), so a bf16 CPU run
     # uses PyTorch's own convolutions (restored afterwards: in-process callers keep theirs)
-    _shared_spellings(args)
-    bf16_cpu = args.amp == "bf16" and args.device != "cuda" and not torch.cuda.is_available()
+    bf16_cpu = args.amp == "bf16" and _device(args.device).type == "cpu"
     onednn = torch.backends.mkldnn.flags(enabled=False) if bf16_cpu else contextlib.nullcontext()
     with onednn, leaving_distributed():  # also after --eval-only and on errors (it used to skip both)
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not hasattr(args, "clip"):  # called without rstg_fast.cli.main
-        check_args(args)
     info, device = init_distributed(_device(args.device))
     rank, world = info.rank, info.world
     if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():

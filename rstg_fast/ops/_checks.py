@@ -8,7 +8,7 @@ import math
 import torch
 
 from rstg_fast.ops._dtypes import acc_dtype
-from rstg_fast.ops.backends import resolve_backend as check_backend
+from rstg_fast.ops.backends import resolve_backend
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -24,7 +24,7 @@ def check_inputs(S, R, Q, K, W2, b2, indptr, indices, heads, scale, backend):
     :func:`rstg_fast.ops._graph_cache.checked_csr`, which the op impls call on every call.
     """
     scale = check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale)
-    return scale, check_backend(backend, S.device, S.dtype)
+    return scale, resolve_backend(backend, S.device, S.dtype)
 
 
 def check_tensors(S, R, Q, K, W2, b2, indptr, indices, heads, scale) -> float:

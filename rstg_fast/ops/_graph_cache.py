@@ -109,7 +109,9 @@ def _int64(t: torch.Tensor) -> torch.Tensor:
 
 
 def _private_checked(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    ip, ix = _int64(indptr).clone(), _int64(indices).clone()
+    # one copy each (int32 widened, strided made contiguous), owned by the cache
+    ip = indptr.to(torch.int64, copy=True, memory_format=torch.contiguous_format)
+    ix = indices.to(torch.int64, copy=True, memory_format=torch.contiguous_format)
     check_csr_contents(ip, ix)
     return ip, ix
 

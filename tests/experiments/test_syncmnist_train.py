@@ -396,7 +396,7 @@ def test_diverging_run_stops_with_a_message_and_no_accuracy(tmp_path, source, ca
 )  # fmt: skip
 def test_flags_that_cannot_work_are_refused_before_any_work(tmp_path, source, flags, name):
     if torch.cuda.is_available() and "cuda" in flags:
-        pytest.skip("this machine has CUDA")
+        pytest.skip(reason="this machine has CUDA, so --device cuda and --backend cuda are valid here")
     with pytest.raises(ValueError, match=name):
         cfg_of(tiny_argv(tmp_path, source, *flags))
     assert not any(tmp_path.iterdir())  # nothing written

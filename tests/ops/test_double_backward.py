@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from rstg_testing import cpu_device_for
 
 from rstg_fast.graph import grid_graph
 from rstg_fast.ops import backends, message_attention
-
-CPU = torch.device("cpu")
 
 
 def _inputs(one_layer: bool):
@@ -40,9 +39,7 @@ def _call(via: str, backend: str, one_layer: bool):
 @pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
 @pytest.mark.parametrize("backend", [b for b in backends.BACKENDS if torch.float64 in backends.BACKENDS[b].dtypes])
 def test_gradgradcheck(backend, one_layer, via):
-    why = backends.BACKENDS[backend].unavailable(CPU)
-    if why is not None:
-        pytest.skip(reason=f"backend {backend!r} cannot run on CPU tensors here ({why})")
+    cpu_device_for(backend)
     inputs = _inputs(one_layer)
     f = _call(via, backend, one_layer)
     assert torch.autograd.gradgradcheck(f, inputs)

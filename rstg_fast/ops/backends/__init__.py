@@ -80,7 +80,11 @@ def _cuda_unavailable(device: torch.device) -> str | None:
 
     if not build_info()["cuda"]:
         return "rstg_fast was built without CUDA (nvcc not found or RSTG_FAST_CUDA=0)"
-    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability(device) < (8, 0):
+    if device.type == "cuda" and not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            return f"torch {torch.__version__} is built without CUDA"
+        return "no CUDA device is visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES is empty)"
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
         return "the CUDA kernels need compute capability 8.0 or newer (tensor-core bfloat16/tf32)"
     return None
 
