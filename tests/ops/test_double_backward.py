@@ -35,16 +35,25 @@ def _call(via: str, backend: str, one_layer: bool):
     return f
 
 
+FLOAT64_BACKENDS = [b for b in backends.BACKENDS if torch.float64 in backends.BACKENDS[b].dtypes]
+
+
+# gradgradcheck perturbs every input element (hundreds of forward calls): run where a forward
+# is cheap; the second derivative goes through the reference maths for every backend anyway
 @pytest.mark.parametrize("via", ["public", "torch.ops"])
 @pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
-@pytest.mark.parametrize("backend", [b for b in backends.BACKENDS if torch.float64 in backends.BACKENDS[b].dtypes])
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_gradgradcheck(backend, one_layer, via):
+    assert torch.autograd.gradgradcheck(_call(via, backend, one_layer), _inputs(one_layer))
+
+
+@pytest.mark.parametrize("via", ["public", "torch.ops"])
+@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
+@pytest.mark.parametrize("backend", FLOAT64_BACKENDS)
+def test_second_derivative_is_the_references(backend, one_layer, via):
     cpu_device_for(backend)
     inputs = _inputs(one_layer)
-    f = _call(via, backend, one_layer)
-    assert torch.autograd.gradgradcheck(f, inputs)
-    # and it is the reference's second derivative, not zero
-    out = f(*inputs)
+    out = _call(via, backend, one_layer)(*inputs)
     first = torch.autograd.grad(out.pow(2).sum(), inputs, create_graph=True)
     second = torch.autograd.grad(sum(g.pow(2).sum() for g in first), inputs)
     ref_inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
@@ -52,5 +61,5 @@ def test_gradgradcheck(backend, one_layer, via):
     ref_first = torch.autograd.grad(ref(*ref_inputs).pow(2).sum(), ref_inputs, create_graph=True)
     ref_second = torch.autograd.grad(sum(g.pow(2).sum() for g in ref_first), ref_inputs)
     for a, b in zip(second, ref_second, strict=True):
-        assert a.abs().sum() > 0
+        assert a.abs().sum() > 0  # not the silent zero it used to be
         torch.testing.assert_close(a, b)
