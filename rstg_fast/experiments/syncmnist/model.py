@@ -69,7 +69,7 @@ class ConvBackbone(nn.Module):
 
 
 class SyncMNISTNet(nn.Module):
-    """``(B, 1, T, 64, 64)`` float videos in ``[0, 1]`` -> ``(B, 46)`` logits.
+    """``(B, 1, T, 64, 64)`` float videos in ``[0, 1]`` -> ``(B, NUM_CLASSES)`` logits (46).
 
     ``rstg_kwargs`` go to :class:`rstg_fast.RSTG` (``node_dim``, ``message_dim``,
     ``iterations``, ``schedule``, ``positional``, ``backend``, ...).
