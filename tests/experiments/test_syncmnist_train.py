@@ -221,6 +221,16 @@ def test_ablation_flags_train(tmp_path, source, schedule):
     assert train(cfg_of(argv))["schedule"] == schedule
 
 
+def test_conv_lstm_baseline_trains_with_the_same_backbone(tmp_path, source):
+    argv = tiny_argv(tmp_path, source, "--model", "conv_lstm", "--epochs", "1", "--pretrain-steps", "2")
+    result = train(cfg_of(argv))
+    assert result["model"] == "conv_lstm" and 0.0 <= result["test_acc"] <= 1.0
+    state = load_checkpoint(str(tmp_path / "checkpoint.pt"))["model"]
+    assert "lstm.weight_ih_l0" in state and not any(k.startswith("rstg.") for k in state)
+    assert state["backbone.layers.0.weight"].shape[1] == 2  # the motion backbone of --quick
+    assert state["lstm.weight_ih_l0"].shape == (4 * 16, 8)  # hidden = --node-dim, input = --channels
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_amp(tmp_path, source, dtype):
     result = train(cfg_of(tiny_argv(tmp_path, source, "--dtype", dtype, "--epochs", "1", "--steps-per-epoch", "1")))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rstg_fast.experiments.syncmnist.config import PRESET_FIELDS, PRESETS, SyncMNISTConfig, config_fields
+from rstg_fast.experiments.syncmnist.config import MODELS, PRESET_FIELDS, PRESETS, SyncMNISTConfig, config_fields
 from rstg_fast.modules.base import SCHEDULES
 
 
@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--digits", type=int, default=3, help="digits per video: 3 (3SyncMNIST) or 5 (5SyncMNIST)")
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default="rstg",
+        help="rstg, or conv_lstm: the paper's Conv+LSTM baseline (same backbone, mean over space, an LSTM"
+        " of width --node-dim)",
+    )
     p.add_argument("--schedule", choices=SCHEDULES, default="all_time_stages", help="RSTG ablation (docs/design.md §1)")
     p.add_argument("--positional", action="store_true", help="positional-aware send function")
     p.add_argument("--backend", default="auto", help="message_attention backend (auto, reference, cpu, cuda, triton)")

@@ -46,6 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         input_norm="batch",
     ),
 }
+MODELS = ("rstg", "conv_lstm")
 # the preset values are the flags' defaults; these have no preset (they are the same for both)
 PRESET_FIELDS = tuple(PRESETS["full"])
 
@@ -60,6 +61,7 @@ class SyncMNISTConfig(RunConfig):
 
     preset: str = "full"
     digits: int = 3
+    model: str = "rstg"  # or "conv_lstm", the paper's Conv+LSTM baseline
     schedule: str = "all_time_stages"
     positional: bool = False
     backend: str = "auto"
@@ -122,6 +124,8 @@ class SyncMNISTConfig(RunConfig):
         self.out = self.out or os.path.join("runs", f"syncmnist-{self.preset}")
         if not 2 <= self.digits <= 10:
             raise ValueError(f"--digits must be in [2, 10], got {self.digits}")
+        if self.model not in MODELS:
+            raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.input_norm not in ("none", "batch"):

@@ -95,3 +95,32 @@ class SyncMNISTNet(nn.Module):
 
     def forward(self, videos: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.rstg(self.backbone(videos)))
+
+
+class ConvLSTMNet(nn.Module):
+    """The paper's Conv+LSTM baseline: the same backbone, its features averaged over space, an
+    LSTM over time, the last hidden state to the same batch-standardised linear classifier.
+    ``(B, 1, T, 64, 64)`` -> ``(B, NUM_CLASSES)``. ``input_norm="batch"`` standardises the
+    averaged features (as RSTG's ``input_norm`` does its input), so the two models differ only
+    in what lies between the backbone and the classifier."""
+
+    def __init__(
+        self,
+        channels: int = 64,
+        num_classes: int = NUM_CLASSES,
+        motion: bool = False,
+        hidden: int = 512,
+        input_norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        self.backbone = ConvBackbone(channels, motion)
+        self.input_norm = GlobalBatchNorm(channels) if input_norm == "batch" else nn.Identity()
+        self.lstm = nn.LSTM(channels, hidden, batch_first=True)
+        self.classifier = nn.Sequential(GlobalBatchNorm(hidden), nn.Linear(hidden, num_classes))
+
+    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(videos).mean((3, 4))  # (B, C, T)
+        b, c, t = f.shape
+        f = self.input_norm(f.transpose(1, 2).reshape(b * t, c)).reshape(b, t, c)
+        _, (h, _) = self.lstm(f)
+        return self.classifier(h[-1])

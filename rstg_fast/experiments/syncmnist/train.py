@@ -21,13 +21,17 @@ from rstg_fast._progress import progress, update_to
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import NUM_CLASSES, generate, names_present_pair
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
-from rstg_fast.experiments.syncmnist.model import SyncMNISTNet
+from rstg_fast.experiments.syncmnist.model import ConvLSTMNet, SyncMNISTNet
 from rstg_fast.experiments.syncmnist.plots import plot_curves
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def build_model(cfg: SyncMNISTConfig) -> SyncMNISTNet:
+def build_model(cfg: SyncMNISTConfig) -> SyncMNISTNet | ConvLSTMNet:
+    """RSTG (``--model rstg``) or the Conv+LSTM baseline (``--model conv_lstm``, hidden width
+    ``--node-dim``) on the same backbone."""
+    if cfg.model == "conv_lstm":
+        return ConvLSTMNet(cfg.channels, motion=cfg.motion, hidden=cfg.node_dim, input_norm=cfg.input_norm)
     return SyncMNISTNet(
         cfg.channels,
         node_dim=cfg.node_dim,
@@ -133,7 +137,8 @@ def epoch_order(seed: int, epoch: int, steps: int) -> np.ndarray:
 def main_report(result: dict) -> str:
     """The final accuracy report, as printed."""
     lines = [
-        f"SyncMNIST ({result['digits']} digits, schedule={result['schedule']}, positional={result['positional']})",
+        f"SyncMNIST ({result['digits']} digits, model={result['model']}, schedule={result['schedule']},"
+        f" positional={result['positional']})",
         f"  test accuracy  {100 * result['test_acc']:.2f} %  on {result['test_videos']} videos"
         f"  (chance {100 / NUM_CLASSES:.2f} %)",
         f"  pair given digits {100 * result['test_pair_given_digits']:.1f} %  of the"
@@ -165,7 +170,12 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def _pretrain(
-    model: SyncMNISTNet, cfg: SyncMNISTConfig, device: torch.device, info: DistInfo, ckpt_path: str, state: dict | None
+    model: SyncMNISTNet | ConvLSTMNet,
+    cfg: SyncMNISTConfig,
+    device: torch.device,
+    info: DistInfo,
+    ckpt_path: str,
+    state: dict | None,
 ) -> list[float]:
     """The single-digit warm-up of the backbone (syncmnist_pretrain.py says why), resumable:
     it checkpoints into ``ckpt_path`` (with a ``"pretrain"`` entry that marks the phase) every
@@ -385,6 +395,7 @@ def train(cfg: SyncMNISTConfig) -> dict | None:
         "steps": total,
         "train_time_s": last["time_s"],
         "digits": cfg.digits,
+        "model": cfg.model,
         "schedule": cfg.schedule,
         "positional": cfg.positional,
         "device": str(device),
