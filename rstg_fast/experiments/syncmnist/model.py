@@ -93,8 +93,10 @@ class SyncMNISTNet(nn.Module):
     def rstg_dim(rstg_kwargs: dict) -> int:
         return int(rstg_kwargs.get("node_dim", 512))
 
-    def forward(self, videos: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.rstg(self.backbone(videos)))
+    def forward(self, videos: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """``features``: the backbone's output for ``videos``, when computed already (a frozen
+        backbone, run ahead in the trainer's data thread)."""
+        return self.classifier(self.rstg(self.backbone(videos) if features is None else features))
 
 
 class ConvLSTMNet(nn.Module):
@@ -118,8 +120,8 @@ class ConvLSTMNet(nn.Module):
         self.lstm = nn.LSTM(channels, hidden, batch_first=True)
         self.classifier = nn.Sequential(GlobalBatchNorm(hidden), nn.Linear(hidden, num_classes))
 
-    def forward(self, videos: torch.Tensor) -> torch.Tensor:
-        f = self.backbone(videos).mean((3, 4))  # (B, C, T)
+    def forward(self, videos: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        f = (self.backbone(videos) if features is None else features).mean((3, 4))  # (B, C, T)
         b, c, t = f.shape
         f = self.input_norm(f.transpose(1, 2).reshape(b * t, c)).reshape(b, t, c)
         _, (h, _) = self.lstm(f)
