@@ -58,9 +58,10 @@ from rstg_testing import (
 from rstg_fast._ext import build_info, extension
 from rstg_fast.graph import grid_graph
 from rstg_fast.ops import backends, message_attention
-from rstg_fast.ops.backends import cuda as cuda_backend
-from rstg_fast.ops.backends import cuda_plan
-from rstg_fast.ops.backends.reference import destinations, message_attention_reference
+from rstg_fast.ops._graph_plan import transpose_csr
+from rstg_fast.ops.backends.cuda import launch as cuda_launch
+from rstg_fast.ops.backends.cuda import plan as cuda_plan
+from rstg_fast.ops.backends.reference import message_attention_reference
 
 HAS_GPU = torch.cuda.is_available() and build_info()["cuda"]
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU and a CUDA build")
@@ -71,7 +72,13 @@ LOW = (torch.float32, torch.float16, torch.bfloat16)
 # ----------------------------------------------------------------------------- CPU: plan
 
 
-def _plan_ok(indptr: np.ndarray, other: np.ndarray, plan: cuda_plan.PlanArrays) -> None:
+def host_plan(indptr, other) -> types.SimpleNamespace:
+    """The packed plan of a CSR (``cuda_plan.DevicePlan`` on the CPU) as numpy arrays."""
+    plan = cuda_plan.DevicePlan(np.asarray(indptr), np.asarray(other), torch.device("cpu"))
+    return types.SimpleNamespace(slots=plan.slots, **{f: t.numpy() for f, t in plan.tensors.items()})
+
+
+def _plan_ok(indptr: np.ndarray, other: np.ndarray, plan: types.SimpleNamespace) -> None:
     n = indptr.size - 1
     sizes = plan.item_end - plan.item_begin
     assert sizes.min(initial=0) >= 0 and sizes.max(initial=0) <= cuda_plan.CHUNK
@@ -97,41 +104,30 @@ def test_plan_cuts_rows_into_balanced_items(N, max_degree, skewed):
     indptr, indices = random_csr(N, max(max_degree, 1), generator=gen, skewed_row=skewed)
     if max_degree == 0:
         indptr, indices = torch.zeros(N + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
-    ip, ix = indptr.numpy(), indices.numpy()
-    _plan_ok(ip, ix, cuda_plan.build_plan(ip, ix))
-    t_ip, t_dst = cuda_plan.transpose_csr(ip, ix)
-    _plan_ok(t_ip, t_dst, cuda_plan.build_plan(t_ip, t_dst))
+    _plan_ok(indptr.numpy(), indices.numpy(), host_plan(indptr, indices))
+    t_ip, t_dst = (t.numpy() for t in transpose_csr(indptr, indices))
+    _plan_ok(t_ip, t_dst, host_plan(t_ip, t_dst))
 
 
 def test_plan_splits_the_hub_of_huge():
     g = grid_graph(((28, 28), (14, 14), (7, 7), (3, 3), (1, 1)), 28, 28)
-    plan = cuda_plan.build_plan(g.indptr.numpy(), g.indices.numpy())
+    plan = host_plan(g.indptr, g.indices)
     hub = g.num_nodes - 1  # the 1x1 node: every other node is a source
     _plan_ok(g.indptr.numpy(), g.indices.numpy(), plan)
     assert hub in plan.split_node and (plan.item_node == hub).sum() == math.ceil((g.num_nodes - 1) / cuda_plan.CHUNK)
 
 
-def test_transpose_csr_lists_destinations_by_source():
-    gen = torch.Generator().manual_seed(5)
-    indptr, indices = random_csr(11, 6, generator=gen)
-    t_ip, t_dst = cuda_plan.transpose_csr(indptr.numpy(), indices.numpy())
-    dst = destinations(indptr, indices.numel()).numpy()
-    for j in range(11):
-        want = sorted(dst[indices.numpy() == j].tolist())
-        assert t_dst[t_ip[j] : t_ip[j + 1]].tolist() == want
-
-
 def test_plan_is_cached_per_graph_and_sees_in_place_edits():
     gen = torch.Generator().manual_seed(9)
     indptr, indices = random_csr(9, 40, generator=gen, skewed_row=2)
-    first = cuda_backend.plan_for(indptr, indices, by_source=False)
-    assert cuda_backend.plan_for(indptr, indices, by_source=False) is first
+    first = cuda_plan.plan_for(indptr, indices, by_source=False)
+    assert cuda_plan.plan_for(indptr, indices, by_source=False) is first
     assert first.slots > 0 and first.items == len(first.tensors["item_node"])
-    by_source = cuda_backend.plan_for(indptr, indices, by_source=True)
-    _, t_dst = cuda_plan.transpose_csr(indptr.numpy(), indices.numpy())
+    by_source = cuda_plan.plan_for(indptr, indices, by_source=True)
+    _, t_dst = transpose_csr(indptr, indices)
     assert by_source is not first and by_source.tensors["other"].tolist() == t_dst.tolist()
     indices[0] = (indices[0] + 1) % 9  # an in-place edit must invalidate the cached plan
-    edited = cuda_backend.plan_for(indptr, indices, by_source=False)
+    edited = cuda_plan.plan_for(indptr, indices, by_source=False)
     assert edited is not first and int(edited.tensors["other"][0]) == int(indices[0])
 
 
@@ -317,12 +313,12 @@ def emulated_extension():
 
 @pytest.fixture
 def emulated_cuda(monkeypatch, emulated_extension):
-    """rstg_fast.ops.backends.cuda, running its kernels in the emulation on CPU tensors."""
-    monkeypatch.setattr(cuda_backend, "require_extension", lambda: emulated_extension)
-    monkeypatch.setattr(cuda_backend, "_multiprocessors", lambda device: 1)
+    """rstg_fast.ops.backends.cuda's launchers, running the kernels in the emulation on CPU tensors."""
+    monkeypatch.setattr(cuda_launch, "require_extension", lambda: emulated_extension)
+    monkeypatch.setattr(cuda_launch, "_multiprocessors", lambda device: 1)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=0))
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
-    return cuda_backend
+    return cuda_launch
 
 
 EMU_CASES = {
@@ -359,7 +355,7 @@ def test_emulated_minus_inf_scores_split_and_whole_rows_match_reference(emulated
     all -inf item of a split row only weighs 0 and its row stays finite."""
     gen = torch.Generator().manual_seed(11)
     x64, indptr, indices = minus_inf_scores_case(gen)
-    assert cuda_plan.build_plan(indptr.numpy(), indices.numpy()).slots > 0, "the hub must be split"
+    assert host_plan(indptr, indices).slots > 0, "the hub must be split"
     x = {k: v.float() for k, v in x64.items()}
     dO = torch.randn(2, 41, 6, generator=gen, dtype=torch.float64).float()
     scale = 1 / math.sqrt(2)
@@ -388,7 +384,7 @@ def check_emulated_case(emulated_cuda, case, dtype, deterministic, seed):
     gen = torch.Generator().manual_seed(seed)
     indptr, indices = random_csr(N, max_degree, generator=gen, skewed_row=skewed)
     if skewed is not None:
-        assert cuda_plan.build_plan(indptr.numpy(), indices.numpy()).slots > 0, "case must exercise split rows"
+        assert host_plan(indptr, indices).slots > 0, "case must exercise split rows"
     x64 = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen)
     scale = 1.0 / math.sqrt(A // heads)
     dO = torch.randn(G, N, D or Hd, generator=gen, dtype=torch.float64)

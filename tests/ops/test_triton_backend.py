@@ -63,7 +63,7 @@ from rstg_testing import (  # noqa: E402
 
 from rstg_fast.graph import grid_graph  # noqa: E402
 from rstg_fast.ops import message_attention  # noqa: E402
-from rstg_fast.ops.backends.reference import destinations  # noqa: E402
+from rstg_fast.ops.backends.cuda import plan as cuda_plan  # noqa: E402
 from rstg_fast.ops.backends.triton import plan as triton_plan  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -283,14 +283,15 @@ def test_plan_covers_every_edge_once_longest_first_and_is_cached():
     assert triton_plan.default_chunk(1039, 17206) == 64 and triton_plan.default_chunk(14, 90) == 32
 
 
-def test_transposed_csr():
-    gen = torch.Generator().manual_seed(7)
-    indptr, indices = random_csr(9, 4, generator=gen)
-    indptr_t, indices_t = triton_plan.transpose_csr(indptr, indices)
-    dst = destinations(indptr, indices.numel())
-    forward_edges = sorted(zip(indices.tolist(), dst.tolist(), strict=True))
-    src_t = destinations(indptr_t, indices_t.numel())
-    assert sorted(zip(src_t.tolist(), indices_t.tolist(), strict=True)) == forward_edges
+def test_cuda_and_triton_pack_the_same_split():
+    gen = torch.Generator().manual_seed(3)
+    indptr, indices = random_csr(23, 50, generator=gen, skewed_row=7)
+    cuda = cuda_plan.DevicePlan(indptr.numpy(), indices.numpy(), torch.device("cpu"))
+    triton = triton_plan.build_plan(indptr, chunk=cuda_plan.CHUNK)
+    as_rows = lambda plan: sorted(map(tuple, plan))  # noqa: E731 - local shorthand
+    fields = ("item_node", "item_begin", "item_end", "item_slot")
+    assert as_rows(triton.items.tolist()) == as_rows(zip(*(cuda.tensors[f].tolist() for f in fields), strict=True))
+    assert triton.num_slots == cuda.slots > 0
 
 
 def test_unavailable_without_interpreter_and_import_stays_light():

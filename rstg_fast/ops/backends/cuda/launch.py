@@ -1,14 +1,8 @@
-"""The ``cuda`` backend of ``message_attention``: CUDA C++ kernels in ``rstg_fast._C``.
+"""Launchers of the ``cuda`` backend: limits, allocation, dispatch to ``rstg_fast._C``.
 
-This module is the launcher layer: it checks the kernels' limits (``cuda_plan``), builds and
-caches the per-graph work plan on the device, allocates outputs and float32 scratch, and
-calls ``_C.message_attention_{forward,backward}_cuda`` on PyTorch's current stream. No host
-synchronisation per call once a graph's plan is cached (the plan costs one copy of the CSR to
-the host, once). Design and limits: docs/cuda_backend.md.
-
-Determinism: with ``torch.use_deterministic_algorithms(True)`` the backward computes dS and
-dK in a second, source-major pass instead of float32 atomics; everything else is
-deterministic in both modes (fixed-order reductions).
+Checks the kernels' limits (``plan.py``), takes the cached per-graph work plan, allocates
+outputs and float32 scratch, and calls ``_C.message_attention_{forward,backward}_cuda`` on
+PyTorch's current stream. No host synchronisation per call once a graph's plan is cached.
 """
 
 from __future__ import annotations
@@ -18,41 +12,10 @@ import functools
 import torch
 
 from rstg_fast._ext import require_extension
-from rstg_fast.ops._graph_cache import graph_cache
-from rstg_fast.ops.backends import cuda_plan
-from rstg_fast.ops.backends.cuda_plan import BG, check_launch_limits, pad32
+from rstg_fast.ops.backends.cuda.plan import BG, check_launch_limits, pad32, plan_for
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 W2_SLOT_BUDGET = 128 * 2**20  # bytes of dW2 partial slots at most (caps the persistent grid)
-
-_PLAN_FIELDS = ("item_node", "item_begin", "item_end", "item_slot", "other", "split_node", "split_ptr")
-
-
-class DevicePlan:
-    """A ``cuda_plan.PlanArrays`` as int32 device tensors, plus its counts."""
-
-    def __init__(self, arrays: cuda_plan.PlanArrays, device: torch.device) -> None:
-        self.tensors = {f: torch.from_numpy(getattr(arrays, f)).to(device) for f in _PLAN_FIELDS}
-        self.items = int(arrays.item_node.size)
-        self.splits = int(arrays.split_node.size)
-        self.slots = arrays.slots
-
-    def args(self, prefix: str) -> dict[str, int]:
-        out = {prefix + f: t.data_ptr() for f, t in self.tensors.items()}
-        out.update({prefix + "items": self.items, prefix + "splits": self.splits, prefix + "slots": self.slots})
-        return out
-
-
-def plan_for(indptr: torch.Tensor, indices: torch.Tensor, by_source: bool) -> DevicePlan:
-    """The cached plan of a graph (by destination, or transposed by source)."""
-
-    def build() -> DevicePlan:
-        ip, ix = indptr.cpu().numpy(), indices.cpu().numpy()
-        if by_source:
-            ip, ix = cuda_plan.transpose_csr(ip, ix)
-        return DevicePlan(cuda_plan.build_plan(ip, ix), indices.device)
-
-    return graph_cache.get(indptr, indices, ("cuda_plan", by_source), build)
 
 
 def _multiprocessors(device: torch.device) -> int:
