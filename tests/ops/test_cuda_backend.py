@@ -81,7 +81,7 @@ def host_plan(indptr, other) -> types.SimpleNamespace:
 def _plan_ok(indptr: np.ndarray, other: np.ndarray, plan: types.SimpleNamespace) -> None:
     n = indptr.size - 1
     sizes = plan.item_end - plan.item_begin
-    assert sizes.min(initial=0) >= 0 and sizes.max(initial=0) <= cuda_plan.CHUNK
+    assert sizes.min(initial=0) >= 0 and sizes.max(initial=0) <= cuda_plan.limits()["chunk"]
     assert np.array_equal(plan.other, other.astype(np.int32))
     for u in range(n):
         mine = np.flatnonzero(plan.item_node == u)
@@ -114,7 +114,8 @@ def test_plan_splits_the_hub_of_huge():
     plan = host_plan(g.indptr, g.indices)
     hub = g.num_nodes - 1  # the 1x1 node: every other node is a source
     _plan_ok(g.indptr.numpy(), g.indices.numpy(), plan)
-    assert hub in plan.split_node and (plan.item_node == hub).sum() == math.ceil((g.num_nodes - 1) / cuda_plan.CHUNK)
+    chunk = cuda_plan.limits()["chunk"]
+    assert hub in plan.split_node and (plan.item_node == hub).sum() == math.ceil((g.num_nodes - 1) / chunk)
 
 
 def test_plan_is_cached_per_graph_and_sees_in_place_edits():
@@ -150,7 +151,7 @@ def test_canonical_widths_are_within_the_launch_limits(dtype, shape):
         ((4, 14, 90, 4096, 512, 512, 1), "shared memory"),
         ((4, 14, 90, 512, 8192, 512, 1), "shared memory"),
         ((4, 14, 90, 512, 512, 16384, 1), "shared memory"),
-        ((4, 14, 90, 512, 512, 512, 4096), "shared memory"),
+        ((4, 14, 90, 512, 512, 512, 512), "shared memory"),
         ((4, 2**31, 90, 64, 64, 64, 1), "below 2"),
         ((0, 14, 90, 64, 64, 64, 1), "positive"),
     ],
@@ -165,23 +166,40 @@ def _smem_boundary(es: int, has_w2: bool) -> int:
     """Largest width W (Hd = D = A = W, multiple of 32) the Python mirror accepts."""
     w = 32
     while (
-        cuda_plan.smem_bytes(True, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.SMEM_CAP
-        and cuda_plan.smem_bytes(False, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.SMEM_CAP
+        cuda_plan.smem_bytes(True, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.limits()["smem_cap"]
+        and cuda_plan.smem_bytes(False, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.limits()["smem_cap"]
     ):
         w += 32
     return w
 
 
+@pytest.mark.parametrize("es", [4, 2], ids=["32-bit", "16-bit"])
+@pytest.mark.parametrize("has_w2", [True, False], ids=["two-layer", "one-layer"])
+def test_limits_and_layout_come_from_the_cpp_header(es, has_w2):
+    """No constant of csrc/cuda/ma_layout.h is copied in Python: the module exposes them on every
+    build (this one may have no CUDA), and its limit check agrees with its layout at the edge."""
+    assert cuda_plan.limits() == {
+        "threads": 128, "tile_n": 64, "tile_k": 32, "graphs_per_task": 8, "chunk": 32, "pad_bytes": 16,
+        "smem_cap": 160 * 1024,
+    }  # fmt: skip
+    W = _smem_boundary(es, has_w2)
+    cuda_plan.check_launch_limits(4, 14, 90, W, W, W, 1, es, has_w2)
+    with pytest.raises(ValueError, match=f"{8 * es}-bit"):
+        cuda_plan.check_launch_limits(4, 14, 90, W + 32, W + 32, W + 32, 1, es, has_w2)
+    assert cuda_plan.pad32(W + 1) == W + 32
+
+
 def _launcher_args(dtype_code: int, W: int, has_w2: bool) -> dict[str, int]:
-    args = {"dtype": dtype_code, "G": 2, "N": 3, "E": 0, "Hd": W, "D": W, "A": W, "heads": 1, "has_w2": int(has_w2)}
+    args = {"dtype": dtype_code, "G": 2, "N": 3, "E": 0, "Hd": W, "D": W, "A": W, "heads": 1, "scale": 1.0}
     args.update({"stream": 0, "deterministic": 0, "blocks": 1})
-    pointers = "S R Q K W2 b2 O lse o_part lse_part dO delta dS dR dQ dK dW2 db2 acc_dS acc_dK w2_slots b2_slots"
+    pointers = "S R Q K b2 O lse o_part lse_part dO delta dS dR dQ dK dW2 db2 acc_dS acc_dK w2_slots b2_slots"
     args.update({name: 0 for name in (pointers + " d_part_h d_part_qk s_part_h s_part_qk").split()})
     for p in ("d_", "s_"):
         args.update(
             {p + f: 0 for f in ("item_node", "item_begin", "item_end", "item_slot", "other", "split_node", "split_ptr")}
         )
         args.update({p + "items": 3, p + "splits": 0, p + "slots": 0})
+    args["W2"] = 256 if has_w2 else 0  # two send layers: a non-null W2 (never read before the failing CUDA call)
     return args
 
 
@@ -200,14 +218,14 @@ def test_cpp_launcher_rejects_over_limit_shapes_before_any_cuda_call(direction, 
     entry = getattr(ext, f"message_attention_{direction}_cuda")
     W = _smem_boundary(es, has_w2)
     with pytest.raises(ValueError, match="shared memory"):
-        entry(_launcher_args(dtype_code, W + 32, has_w2), 1.0)
-    with pytest.raises(ValueError, match="missing argument 'G'"):
-        entry({}, 1.0)
+        entry(_launcher_args(dtype_code, W + 32, has_w2))
+    with pytest.raises(ValueError, match="missing argument 'dtype'"):
+        entry({})
     with pytest.raises(ValueError, match="dtype code"):
-        entry(_launcher_args(7, 32, has_w2), 1.0)
+        entry(_launcher_args(7, 32, has_w2))
     if not torch.cuda.is_available():  # with a GPU, null pointers must never reach a launch
         with pytest.raises(RuntimeError, match="CUDA error"):
-            entry(_launcher_args(dtype_code, W, has_w2), 1.0)
+            entry(_launcher_args(dtype_code, W, has_w2))
 
 
 def test_registration_and_build_info():
@@ -254,7 +272,9 @@ def _run(x, indptr, indices, heads, backend, dO):
 
 ROOT = Path(__file__).resolve().parents[2]
 EMU_SOURCES = [
-    *sorted((ROOT / "csrc" / "cuda").glob("message_attention*")),
+    *sorted((ROOT / "csrc" / "cuda").glob("*")),
+    ROOT / "csrc" / "message_attention_args.h",
+    ROOT / "python_bindings" / "ma_args.h",
     *sorted((ROOT / "tests" / "cuda_emu").glob("*")),
 ]
 CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"

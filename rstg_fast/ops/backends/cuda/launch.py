@@ -1,8 +1,9 @@
 """Launchers of the ``cuda`` backend: limits, allocation, dispatch to ``rstg_fast._C``.
 
 Checks the kernels' limits (``plan.py``), takes the cached per-graph work plan, allocates
-outputs and float32 scratch, and calls ``_C.message_attention_{forward,backward}_cuda`` on
-PyTorch's current stream. No host synchronisation per call once a graph's plan is cached.
+outputs and float32 scratch, and calls ``_C.message_attention_{forward,backward}_cuda`` with
+their named fields (``MaArgs``, ``csrc/message_attention_args.h``) on PyTorch's current
+stream. No host synchronisation per call once a graph's plan is cached.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import functools
 import torch
 
 from rstg_fast._ext import require_extension
-from rstg_fast.ops.backends.cuda.plan import BG, check_launch_limits, pad32, plan_for
+from rstg_fast.ops.backends._kernel_args import addr, op_fields
+from rstg_fast.ops.backends.cuda.plan import check_launch_limits, limits, pad32, plan_for
 
-DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 W2_SLOT_BUDGET = 128 * 2**20  # bytes of dW2 partial slots at most (caps the persistent grid)
 
 
@@ -35,62 +36,39 @@ def persistent_blocks(device: torch.device, tasks: int, D: int, Hd: int, has_w2:
     return max(1, min(blocks, tasks, 65535))
 
 
-def _dims(S, Q, W2, indices, heads) -> dict[str, int]:
-    G, N, Hd = S.shape
-    D = W2.shape[0] if W2 is not None else Hd
-    return {
-        "G": G,
-        "N": N,
-        "E": indices.numel(),
-        "Hd": Hd,
-        "D": D,
-        "A": Q.shape[2],
-        "heads": heads,
-        "has_w2": int(W2 is not None),
-    }
-
-
-def _check(dims: dict[str, int], dtype: torch.dtype) -> None:
+def _check(fields: dict[str, int | float], dtype: torch.dtype, has_w2: bool) -> None:
     # dtype and device were checked by ops/_checks.py against the BackendSpec; the kernel's
     # own launch limits (shared memory per block) are the backend's to check.
-    check_launch_limits(
-        dims["G"], dims["N"], dims["E"], dims["Hd"], dims["D"], dims["A"], dims["heads"],
-        torch.empty(0, dtype=dtype).element_size(), bool(dims["has_w2"]),
-    )  # fmt: skip
-
-
-def _ptr(t: torch.Tensor | None) -> int:
-    return t.data_ptr() if t is not None else 0
+    G, N, E, Hd, D, A, heads = (fields[k] for k in ("G", "N", "E", "Hd", "D", "A", "heads"))
+    check_launch_limits(G, N, E, Hd, D, A, heads, torch.empty(0, dtype=dtype).element_size(), has_w2)
 
 
 def forward(S, R, Q, K, W2, b2, indptr, indices, heads, scale):
     """Backend contract (see ``rstg_fast.ops.backends``): ``(O (G, N, D), lse (G, N, heads) float32)``."""
-    dims = _dims(S, Q, W2, indices, heads)
-    G, N, D = dims["G"], dims["N"], dims["D"]
+    args = op_fields(S, R, Q, K, W2, b2, indices, heads, scale)
+    G, N, D = args["G"], args["N"], args["D"]
     O = S.new_empty((G, N, D))
     lse = S.new_empty((G, N, heads), dtype=torch.float32)
     if G == 0 or N == 0:
         return O, lse
-    _check(dims, S.dtype)
+    _check(args, S.dtype, W2 is not None)
     plan = plan_for(indptr, indices, by_source=False)
     o_part = S.new_empty((plan.slots, G, D), dtype=torch.float32) if plan.slots else None
     lse_part = S.new_empty((plan.slots, G, heads), dtype=torch.float32) if plan.slots else None
-    args = dict(dims)
     args.update(plan.args("d_"))
     args.update(
-        dtype=DTYPE_CODES[S.dtype], stream=torch.cuda.current_stream(S.device).cuda_stream,
-        S=S.data_ptr(), R=R.data_ptr(), Q=Q.data_ptr(), K=K.data_ptr(), W2=_ptr(W2), b2=_ptr(b2),
-        O=O.data_ptr(), lse=lse.data_ptr(), o_part=_ptr(o_part), lse_part=_ptr(lse_part),
+        stream=torch.cuda.current_stream(S.device).cuda_stream,
+        O=O.data_ptr(), lse=lse.data_ptr(), o_part=addr(o_part), lse_part=addr(lse_part),
     )  # fmt: skip
     with torch.cuda.device(S.device):
-        require_extension().message_attention_forward_cuda(args, float(scale))
+        require_extension().message_attention_forward_cuda(args)
     return O, lse
 
 
 def backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale):
     """Backend contract: ``(dS, dR, dQ, dK, dW2 | None, db2 | None)`` in the input dtype."""
-    dims = _dims(S, Q, W2, indices, heads)
-    G, N, Hd, D, A = dims["G"], dims["N"], dims["Hd"], dims["D"], dims["A"]
+    args = op_fields(S, R, Q, K, W2, b2, indices, heads, scale)
+    G, N, Hd, D, A = args["G"], args["N"], args["Hd"], args["D"], args["A"]
     dS, dR, dQ, dK = (torch.empty_like(t) for t in (S, R, Q, K))
     dW2 = torch.empty_like(W2) if W2 is not None else None
     db2 = torch.empty_like(b2) if b2 is not None else None
@@ -99,12 +77,13 @@ def backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale):
             if t is not None:
                 t.zero_()
         return dS, dR, dQ, dK, dW2, db2
-    _check(dims, S.dtype)
+    _check(args, S.dtype, W2 is not None)
     deterministic = torch.are_deterministic_algorithms_enabled()
     f32 = {"dtype": torch.float32, "device": S.device}
     dplan = plan_for(indptr, indices, by_source=False)
     splan = plan_for(indptr, indices, by_source=True) if deterministic else None
-    groups = (G + BG - 1) // BG
+    bg = limits()["graphs_per_task"]
+    groups = (G + bg - 1) // bg
     tasks = max(dplan.items, splan.items if splan is not None else 0) * groups
     blocks = persistent_blocks(S.device, tasks, D, Hd, W2 is not None)
     keep = {
@@ -120,18 +99,15 @@ def backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale):
     else:
         keep["acc_dS"] = torch.zeros((G, N, Hd), **f32)
         keep["acc_dK"] = torch.zeros((G, N, A), **f32)
-    args = dict(dims)
     args.update(dplan.args("d_"))
     if splan is not None:
         args.update(splan.args("s_"))
-    args.update({name: _ptr(t) for name, t in keep.items()})
+    args.update({name: addr(t) for name, t in keep.items()})
     args.update(
-        dtype=DTYPE_CODES[S.dtype], stream=torch.cuda.current_stream(S.device).cuda_stream,
-        deterministic=int(deterministic), blocks=blocks,
-        S=S.data_ptr(), R=R.data_ptr(), Q=Q.data_ptr(), K=K.data_ptr(), W2=_ptr(W2), b2=_ptr(b2),
+        stream=torch.cuda.current_stream(S.device).cuda_stream, deterministic=int(deterministic), blocks=blocks,
         dO=dO.data_ptr(), O=O.data_ptr(), lse=lse.data_ptr(),
-        dS=dS.data_ptr(), dR=dR.data_ptr(), dQ=dQ.data_ptr(), dK=dK.data_ptr(), dW2=_ptr(dW2), db2=_ptr(db2),
+        dS=dS.data_ptr(), dR=dR.data_ptr(), dQ=dQ.data_ptr(), dK=dK.data_ptr(), dW2=addr(dW2), db2=addr(db2),
     )  # fmt: skip
     with torch.cuda.device(S.device):
-        require_extension().message_attention_backward_cuda(args, float(scale))
+        require_extension().message_attention_backward_cuda(args)
     return dS, dR, dQ, dK, dW2, db2
