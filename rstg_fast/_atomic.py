@@ -62,3 +62,8 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
         for row in rows:
             f.write(strict_json(row, sort_keys=True) + "\n")
 
+
+def write_json(path: str | os.PathLike, obj: dict) -> None:
+    """``obj`` as strict JSON (non-finite numbers as null, keys sorted), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(strict_json(obj, indent=2, sort_keys=True) + "\n")

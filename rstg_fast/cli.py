@@ -29,8 +29,12 @@ from rstg_fast._errors import CommandError, UsageError, argument_errors
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "syncmnist": ("rstg_fast.experiments.syncmnist", "train and evaluate RSTG on SyncMNIST (the main job)"),
-    "make-syncmnist": ("rstg_fast.data.syncmnist_cli", "write a SyncMNIST dataset to disk in shards"),
+    "syncmnist": ("rstg_fast.experiments.syncmnist.cli", "train and evaluate RSTG on SyncMNIST (the main job)"),
+    "make-syncmnist": ("rstg_fast.experiments.syncmnist.make_data", "write a SyncMNIST dataset to disk in shards"),
+    "syncmnist-attention": (
+        "rstg_fast.experiments.syncmnist.attention",
+        "draw a trained SyncMNIST model's attention between nodes (needs matplotlib)",
+    ),
     "train-video": ("rstg_fast.experiments.video", "train/evaluate C2D or I3D + RSTG on Something-Something"),
     "info": ("rstg_fast.cli_info", "print what this build of rstg_fast contains"),
 }

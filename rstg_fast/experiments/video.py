@@ -46,6 +46,7 @@ from rstg_fast.data.something import (
     ClipConfig,
     SomethingSomethingV1,
 )
+from rstg_fast.experiments.run_config import check_fields, parse_device
 from rstg_fast.video import VideoClassifier, WeightLoadError, load_resnet_weights, parse_placement
 from rstg_fast.video.training import StepSampler, cosine_lr, shard_indices, topk_correct
 
@@ -215,23 +216,16 @@ def check_args(args: argparse.Namespace) -> None:
     (run by rstg_fast.cli: a ValueError here is a usage error naming the flag). Sets
     ``args.clip`` (the ClipConfig) for :func:`run`."""
     _shared_spellings(args)
-    for name in ("epochs", "batch_size", "eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("warmup_steps", "max_steps", "eval_every", "workers"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("lr", "momentum", "weight_decay", "clip_grad"):  # NaN would train silently to NaN
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    check_fields(args, positive=("epochs", "batch_size", "eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"),
+                 non_negative=("seed", "warmup_steps", "max_steps", "eval_every", "workers"),
+                 rates=("lr", "momentum", "weight_decay", "clip_grad"))
     args.clip = _clip_config(args)  # its errors name its fields, which are the flags' names
     try:
         args.frame_template.format(1)
     except (IndexError, KeyError, ValueError) as e:
         raise ValueError(f"--frame-template {args.frame_template!r} cannot name frame 1: {e}") from None
     cfg = _model_config(args)
-    device = _device(args.device)
+    device = parse_device(args.device)
     placement = parse_placement(cfg["placement"])
     amp = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     if placement.maps or placement.vec:  # the graph's op runs in the autocast dtype
@@ -278,28 +272,20 @@ def _check_paths(args: argparse.Namespace) -> None:
             )
 
 
-def _device(name: str) -> torch.device:
-    """``--device``: ``auto`` is CUDA when available (the GPU is picked by init_distributed)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        why = "torch is built without CUDA" if torch.version.cuda is None else "no GPU found"
-        raise ValueError(f"--device cuda: CUDA is not available (torch {torch.__version__}: {why})")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
 def run(args: argparse.Namespace) -> int:
     if not hasattr(args, "clip"):  # called without rstg_fast.cli.main, which ran check_args
         check_args(args)
     # oneDNN's bfloat16 Conv3d backward on CPU (torch 2.13) gives NaN gradients at random for
     # (3, 1, 1) kernels (32 of 40 tries on the dev VM; 0 of 40 without oneDNN), so a bf16 CPU run
     # uses PyTorch's own convolutions (restored afterwards: in-process callers keep theirs)
-    bf16_cpu = args.amp == "bf16" and _device(args.device).type == "cpu"
+    bf16_cpu = args.amp == "bf16" and parse_device(args.device).type == "cpu"
     onednn = torch.backends.mkldnn.flags(enabled=False) if bf16_cpu else contextlib.nullcontext()
     with onednn, leaving_distributed():  # also after --eval-only and on errors (it used to skip both)
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    info, device = init_distributed(_device(args.device))
+    info, device = init_distributed(parse_device(args.device))
     rank, world = info.rank, info.world
     if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
         torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick its fastest 3D convs

@@ -56,7 +56,7 @@ def _graph_constants(scales: tuple[tuple[int, int], ...], height: int, width: in
 
 # What `torch.compiler.assume_constant_result` does (the whole of its implementation in
 # torch 2.4-2.13), without importing torch._dynamo: that import costs seconds and would make
-# `import rstg_fast` slow. tests/test_model.py compiles with fullgraph=True, so a torch
+# `import rstg_fast` slow. tests/modules/test_model.py compiles with fullgraph=True, so a torch
 # release that changes the mechanism fails loudly there.
 _graph_constants._dynamo_marked_constant = True  # type: ignore[attr-defined]
 

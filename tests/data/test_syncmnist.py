@@ -14,7 +14,7 @@ from rstg_fast.data import mnist
 from rstg_fast.data.images import save_examples
 from rstg_fast.data.mnist import DigitPool
 from rstg_fast.data.shards import OnTheFlySyncMNIST, ShardDataset, load_shard, write_shards
-from rstg_fast.data.syncmnist import NO_SYNC, generate, label_pair, pair_label
+from rstg_fast.data.syncmnist import NO_SYNC, NUM_CLASSES, generate, label_pair, pair_label
 from rstg_fast.pooling import area_matrix
 
 POOL = fake_pool()
@@ -29,7 +29,7 @@ def test_label_mapping():
         assert hi > lo and pair_label(hi, lo) == pair_label(lo, hi) == label
     assert label_pair(NO_SYNC) is None
     with pytest.raises(ValueError, match="label"):
-        label_pair(46)
+        label_pair(NUM_CLASSES)
 
 
 @pytest.mark.parametrize("k", [2, 3, 5])
@@ -51,7 +51,7 @@ def test_motion_labels_and_classes():
     k, n = 4, 1500
     g = generate(n, k, seed=7, pool=POOL)
     assert g.labels.min() >= 0 and g.labels.max() <= 45
-    assert set(np.unique(g.labels)) == set(range(46))  # 1500 videos hit every class (45: about 16 expected)
+    assert set(np.unique(g.labels)) == set(range(NUM_CLASSES))  # 1500 videos hit every class (45: about 16 expected)
     # distinct classes in every video
     assert all(len(set(row)) == k for row in g.digits.tolist())
     # coordinates on the canvas, steps in [-10, 10)

@@ -17,8 +17,12 @@ from interrupt_testing import kill_at, torchrun
 from mnist_testing import write_mnist_dir
 
 from rstg_fast._checkpoint import load_checkpoint
-from rstg_fast.experiments import syncmnist
-from rstg_fast.experiments.syncmnist_train import build_model, train
+from rstg_fast.experiments.syncmnist import cli as syncmnist
+from rstg_fast.experiments.syncmnist import pretrain as syncmnist_pretrain
+from rstg_fast.experiments.syncmnist import train as syncmnist_train
+from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
+from rstg_fast.experiments.syncmnist.train import build_model, main_report, train
+from rstg_fast.modules.base import SCHEDULES
 
 
 def tiny_argv(out, source, *extra):
@@ -94,13 +98,20 @@ def test_short_run_and_outputs(tmp_path, source):
     # checkpoint round trip: weights-only load, the model rebuilt from it gives the same test loss
     ck = load_checkpoint(str(tmp_path / "checkpoint.pt"))
     assert ck["epoch"] == 2 and ck["step"] == 0
-    model = build_model(ck["config"])
+    cfg = SyncMNISTConfig.from_dict(ck["config"])
+    model = build_model(cfg)
     model.load_state_dict(ck["model"])
     from rstg_fast._distributed import DistInfo
-    from rstg_fast.experiments.syncmnist_train import TestSet
+    from rstg_fast.experiments.syncmnist.train import TestSet
 
-    got = TestSet(ck["config"], DistInfo()).evaluate(model, ck["config"], torch.device("cpu"))
+    got = TestSet(cfg, DistInfo()).evaluate(model, cfg, torch.device("cpu"))
     assert got["loss"] == pytest.approx(rows[-1]["test_loss"], rel=1e-6) and got["acc"] == rows[-1]["test_acc"]
+    if _matplotlib_importable():  # the attention picture from this checkpoint (rstg-fast syncmnist-attention)
+        from rstg_fast.cli import main
+
+        png = tmp_path / "attention.png"
+        assert main(["syncmnist-attention", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--out", str(png)]) == 0
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def _strip_times(history):
@@ -140,7 +151,6 @@ def test_exact_resume(tmp_path, source, stop):
 
 
 def test_kill_between_checkpoint_and_log_write(tmp_path, source, monkeypatch):
-    from rstg_fast.experiments import syncmnist_train
 
     full, part = tmp_path / "full", tmp_path / "part"
     train(cfg_of(tiny_argv(full, source)))
@@ -156,7 +166,6 @@ def test_kill_between_checkpoint_and_log_write(tmp_path, source, monkeypatch):
 
 @pytest.mark.parametrize("warm_up,data", [("--motion", "motion_clips"), ("--no-motion", "digit_frames")])
 def test_kill_during_backbone_pretraining_resumes_exactly(tmp_path, source, monkeypatch, warm_up, data):
-    from rstg_fast.experiments import syncmnist_pretrain
 
     pre = ("--pretrain-steps", "5", "--ckpt-steps", "2", warm_up)
     full, part = tmp_path / "full", tmp_path / "part"
@@ -187,7 +196,7 @@ def test_backbone_pretraining_then_exact_resume(tmp_path, source):
 
 def test_digit_frames_match_the_pool(source):
     from rstg_fast.data.mnist import digit_pool
-    from rstg_fast.experiments.syncmnist_pretrain import digit_frames
+    from rstg_fast.experiments.syncmnist.pretrain import digit_frames
 
     frames, labels = digit_frames(5, seed=0, step=0, source=str(source))
     again, _ = digit_frames(5, seed=0, step=0, source=str(source))
@@ -204,12 +213,22 @@ def test_refuses_to_clobber_or_change_settings(tmp_path, source):
         train(cfg_of(tiny_argv(tmp_path, source, "--resume", "--lr", "0.1")))
 
 
-@pytest.mark.parametrize("schedule", syncmnist.SCHEDULES)
+@pytest.mark.parametrize("schedule", SCHEDULES)
 def test_ablation_flags_train(tmp_path, source, schedule):
     argv = tiny_argv(
         tmp_path, source, "--schedule", schedule, "--positional", "--epochs", "1", "--steps-per-epoch", "1"
     )
     assert train(cfg_of(argv))["schedule"] == schedule
+
+
+def test_conv_lstm_baseline_trains_with_the_same_backbone(tmp_path, source):
+    argv = tiny_argv(tmp_path, source, "--model", "conv_lstm", "--epochs", "1", "--pretrain-steps", "2")
+    result = train(cfg_of(argv))
+    assert result["model"] == "conv_lstm" and 0.0 <= result["test_acc"] <= 1.0
+    state = load_checkpoint(str(tmp_path / "checkpoint.pt"))["model"]
+    assert "lstm.weight_ih_l0" in state and not any(k.startswith("rstg.") for k in state)
+    assert state["backbone.layers.0.weight"].shape[1] == 2  # the motion backbone of --quick
+    assert state["lstm.weight_ih_l0"].shape == (4 * 16, 8)  # hidden = --node-dim, input = --channels
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -281,11 +300,11 @@ def test_ddp_kill_during_backbone_pretraining_resumes_exactly(tmp_path, source):
     # time rank 1 looks for a checkpoint in --out, which must not count (it did before the
     # barrier in train(): "--out ... already has a checkpoint" on rank 1)
     proc = _torchrun_syncmnist(
-        tiny_argv(full, source, *pre), delay="rstg_fast.experiments.syncmnist_train:init_distributed:2:1"
+        tiny_argv(full, source, *pre), delay="rstg_fast.experiments.syncmnist.train:init_distributed:2:1"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # rank 0's 4th digit batch is pretraining step 3: step 2 is checkpointed, step 4 not yet
-    kill = "rstg_fast.experiments.syncmnist_pretrain:motion_clips:4:0"
+    kill = "rstg_fast.experiments.syncmnist.pretrain:motion_clips:4:0"
     proc = _torchrun_syncmnist(tiny_argv(part, source, *pre), kill=kill)
     assert proc.returncode != 0 and "SIGKILL" in proc.stderr, proc.stderr[-3000:]
     ck = load_checkpoint(str(part / "checkpoint.pt"))
@@ -301,7 +320,7 @@ def test_ddp_error_on_one_rank_ends_the_run(tmp_path, source):
     """An exception on rank 1 alone (in the warm-up, while rank 0 goes on into DDP) ends the
     run with the error printed, in seconds: rank 1 used to wait in shutdown_distributed's
     barrier and rank 0 in DDP's first collective, until gloo's 30-minute timeout."""
-    fail = "rstg_fast.experiments.syncmnist_pretrain:motion_clips:2:1"
+    fail = "rstg_fast.experiments.syncmnist.pretrain:motion_clips:2:1"
     proc = _torchrun_syncmnist(tiny_argv(tmp_path, source, "--pretrain-steps", "3"), fail=fail, timeout=90)
     assert proc.returncode != 0 and "simulated failure in motion_clips (call 2)" in proc.stderr, proc.stderr[-3000:]
 
@@ -349,7 +368,7 @@ def test_motion_warm_up_then_frozen_backbone_resumes_exactly(tmp_path, source):
 
 def test_motion_clips_move_one_digit_one_step(source):
     from rstg_fast.data.syncmnist import MAX_STEP
-    from rstg_fast.experiments.syncmnist_pretrain import motion_clips
+    from rstg_fast.experiments.syncmnist.pretrain import motion_clips
 
     frames, labels, steps = motion_clips(6, seed=0, step=0, source=str(source))
     again = motion_clips(6, seed=0, step=0, source=str(source))
@@ -368,7 +387,7 @@ def test_metrics_report_pair_given_digits(tmp_path, source):
         assert 0.0 <= result[key] <= 1.0
     line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train_named", "train_pair_given_digits", "test_named", "test_pair_given_digits"} <= set(line)
-    assert "pair given digits" in syncmnist.main_report(result)
+    assert "pair given digits" in main_report(result)
 
 
 def test_names_present_pair():

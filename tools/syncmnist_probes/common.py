@@ -109,3 +109,24 @@ def test(net: nn.Module, inputs: Callable[[SyncMNISTBatch], torch.Tensor], steps
         batch = generate(128, 3, "test", 0, stream=c)
         total += counts(net(inputs(batch)), batch)
     print("TEST", json.dumps(dict(step=steps, **_rates(total))), flush=True)
+
+
+def single_digit_warm_up(bb: nn.Module, channels: int, steps: int, seed: int) -> None:
+    """The product's backbone warm-up (the motion one for a motion backbone), on one thread."""
+    from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
+    from rstg_fast.experiments.syncmnist.pretrain import pretrain_backbone
+
+    cfg = SyncMNISTConfig(pretrain_steps=steps, seed=seed)
+    acc = pretrain_backbone(bb, channels, cfg, torch.device("cpu"))
+    print(f"warm-up: class accuracy {acc[-1] if acc else 0:.3f} over its last 50 steps", flush=True)
+
+
+def train_and_test_on_pixels(bb: nn.Module, channels: int, a: argparse.Namespace, freeze: bool) -> None:
+    """RSTG on ``bb``'s features (frozen or trained on), trained and tested on pixels."""
+    from rstg_fast.data.shards import to_tensor
+
+    if freeze:
+        bb.requires_grad_(False)
+    net = ProbeNet(bb, channels, a)
+    pixels = lambda batch: to_tensor(batch.videos)  # noqa: E731
+    test(net, pixels, train(net, pixels, a))

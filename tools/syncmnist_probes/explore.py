@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import ProbeNet, add_common_arguments, test, train
+from common import add_common_arguments, single_digit_warm_up, train_and_test_on_pixels
 from torch import nn
 
-from rstg_fast.data.shards import to_tensor
-from rstg_fast.experiments.syncmnist_model import ConvBackbone
-from rstg_fast.experiments.syncmnist_pretrain import pretrain_backbone
+from rstg_fast.experiments.syncmnist.model import ConvBackbone
 
 
 class PerFrame(nn.Module):
@@ -60,15 +58,8 @@ def main() -> None:
     torch.manual_seed(a.seed)
     bb = backbone(a.backbone, a.channels)
     if a.pretrain:
-        acc = pretrain_backbone(
-            bb, a.channels, dict(pretrain_steps=a.pretrain, seed=a.seed, source=None), torch.device("cpu")
-        )
-        print(f"warm-up: class accuracy {acc[-1] if acc else 0:.3f} over its last 50 steps", flush=True)
-    if a.freeze:
-        bb.requires_grad_(False)
-    net = ProbeNet(bb, a.channels, a)
-    steps = train(net, lambda batch: to_tensor(batch.videos), a)
-    test(net, lambda batch: to_tensor(batch.videos), steps)
+        single_digit_warm_up(bb, a.channels, a.pretrain, a.seed)
+    train_and_test_on_pixels(bb, a.channels, a, freeze=a.freeze)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m rstg_fast.experiments.syncmnist_attention --checkpoint runs/quick/checkpoint.pt \
+    rstg-fast syncmnist-attention --checkpoint runs/quick/checkpoint.pt \
         --out docs/img/syncmnist_attention.png
 
 A forward pre-hook captures the node features entering the space stage at every iteration;
@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from rstg_fast._checkpoint import load_checkpoint
+from rstg_fast._errors import UsageError
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import NO_SYNC, generate, label_pair
-from rstg_fast.experiments.syncmnist_train import build_model
+from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
+from rstg_fast.experiments.syncmnist.train import build_model
 from rstg_fast.ops import message_attention
 
 
@@ -60,24 +62,41 @@ def attention_weights(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a checkpoint.pt of rstg-fast syncmnist")
     p.add_argument("--out", required=True, help="PNG path")
     p.add_argument("--video", type=int, default=0, help="index among synced test videos")
-    args = p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    import os
+
+    if not os.path.isfile(args.checkpoint):
+        raise ValueError(f"--checkpoint {args.checkpoint}: no such file")
+    if args.video < 0:
+        raise ValueError(f"--video must be >= 0, got {args.video}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("the attention picture needs matplotlib: pip install matplotlib") from None
+
+
+def run(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ck = load_checkpoint(args.checkpoint)
-    cfg = ck["config"]
+    cfg = SyncMNISTConfig.from_dict(ck["config"])
     model = build_model(cfg)
     model.load_state_dict(ck["model"])
     model.eval()
-    batch = generate(64, cfg["digits"], "test", cfg["seed"] + 1, source=cfg["source"])
-    idx = np.flatnonzero(batch.labels != NO_SYNC)[args.video]
+    batch = generate(64, cfg.digits, "test", cfg.seed + 1, source=cfg.source)
+    synced = np.flatnonzero(batch.labels != NO_SYNC)
+    if args.video >= len(synced):
+        raise UsageError(f"--video must be < {len(synced)} (the synced videos among 64 test videos), got {args.video}")
+    idx = synced[args.video]
     captured: list[torch.Tensor] = []
     space = model.rstg.space
     hook = space.register_forward_pre_hook(lambda mod, inputs: captured.append(inputs[0].detach()))
@@ -117,7 +136,3 @@ def main(argv: list[str] | None = None) -> int:
     fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,10 +1,9 @@
-"""Outputs of ``rstg-fast syncmnist``: the training-curve plot (written atomically). The
-metrics log: :func:`rstg_fast._atomic.write_jsonl`; distributed setup and checkpoints:
-:mod:`rstg_fast._distributed`, :mod:`rstg_fast._checkpoint`."""
+"""The training-curve plot of ``rstg-fast syncmnist`` (written atomically; needs matplotlib)."""
 
 from __future__ import annotations
 
 from rstg_fast._atomic import atomic_path
+from rstg_fast.data.syncmnist import NUM_CLASSES
 
 
 def plot_curves(path: str, history: list[dict]) -> str | None:
@@ -30,7 +29,7 @@ def plot_curves(path: str, history: list[dict]) -> str | None:
     if all("test_pair_given_digits" in h for h in history):
         pair = [100 * h["test_pair_given_digits"] for h in history]
         ax2.plot(minutes, pair, "^--", label="test, pair given digits")
-    ax2.axhline(100 / 46, color="grey", ls=":", label="chance (1/46)")
+    ax2.axhline(100 / NUM_CLASSES, color="grey", ls=":", label=f"chance (1/{NUM_CLASSES})")
     ax2.set_xlabel("training wall time (min)")
     ax2.set_ylabel("accuracy (%)")
     ax2.legend()

@@ -1,5 +1,5 @@
-"""The SyncMNIST training loop behind ``rstg-fast syncmnist`` (see ``syncmnist.py`` for the
-data order and the files written)."""
+"""The SyncMNIST training loop behind ``rstg-fast syncmnist`` (see ``cli.py`` for the data
+order and the files written)."""
 
 from __future__ import annotations
 
@@ -9,42 +9,47 @@ import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rstg_fast import _errors
-from rstg_fast._atomic import write_jsonl
+from rstg_fast._atomic import write_json, write_jsonl
 from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
 from rstg_fast._distributed import DistInfo, all_sum, barrier, init_distributed
 from rstg_fast._progress import progress, update_to
 from rstg_fast.data.shards import to_tensor
-from rstg_fast.data.syncmnist import generate, names_present_pair
-from rstg_fast.experiments.syncmnist import RESUME_FREE, dump_json, epoch_order, main_report
-from rstg_fast.experiments.syncmnist_model import SyncMNISTNet
-from rstg_fast.experiments.syncmnist_runtime import plot_curves
+from rstg_fast.data.syncmnist import NUM_CLASSES, generate, names_present_pair
+from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
+from rstg_fast.experiments.syncmnist.model import ConvLSTMNet, SyncMNISTNet
+from rstg_fast.experiments.syncmnist.plots import plot_curves
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def build_model(cfg: dict) -> SyncMNISTNet:
+def build_model(cfg: SyncMNISTConfig) -> SyncMNISTNet | ConvLSTMNet:
+    """RSTG (``--model rstg``) or the Conv+LSTM baseline (``--model conv_lstm``, hidden width
+    ``--node-dim``) on the same backbone."""
+    if cfg.model == "conv_lstm":
+        return ConvLSTMNet(cfg.channels, motion=cfg.motion, hidden=cfg.node_dim, input_norm=cfg.input_norm)
     return SyncMNISTNet(
-        cfg["channels"],
-        node_dim=cfg["node_dim"],
-        message_dim=cfg["message_dim"],
-        iterations=cfg["iterations"],
-        schedule=cfg["schedule"],
-        positional=cfg["positional"],
-        backend=cfg["backend"],
-        motion=cfg["motion"],
-        input_norm=cfg["input_norm"],
+        cfg.channels,
+        node_dim=cfg.node_dim,
+        message_dim=cfg.message_dim,
+        iterations=cfg.iterations,
+        schedule=cfg.schedule,
+        positional=cfg.positional,
+        backend=cfg.backend,
+        motion=cfg.motion,
+        input_norm=cfg.input_norm,
     )
 
 
-def lr_at(cfg: dict, step: int) -> float:
+def lr_at(cfg: SyncMNISTConfig, step: int) -> float:
     """Linear warm-up over the first 5 % of the steps, then cosine decay to 0."""
-    total = cfg["epochs"] * cfg["steps_per_epoch"]
+    total = cfg.epochs * cfg.steps_per_epoch
     warm = max(1, total // 20)
-    return cfg["lr"] * min(1.0, (step + 1) / warm) * 0.5 * (1.0 + math.cos(math.pi * step / total))
+    return cfg.lr * min(1.0, (step + 1) / warm) * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
 def _autocast(device: torch.device, dtype: str):
@@ -55,21 +60,21 @@ class TestSet:
     """This rank's share of the test videos, generated once: blocks ``c = rank, rank+W, ...``
     of ``eval_batch_size`` videos, block ``c`` being ``generate(..., "test", seed, stream=c)``."""
 
-    def __init__(self, cfg: dict, info: DistInfo) -> None:
-        n, bs = cfg["test_videos"], cfg["eval_batch_size"]
+    def __init__(self, cfg: SyncMNISTConfig, info: DistInfo) -> None:
+        n, bs = cfg.test_videos, cfg.eval_batch_size
         self.blocks = []
         for c in range(info.rank, -(-n // bs), info.world):
-            b = generate(min(bs, n - c * bs), cfg["digits"], "test", cfg["seed"], stream=c, source=cfg["source"])
+            b = generate(min(bs, n - c * bs), cfg.digits, "test", cfg.seed, stream=c, source=cfg.source)
             self.blocks.append((b.videos, b.labels, b.digits))
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, cfg: dict, device: torch.device) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, cfg: SyncMNISTConfig, device: torch.device) -> dict[str, float]:
         """Loss, accuracy and the pair-given-digits measures over the whole test set (all ranks)."""
         model.eval()
         totals = [0.0] * len(TALLY)
         for videos, labels, digits in self.blocks:
             x, y = to_tensor(videos).to(device), torch.from_numpy(labels).to(device)
-            with _autocast(device, cfg["dtype"]):
+            with _autocast(device, cfg.dtype):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, reduction="sum").item()
             totals = [a + b for a, b in zip(totals, tally(loss, logits, labels, digits), strict=True)]
@@ -120,14 +125,52 @@ class Prefetcher:
         return batch
 
 
+def training_inputs(model: torch.nn.Module, cfg: SyncMNISTConfig, device: torch.device, rows: slice):
+    """``make(stream) -> (batch, videos, features)`` for the :class:`Prefetcher`: training batch
+    ``stream``, this rank's ``videos`` on ``device``, and, when the backbone is frozen, its
+    ``features`` too (``None`` otherwise), so that the frozen backbone's forward runs in the
+    data thread while the step runs (on a 2-core CPU, the second core; docs/syncmnist.md)."""
+
+    def make(stream: int):
+        batch = generate(cfg.batch_size, cfg.digits, "train", cfg.seed, stream=stream, source=cfg.source)
+        videos = to_tensor(batch.videos[rows]).to(device)
+        if not cfg.freeze_backbone:
+            return batch, videos, None
+        with torch.no_grad(), _autocast(device, cfg.dtype):
+            return batch, videos, model.backbone(videos)
+
+    return make
+
+
 class TrainingDiverged(_errors.TrainingDiverged):
     """The loss became NaN or infinite: the run stops, reporting no accuracy."""
 
 
-def _check_resume_config(old: dict, new: dict) -> None:
-    diff = {
-        k: (old.get(k), new.get(k)) for k in set(old) | set(new) if k not in RESUME_FREE and old.get(k) != new.get(k)
-    }
+def epoch_order(seed: int, epoch: int, steps: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits the training batches."""
+    return np.random.default_rng(np.random.SeedSequence([seed, 7919, epoch])).permutation(steps)
+
+
+def main_report(result: dict) -> str:
+    """The final accuracy report, as printed."""
+    lines = [
+        f"SyncMNIST ({result['digits']} digits, model={result['model']}, schedule={result['schedule']},"
+        f" positional={result['positional']})",
+        f"  test accuracy  {100 * result['test_acc']:.2f} %  on {result['test_videos']} videos"
+        f"  (chance {100 / NUM_CLASSES:.2f} %)",
+        f"  pair given digits {100 * result['test_pair_given_digits']:.1f} %  of the"
+        f" {100 * result['test_named']:.1f} % of test predictions that name two digits of their video"
+        f"  (chance {100 / math.comb(result['digits'], 2):.1f} %)",
+        f"  train accuracy {100 * result['train_acc']:.2f} %  (last epoch, running;"
+        f" pair given digits {100 * result['train_pair_given_digits']:.1f} %)",
+        f"  epochs {result['epochs']}, {result['steps']} steps, {result['train_time_s']:.0f} s training,"
+        f" device {result['device']}, dtype {result['dtype']}, world {result['world']}",
+    ]
+    return "\n".join(lines)
+
+
+def _check_resume_config(saved: dict, cfg: SyncMNISTConfig) -> None:
+    diff = cfg.resume_differences(saved)
     if diff:
         raise ValueError(f"--resume: the checkpoint was made with other settings: {diff} (checkpoint, now)")
 
@@ -144,14 +187,19 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def _pretrain(
-    model: SyncMNISTNet, cfg: dict, device: torch.device, info: DistInfo, ckpt_path: str, state: dict | None
+    model: SyncMNISTNet | ConvLSTMNet,
+    cfg: SyncMNISTConfig,
+    device: torch.device,
+    info: DistInfo,
+    ckpt_path: str,
+    state: dict | None,
 ) -> list[float]:
     """The single-digit warm-up of the backbone (syncmnist_pretrain.py says why), resumable:
     it checkpoints into ``ckpt_path`` (with a ``"pretrain"`` entry that marks the phase) every
     ``--ckpt-steps`` steps, or every ``steps_per_epoch`` steps when that is 0, and at its end;
     ``state`` is such a checkpoint to continue from exactly. Every rank runs the same warm-up
     (same data, same seed), so the backbones agree when DDP starts."""
-    from rstg_fast.experiments.syncmnist_pretrain import pretrain_backbone
+    from rstg_fast.experiments.syncmnist.pretrain import pretrain_backbone
 
     resume = None
     if state is not None:
@@ -163,19 +211,24 @@ def _pretrain(
         if info.is_main:
             save_checkpoint(
                 ckpt_path,
-                {"model": model.state_dict(), "pretrain": pretrain_state, "config": cfg, **_rng_state(device)},
+                {
+                    "model": model.state_dict(),
+                    "pretrain": pretrain_state,
+                    "config": cfg.as_dict(),
+                    **_rng_state(device),
+                },
             )
 
     pbar = progress(
-        cfg["pretrain_steps"],
+        cfg.pretrain_steps,
         desc="pretrain backbone",
         unit="step",
         initial=resume["step"] if resume else 0,
-        disable=not info.is_main or cfg["progress"] == "none",
+        disable=not info.is_main or cfg.progress == "none",
     )
-    every = cfg["ckpt_steps"] or cfg["steps_per_epoch"]
+    every = cfg.ckpt_steps or cfg.steps_per_epoch
     moved = lambda n: update_to(pbar, n)  # noqa: E731
-    acc = pretrain_backbone(model.backbone, cfg["channels"], cfg, device, moved, resume, save, every)
+    acc = pretrain_backbone(model.backbone, cfg.channels, cfg, device, moved, resume, save, every)
     pbar.close()
     if info.is_main and acc:
         print(
@@ -185,27 +238,27 @@ def _pretrain(
     return acc
 
 
-def train(cfg: dict) -> dict | None:
+def train(cfg: SyncMNISTConfig) -> dict | None:
     """Train and evaluate; returns the final report (``None`` if stopped early on purpose)."""
-    if cfg["threads"] > 0:
-        torch.set_num_threads(cfg["threads"])
-    device = torch.device(cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info, device = init_distributed(device)
-    bsz, world, steps = cfg["batch_size"], info.world, cfg["steps_per_epoch"]
+    bsz, world, steps = cfg.batch_size, info.world, cfg.steps_per_epoch
     if bsz % world:
         raise ValueError(f"--batch-size {bsz} must be divisible by the number of processes {world}")
-    out = cfg["out"]
+    out = cfg.out
     ckpt_path = os.path.join(out, "checkpoint.pt")
     os.makedirs(out, exist_ok=True)
 
     state = None
     if os.path.exists(ckpt_path):
-        if cfg["resume"]:
+        if cfg.resume:
             state = load_checkpoint(ckpt_path)
             _check_resume_config(state["config"], cfg)
-        elif not cfg["overwrite"]:
+        elif not cfg.overwrite:
             raise ValueError(f"--out {out} already has a checkpoint: pass --resume to continue or --overwrite")
-    elif cfg["resume"] and info.is_main:
+    elif cfg.resume and info.is_main:
         print(f"--resume: no checkpoint in {out}, starting from scratch", file=sys.stderr)
     # Every rank has looked at (and loaded) the checkpoint before rank 0 may write one: the
     # backbone warm-up has no collectives, so without this a rank held back by the scheduler
@@ -213,20 +266,20 @@ def train(cfg: dict) -> dict | None:
     # that rank alone; or, with --resume, a later state than the other ranks loaded).
     barrier()
 
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
     pretrain_acc: list[float] = []
-    if cfg["pretrain_steps"] > 0 and (state is None or "pretrain" in state):
+    if cfg.pretrain_steps > 0 and (state is None or "pretrain" in state):
         pretrain_acc = _pretrain(model, cfg, device, info, ckpt_path, state)
         state = None  # the training phase starts afresh from the warmed-up backbone
-    if cfg["freeze_backbone"]:  # keeps the warm-up's motion features (docs/syncmnist.md)
+    if cfg.freeze_backbone:  # keeps the warm-up's motion features (docs/syncmnist.md)
         model.backbone.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg["optimizer"] == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
-        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg["dtype"] == "float16")
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
     epoch, step, history, run_time = 0, 0, [], 0.0
     running = [0.0] * len(TALLY)  # the current epoch's counts (TALLY), summed over ranks at the end
     if state is not None:
@@ -262,45 +315,42 @@ def train(cfg: dict) -> dict | None:
                 "history": history,
                 "running": totals,
                 "train_time_s": elapsed,
-                "config": cfg,
+                "config": cfg.as_dict(),
                 "pretrain_acc": pretrain_acc,
             },
         )
 
     test_set = TestSet(cfg, info)
-    total = cfg["epochs"] * steps
+    total = cfg.epochs * steps
     bar = progress(
         total,
         desc="train",
         unit="step",
         initial=epoch * steps + step,
-        disable=not info.is_main or cfg["progress"] == "none",
+        disable=not info.is_main or cfg.progress == "none",
     )
     rows = slice(info.rank * bsz // world, (info.rank + 1) * bsz // world)
-    batches = Prefetcher(
-        lambda stream: generate(bsz, cfg["digits"], "train", cfg["seed"], stream=stream, source=cfg["source"])
-    )
+    batches = Prefetcher(training_inputs(model, cfg, device, rows))
     t0 = time.perf_counter() - run_time
     model.train()
-    while epoch < cfg["epochs"]:
-        order = epoch_order(cfg["seed"], epoch, steps)
+    while epoch < cfg.epochs:
+        order = epoch_order(cfg.seed, epoch, steps)
         while step < steps:
             gstep = epoch * steps + step
-            offset = epoch * steps if cfg["fresh_data"] else 0
+            offset = epoch * steps if cfg.fresh_data else 0
             following = int(order[step + 1]) + offset if step + 1 < steps else None
-            batch = batches.get(int(order[step]) + offset, following)
-            x = to_tensor(batch.videos[rows]).to(device)
+            batch, x, features = batches.get(int(order[step]) + offset, following)
             y = torch.from_numpy(batch.labels[rows]).to(device)
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, gstep)
-            with _autocast(device, cfg["dtype"]):
-                logits = net(x)
+            with _autocast(device, cfg.dtype):
+                logits = net(x, features=features)
             loss = F.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"the training loss became {loss.item()} at step {gstep + 1} (epoch {epoch + 1}): the run "
-                    f"diverged; no accuracy is reported. Try a lower --lr (now {cfg['lr']:g})"
-                    + (" or --dtype float32" if cfg["dtype"] != "float32" else "")
+                    f"diverged; no accuracy is reported. Try a lower --lr (now {cfg.lr:g})"
+                    + (" or --dtype float32" if cfg.dtype != "float32" else "")
                 )
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -314,8 +364,8 @@ def train(cfg: dict) -> dict | None:
             now = measures(running)
             bar.set_postfix(loss=now["loss"], acc=now["acc"], pair=now["pair_given_digits"], refresh=False)
             bar.update(1)
-            stop = cfg["stop_after_steps"] and gstep + 1 >= cfg["stop_after_steps"]
-            if step < steps and (stop or (cfg["ckpt_steps"] and (gstep + 1) % cfg["ckpt_steps"] == 0)):
+            stop = cfg.stop_after_steps and gstep + 1 >= cfg.stop_after_steps
+            if step < steps and (stop or (cfg.ckpt_steps and (gstep + 1) % cfg.ckpt_steps == 0)):
                 checkpoint(epoch, step, time.perf_counter() - t0)
             if stop and step < steps:
                 bar.close()
@@ -345,7 +395,7 @@ def train(cfg: dict) -> dict | None:
                 f"naming two present digits {100 * h['test_named']:.1f} %) ({elapsed:.0f} s)",
                 file=sys.stderr,
             )
-        if cfg["stop_after_steps"] and epoch * steps >= cfg["stop_after_steps"] and epoch < cfg["epochs"]:
+        if cfg.stop_after_steps and epoch * steps >= cfg.stop_after_steps and epoch < cfg.epochs:
             bar.close()
             return None
     bar.close()
@@ -357,24 +407,25 @@ def train(cfg: dict) -> dict | None:
         "test_named": last["test_named"],
         "test_pair_given_digits": last["test_pair_given_digits"],
         "train_pair_given_digits": last["train_pair_given_digits"],
-        "epochs": cfg["epochs"],
+        "epochs": cfg.epochs,
         "steps": total,
         "train_time_s": last["time_s"],
-        "digits": cfg["digits"],
-        "schedule": cfg["schedule"],
-        "positional": cfg["positional"],
+        "digits": cfg.digits,
+        "model": cfg.model,
+        "schedule": cfg.schedule,
+        "positional": cfg.positional,
         "device": str(device),
-        "dtype": cfg["dtype"],
+        "dtype": cfg.dtype,
         "world": world,
-        "test_videos": cfg["test_videos"],
+        "test_videos": cfg.test_videos,
         "torch": torch.__version__,
-        "config": cfg,
+        "config": cfg.as_dict(),
         "threads": torch.get_num_threads(),
         "pretrain_acc": pretrain_acc,
     }
     if info.is_main:
-        dump_json(os.path.join(out, "result.json"), result)
-        if not cfg["no_plot"]:
+        write_json(os.path.join(out, "result.json"), result)
+        if not cfg.no_plot:
             result["plot"] = plot_curves(os.path.join(out, "curves.png"), history)
         print(main_report(result))
     return result

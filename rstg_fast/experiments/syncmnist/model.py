@@ -69,7 +69,7 @@ class ConvBackbone(nn.Module):
 
 
 class SyncMNISTNet(nn.Module):
-    """``(B, 1, T, 64, 64)`` float videos in ``[0, 1]`` -> ``(B, 46)`` logits.
+    """``(B, 1, T, 64, 64)`` float videos in ``[0, 1]`` -> ``(B, NUM_CLASSES)`` logits (46).
 
     ``rstg_kwargs`` go to :class:`rstg_fast.RSTG` (``node_dim``, ``message_dim``,
     ``iterations``, ``schedule``, ``positional``, ``backend``, ...).
@@ -93,5 +93,36 @@ class SyncMNISTNet(nn.Module):
     def rstg_dim(rstg_kwargs: dict) -> int:
         return int(rstg_kwargs.get("node_dim", 512))
 
-    def forward(self, videos: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.rstg(self.backbone(videos)))
+    def forward(self, videos: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """``features``: the backbone's output for ``videos``, when computed already (a frozen
+        backbone, run ahead in the trainer's data thread)."""
+        return self.classifier(self.rstg(self.backbone(videos) if features is None else features))
+
+
+class ConvLSTMNet(nn.Module):
+    """The paper's Conv+LSTM baseline: the same backbone, its features averaged over space, an
+    LSTM over time, the last hidden state to the same batch-standardised linear classifier.
+    ``(B, 1, T, 64, 64)`` -> ``(B, NUM_CLASSES)``. ``input_norm="batch"`` standardises the
+    averaged features (as RSTG's ``input_norm`` does its input), so the two models differ only
+    in what lies between the backbone and the classifier."""
+
+    def __init__(
+        self,
+        channels: int = 64,
+        num_classes: int = NUM_CLASSES,
+        motion: bool = False,
+        hidden: int = 512,
+        input_norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        self.backbone = ConvBackbone(channels, motion)
+        self.input_norm = GlobalBatchNorm(channels) if input_norm == "batch" else nn.Identity()
+        self.lstm = nn.LSTM(channels, hidden, batch_first=True)
+        self.classifier = nn.Sequential(GlobalBatchNorm(hidden), nn.Linear(hidden, num_classes))
+
+    def forward(self, videos: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        f = (self.backbone(videos) if features is None else features).mean((3, 4))  # (B, C, T)
+        b, c, t = f.shape
+        f = self.input_norm(f.transpose(1, 2).reshape(b * t, c)).reshape(b, t, c)
+        _, (h, _) = self.lstm(f)
+        return self.classifier(h[-1])

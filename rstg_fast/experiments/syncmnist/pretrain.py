@@ -28,6 +28,7 @@ from torch import nn
 
 from rstg_fast.data.mnist import digit_pool
 from rstg_fast.data.syncmnist import CANVAS, DIGIT, MAX_STEP, paste_digits, resize_frames
+from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
 
 STEP_LOSS_WEIGHT = 5.0  # the step regression against the class cross-entropy (measured: at 1 the
 # step was not learned within 300 steps; at 5, both: 91 % class, 1.2 canvas-pixel step error)
@@ -61,7 +62,7 @@ def motion_clips(n: int, seed: int, step: int, source: str | None = None) -> tup
 def pretrain_backbone(
     backbone: nn.Module,
     channels: int,
-    cfg: dict,
+    cfg: SyncMNISTConfig,
     device: torch.device,
     progress: Callable[[int], None] | None = None,
     resume: dict | None = None,
@@ -69,16 +70,16 @@ def pretrain_backbone(
     every: int = 0,
 ) -> list[float]:
     """Train ``backbone`` (``(B, 1, T, 64, 64) -> (B, C, T, 6, 6)``) in place for
-    ``cfg["pretrain_steps"]`` steps of 64 digits; returns the running accuracy per 50 steps.
+    ``cfg.pretrain_steps`` steps of 64 digits; returns the running accuracy per 50 steps.
 
-    Deterministic for ``cfg["seed"]``; it draws its head's initial weights from a private
+    Deterministic for ``cfg.seed``; it draws its head's initial weights from a private
     generator so the global torch RNG (and hence the rest of training) is unaffected.
     Resumable: ``save(state)`` is called every ``every`` steps (0: never) and after the last
     step with everything but the backbone (head, optimizer, step, running counts); passing
     that ``state`` back as ``resume`` (with the backbone weights saved beside it) continues
     exactly, bit for bit on CPU.
     """
-    gen = torch.Generator().manual_seed(cfg["seed"] + 1)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
     motion = getattr(backbone, "motion", False)
     head = nn.Linear(channels, 12 if motion else 10)  # 10 classes (+ the step (dy, dx))
     with torch.no_grad():
@@ -102,10 +103,10 @@ def pretrain_backbone(
             "accs": accs,
         }
 
-    total = cfg["pretrain_steps"]
+    total = cfg.pretrain_steps
     for step in range(start, total):
         if motion:
-            frames, labels, steps = motion_clips(64, cfg["seed"], step, cfg["source"])
+            frames, labels, steps = motion_clips(64, cfg.seed, step, cfg.source)
             x = torch.from_numpy(frames).float().div_(255.0)[:, None].to(device)  # (B, 1, 2, 64, 64)
             features = backbone(x)[:, :, 1]  # the second frame's (B, C, h, w)
             w, b = head.weight, head.bias
@@ -115,7 +116,7 @@ def pretrain_backbone(
             y = torch.from_numpy(labels).to(device)
             loss = F.cross_entropy(logits, y) + STEP_LOSS_WEIGHT * F.mse_loss(predicted, target)
         else:
-            frames, labels = digit_frames(64, cfg["seed"], step, cfg["source"])
+            frames, labels = digit_frames(64, cfg.seed, step, cfg.source)
             x = torch.from_numpy(frames).float().div_(255.0)[:, None, None].to(device)  # (B, 1, 1, 64, 64)
             y = torch.from_numpy(labels).to(device)
             logits = head(backbone(x).amax((2, 3, 4)))

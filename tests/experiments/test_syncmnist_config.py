@@ -1,0 +1,105 @@
+"""The typed SyncMNIST run configuration (issue 15 item 4): presets as the flags' defaults,
+one place for every check, the saved form read back, and the shared checks of both training
+commands; the attention picture as an ``rstg-fast`` subcommand."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+import pytest
+
+from rstg_fast.cli import main
+from rstg_fast.experiments.run_config import RunConfig, check_fields, parse_device
+from rstg_fast.experiments.syncmnist.config import PRESETS, SyncMNISTConfig
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_values_are_the_defaults_and_overrides_win(preset):
+    cfg = SyncMNISTConfig.preset_config(preset, lr=None, channels=8)
+    expected = {**PRESETS[preset], "channels": 8}
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    assert cfg.preset == preset
+    cfg.validate()
+    assert cfg.out == f"runs/syncmnist-{preset}"
+
+
+def test_field_types_are_declared_for_every_preset_value():
+    hints = {f.name: f.type for f in dataclasses.fields(SyncMNISTConfig)}
+    for values in PRESETS.values():
+        for name, value in values.items():
+            assert name in hints, name
+            assert type(value).__name__ in str(hints[name]), (name, hints[name])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("channels", 0, "--channels"),
+        ("steps_per_epoch", -1, "--steps-per-epoch"),
+        ("pretrain_steps", -3, "--pretrain-steps"),
+        ("lr", float("nan"), "--lr"),
+        ("weight_decay", -1e-4, "--weight-decay"),
+        ("seed", -1, "--seed"),
+        ("digits", 11, "--digits"),
+        ("input_norm", "layer", "--input-norm"),
+        ("dtype", "float64", "--dtype"),
+    ],
+)
+def test_validate_names_the_flag(field, value, flag):
+    cfg = SyncMNISTConfig.preset_config("quick", **{field: value})
+    with pytest.raises(ValueError, match=f"^{flag} "):
+        cfg.validate()
+
+
+def test_saved_config_reads_back_and_ignores_unknown_keys():
+    cfg = SyncMNISTConfig.preset_config("quick", seed=3)
+    cfg.validate()
+    saved = cfg.as_dict()
+    assert SyncMNISTConfig.from_dict(saved) == cfg
+    older = {k: v for k, v in saved.items() if k != "optimizer"} | {"a_removed_flag": 1}
+    assert SyncMNISTConfig.from_dict(older).optimizer == "adamw"  # the default
+
+
+def test_resume_differences_skip_what_does_not_change_the_maths():
+    cfg = SyncMNISTConfig.preset_config("quick")
+    saved = cfg.as_dict() | {"threads": 7, "out": "elsewhere", "lr": 5.0}
+    assert cfg.resume_differences(saved) == {"lr": (5.0, cfg.lr)}
+
+
+def test_shared_checks_work_on_a_namespace_and_the_base_config():
+    import argparse
+
+    with pytest.raises(ValueError, match="^--eval-chunk must be > 0"):
+        check_fields(argparse.Namespace(eval_chunk=0), positive=("eval_chunk",))
+    with pytest.raises(ValueError, match="^--momentum must be a finite number"):
+        check_fields(argparse.Namespace(momentum=float("inf")), rates=("momentum",))
+    base = RunConfig(out="x", epochs=1, batch_size=0, lr=1.0)
+    with pytest.raises(ValueError, match="^--batch-size must be > 0"):
+        base.validate()
+    with pytest.raises(ValueError, match="^--device must be cpu, cuda or cuda:N"):
+        parse_device("tpu")
+    assert parse_device("auto").type in ("cpu", "cuda")
+
+
+def test_attention_subcommand_refuses_a_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["syncmnist-attention", "--checkpoint", str(tmp_path / "no.pt"), "--out", str(tmp_path / "a.png")])
+    assert exc.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith("rstg-fast syncmnist-attention: error: --checkpoint")
+    )
+    assert not (tmp_path / "a.png").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None, reason="matplotlib is installed here")
+def test_attention_subcommand_without_matplotlib_is_a_usage_error(tmp_path, capsys):
+    ck = tmp_path / "checkpoint.pt"
+    ck.write_bytes(b"")
+    with pytest.raises(SystemExit) as exc:
+        main(["syncmnist-attention", "--checkpoint", str(ck), "--out", str(tmp_path / "a.png")])
+    assert exc.value.code == 2
+    assert "needs matplotlib" in capsys.readouterr().err
