@@ -504,18 +504,6 @@ def test_deterministic_mode_is_bitwise_reproducible(dtype):
 
 
 @needs_gpu
-@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
-def test_opcheck(one_layer):
-    gen = torch.Generator().manual_seed(2)
-    indptr, indices = random_csr(5, 3, generator=gen)
-    x = op_inputs(2, 5, 8, 4, None if one_layer else 6, dtype=torch.float32, generator=gen, device="cuda")
-    args = [t.requires_grad_(True) if t is not None else None for t in x.values()]
-    torch.library.opcheck(
-        torch.ops.rstg_fast.message_attention.default, (*args, indptr.cuda(), indices.cuda(), 2, 0.7, "cuda")
-    )
-
-
-@needs_gpu
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 def test_agrees_with_the_triton_backend(dtype):
     """Second opinion (issue 7): the two GPU backends agree within the dtype's tolerance."""
