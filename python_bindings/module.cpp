@@ -8,9 +8,12 @@
 #include <utility>
 #include <vector>
 
+#include "cpu/cpu_peak.h"
+#include "cpu/message_attention_cpu.h"
 #include "csr_check.h"
+#include "cuda/ma_layout.h"
 #include "cuda/message_attention_cuda.h"
-#include "message_attention_cpu.h"
+#include "ma_args.h"
 
 namespace py = pybind11;
 
@@ -67,37 +70,45 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("indptr"), py::arg("indices"), py::arg("num_nodes"), py::arg("num_edges"),
       py::call_guard<py::gil_scoped_release>());
-  // message_attention CPU kernels: addresses of contiguous buffers; W2/b2/dW2/db2 are 0
-  // for one send layer. Sizes and the thread count are the caller's (rstg_fast/ops/backends/cpu.py).
-  m.def(
-      "message_attention_forward_cpu",
-      [](bool is_double, std::uintptr_t S, std::uintptr_t R, std::uintptr_t Q, std::uintptr_t K,
-         std::uintptr_t W2, std::uintptr_t b2, std::uintptr_t indptr, std::uintptr_t indices,
-         int64_t G, int64_t N, int64_t Hd, int64_t A, int64_t D, int64_t heads, double scale,
-         std::uintptr_t O, std::uintptr_t lse, int threads) {
-        rstg::message_attention_forward_cpu(
-            is_double, ptr<const void>(S), ptr<const void>(R), ptr<const void>(Q),
-            ptr<const void>(K), ptr<const void>(W2), ptr<const void>(b2),
-            ptr<const int64_t>(indptr), ptr<const int64_t>(indices), G, N, Hd, A, D, heads,
-            scale, ptr<void>(O), ptr<void>(lse), threads);
-      },
-      py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "message_attention_backward_cpu",
-      [](bool is_double, std::uintptr_t dO, std::uintptr_t S, std::uintptr_t R,
-         std::uintptr_t Q, std::uintptr_t K, std::uintptr_t W2, std::uintptr_t b2,
-         std::uintptr_t indptr, std::uintptr_t indices, std::uintptr_t O, std::uintptr_t lse,
-         int64_t G, int64_t N, int64_t Hd, int64_t A, int64_t D, int64_t heads, double scale,
-         std::uintptr_t dS, std::uintptr_t dR, std::uintptr_t dQ, std::uintptr_t dK,
-         std::uintptr_t dW2, std::uintptr_t db2, int threads) {
-        rstg::message_attention_backward_cpu(
-            is_double, ptr<const void>(dO), ptr<const void>(S), ptr<const void>(R),
-            ptr<const void>(Q), ptr<const void>(K), ptr<const void>(W2), ptr<const void>(b2),
-            ptr<const int64_t>(indptr), ptr<const int64_t>(indices), ptr<const void>(O),
-            ptr<const void>(lse), G, N, Hd, A, D, heads, scale, ptr<void>(dS), ptr<void>(dR),
-            ptr<void>(dQ), ptr<void>(dK), ptr<void>(dW2), ptr<void>(db2), threads);
-      },
-      py::call_guard<py::gil_scoped_release>());
+  // message_attention kernels: one dict of named fields (csrc/message_attention_args.h) each;
+  // the CPU ones are filled by rstg_fast/ops/backends/cpu.py, the CUDA ones by cuda/launch.py.
+  m.def("message_attention_forward_cpu",
+        &rstg::call_with_fields<rstg::message_attention_forward_cpu>, py::arg("fields"));
+  m.def("message_attention_backward_cpu",
+        &rstg::call_with_fields<rstg::message_attention_backward_cpu>, py::arg("fields"));
+  // The CUDA kernels' tile sizes and limits (csrc/cuda/ma_layout.h), on every build, for the
+  // Python planner (rstg_fast/ops/backends/cuda/plan.py).
+  {
+    namespace ma = rstg::ma;
+    py::dict limits;
+    limits["threads"] = ma::kThreads;
+    limits["tile_n"] = ma::kTN;
+    limits["tile_k"] = ma::kTK;
+    limits["graphs_per_task"] = ma::kBG;
+    limits["chunk"] = ma::kChunk;
+    limits["pad_bytes"] = ma::kPadBytes;
+    limits["smem_cap"] = ma::kSmemCap;
+    m.attr("cuda_limits") = limits;
+    m.attr("dtype_codes") = py::dict(py::arg("float32") = int(rstg::kMaFloat32),
+                                     py::arg("float16") = int(rstg::kMaFloat16),
+                                     py::arg("bfloat16") = int(rstg::kMaBFloat16),
+                                     py::arg("float64") = int(rstg::kMaFloat64));
+    m.def(
+        "cuda_smem_bytes",
+        [](bool backward, int elem_size, int Hd, int D, int A, int heads, bool has_w2) {
+          return ma::make_layout(backward, elem_size, Hd, D, A, heads, has_w2).total;
+        },
+        py::arg("backward"), py::arg("elem_size"), py::arg("Hd"), py::arg("D"), py::arg("A"),
+        py::arg("heads"), py::arg("has_w2"));
+    m.def(
+        "cuda_check_launch_limits",
+        [](int64_t G, int64_t N, int64_t E, int64_t Hd, int64_t D, int64_t A, int64_t heads,
+           int elem_size, bool has_w2, const std::string& who) {
+          ma::check_limits(ma::Dims{G, N, E, Hd, D, A, heads, has_w2}, elem_size, who.c_str());
+        },
+        py::arg("G"), py::arg("N"), py::arg("E"), py::arg("Hd"), py::arg("D"), py::arg("A"),
+        py::arg("heads"), py::arg("elem_size"), py::arg("has_w2"), py::arg("who") = "launch");
+  }
   m.def("cpu_fma_peak_gflops", &rstg::cpu_fma_peak_gflops, py::arg("threads"),
         py::arg("seconds") = 0.5, py::call_guard<py::gil_scoped_release>());
   m.def("cpu_microkernel_gflops", &rstg::cpu_microkernel_gflops, py::arg("threads"),
@@ -116,9 +127,9 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("indptr"), py::arg("indices"), py::arg("num_nodes"), py::arg("num_edges"),
       py::arg("stream"), py::call_guard<py::gil_scoped_release>());
-  m.def("message_attention_forward_cuda", &rstg::message_attention_forward_cuda, py::arg("args"),
-        py::arg("scale"), py::call_guard<py::gil_scoped_release>());
-  m.def("message_attention_backward_cuda", &rstg::message_attention_backward_cuda, py::arg("args"),
-        py::arg("scale"), py::call_guard<py::gil_scoped_release>());
+  m.def("message_attention_forward_cuda",
+        &rstg::call_with_fields<rstg::message_attention_forward_cuda>, py::arg("fields"));
+  m.def("message_attention_backward_cuda",
+        &rstg::call_with_fields<rstg::message_attention_backward_cuda>, py::arg("fields"));
 #endif
 }

@@ -1,12 +1,13 @@
 // Peak-rate probes for the benchmarks: the machine's float32 vector-FMA peak, and the rate
-// of the message_attention micro-kernel on cached data (see message_attention_cpu.h).
+// of the message_attention micro-kernel on cached data (see cpu_peak.h).
 #include <atomic>
 #include <chrono>
 #include <vector>
 
 #include "cpu/ma_gemm.h"
 #include "cpu/ma_tile.h"
-#include "message_attention_cpu.h"
+#include "cpu/cpu_peak.h"
+#include "cpu/message_attention_cpu.h"
 
 namespace rstg {
 namespace {

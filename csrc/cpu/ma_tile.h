@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <limits>
 #include <new>
+#include <stdexcept>
+#include <string>
 
 #ifdef RSTG_WITH_OPENMP
 #include <omp.h>
@@ -16,6 +18,7 @@
 
 #include "cpu/ma_gemm.h"
 #include "cpu/ma_plan.h"
+#include "message_attention_args.h"
 
 namespace rstg::cpu {
 
@@ -247,6 +250,26 @@ inline int clamp_threads(int threads) {
   (void)threads;
   return 1;
 #endif
+}
+
+// The sizes of an entry point's arguments; E must be the graph's (indptr[N]).
+inline Dims dims_of(const MaArgs& a) {
+  if (a.E != a.indptr[a.N])
+    throw std::invalid_argument("message_attention cpu: E = " + std::to_string(a.E) +
+                                " but indptr[N] = " + std::to_string(a.indptr[a.N]));
+  return Dims{a.G, a.N, a.Hd, a.A, a.D, a.E, a.heads, a.scale, a.has_w2()};
+}
+
+// fn(T{}) for the element type named by dtype (float32 or float64).
+template <typename Fn>
+void dispatch_dtype(int64_t dtype, Fn&& fn) {
+  if (dtype == kMaFloat32)
+    fn(float(0));
+  else if (dtype == kMaFloat64)
+    fn(double(0));
+  else
+    throw std::invalid_argument("message_attention cpu: dtype code must be 0 (float32) or 3 "
+                                "(float64), got " + std::to_string(dtype));
 }
 
 }  // namespace rstg::cpu

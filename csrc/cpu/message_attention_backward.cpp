@@ -20,7 +20,7 @@
 #include "cpu/ma_gemm.h"
 #include "cpu/ma_plan.h"
 #include "cpu/ma_tile.h"
-#include "message_attention_cpu.h"
+#include "cpu/message_attention_cpu.h"
 
 namespace rstg::cpu {
 namespace {
@@ -252,25 +252,17 @@ void backward(const Dims& d, const T* dO, const T* S, const T* R, const T* Q, co
 
 namespace rstg {
 
-void message_attention_backward_cpu(bool is_double, const void* dO, const void* S, const void* R,
-                                    const void* Q, const void* K, const void* W2, const void* b2,
-                                    const int64_t* indptr, const int64_t* indices, const void* O,
-                                    const void* lse, int64_t G, int64_t N, int64_t Hd, int64_t A,
-                                    int64_t D, int64_t heads, double scale, void* dS, void* dR,
-                                    void* dQ, void* dK, void* dW2, void* db2, int threads) {
-  const cpu::Dims d{G, N, Hd, A, D, indptr[N], heads, scale, W2 != nullptr};
-  threads = cpu::clamp_threads(threads);
-  auto run = [&](auto zero) {
+void message_attention_backward_cpu(const MaArgs& a) {
+  const cpu::Dims d = cpu::dims_of(a);
+  const int threads = cpu::clamp_threads(int(a.threads));
+  cpu::dispatch_dtype(a.dtype, [&](auto zero) {
     using T = decltype(zero);
     auto c = [](const void* p) { return static_cast<const T*>(p); };
     auto m = [](void* p) { return static_cast<T*>(p); };
-    cpu::backward<T>(d, c(dO), c(S), c(R), c(Q), c(K), c(W2), c(b2), indptr, indices, c(O),
-                     c(lse), m(dS), m(dR), m(dQ), m(dK), m(dW2), m(db2), threads);
-  };
-  if (is_double)
-    run(double(0));
-  else
-    run(float(0));
+    cpu::backward<T>(d, c(a.dO), c(a.S), c(a.R), c(a.Q), c(a.K), c(a.W2), c(a.b2), a.indptr,
+                     a.indices, c(a.O), c(a.lse), m(a.dS), m(a.dR), m(a.dQ), m(a.dK), m(a.dW2),
+                     m(a.db2), threads);
+  });
 }
 
 }  // namespace rstg

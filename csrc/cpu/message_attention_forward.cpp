@@ -15,7 +15,7 @@
 #include "cpu/ma_gemm.h"
 #include "cpu/ma_plan.h"
 #include "cpu/ma_tile.h"
-#include "message_attention_cpu.h"
+#include "cpu/message_attention_cpu.h"
 
 namespace rstg::cpu {
 namespace {
@@ -115,24 +115,15 @@ void forward(const Dims& d, const T* S, const T* R, const T* Q, const T* K, cons
 
 namespace rstg {
 
-void message_attention_forward_cpu(bool is_double, const void* S, const void* R, const void* Q,
-                                   const void* K, const void* W2, const void* b2,
-                                   const int64_t* indptr, const int64_t* indices, int64_t G,
-                                   int64_t N, int64_t Hd, int64_t A, int64_t D, int64_t heads,
-                                   double scale, void* O, void* lse, int threads) {
-  const cpu::Dims d{G, N, Hd, A, D, indptr[N], heads, scale, W2 != nullptr};
-  threads = cpu::clamp_threads(threads);
-  auto run = [&](auto zero) {
+void message_attention_forward_cpu(const MaArgs& a) {
+  const cpu::Dims d = cpu::dims_of(a);
+  const int threads = cpu::clamp_threads(int(a.threads));
+  cpu::dispatch_dtype(a.dtype, [&](auto zero) {
     using T = decltype(zero);
-    cpu::forward<T>(d, static_cast<const T*>(S), static_cast<const T*>(R),
-                    static_cast<const T*>(Q), static_cast<const T*>(K),
-                    static_cast<const T*>(W2), static_cast<const T*>(b2), indptr, indices,
-                    static_cast<T*>(O), static_cast<T*>(lse), threads);
-  };
-  if (is_double)
-    run(double(0));
-  else
-    run(float(0));
+    auto c = [](const void* p) { return static_cast<const T*>(p); };
+    cpu::forward<T>(d, c(a.S), c(a.R), c(a.Q), c(a.K), c(a.W2), c(a.b2), a.indptr, a.indices,
+                    static_cast<T*>(a.O), static_cast<T*>(a.lse), threads);
+  });
 }
 
 }  // namespace rstg

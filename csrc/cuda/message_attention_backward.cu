@@ -1,15 +1,15 @@
 // Backward of message_attention: dS, dR [G, N, Hd], dQ, dK [G, N, A], dW2 [D, Hd], db2 [D].
 //
-// Argument map fields (all int64; pointers are device addresses), beyond the forward's
-// dtype, G, N, E, Hd, D, A, heads, has_w2, stream, S, R, Q, K, W2, b2 and d_* plan:
+// MaArgs fields read (message_attention_args.h; pointers are device addresses), beyond the
+// forward's dtype, G, N, E, Hd, D, A, heads, scale, stream, S, R, Q, K, W2, b2 and plan d:
 //   dO, O [G, N, D] (dtype), lse [G, N, heads] (float32), delta [G, N, heads] (float32 scratch),
-//   dS, dR, dQ, dK, dW2, db2 (dtype outputs; dW2/db2 0 without W2),
-//   deterministic (0/1); when 1, the source plan s_* (same fields as d_*, over the CSR
-//   transposed by source) and parts s_part_h [s_slots, G, Hd], s_part_qk [s_slots, G, A];
+//   dS, dR, dQ, dK, dW2, db2 (dtype outputs; dW2/db2 null without W2),
+//   deterministic (0/1); when 1, the source plan s (over the CSR transposed by source) and
+//   parts s_part_h [s.slots, G, Hd], s_part_qk [s.slots, G, A];
 //   when 0, acc_dS [G, N, Hd] and acc_dK [G, N, A] (float32, zero-filled by the caller),
-//   d_part_h [d_slots, G, Hd], d_part_qk [d_slots, G, A] (float32 partials of split rows),
+//   d_part_h [d.slots, G, Hd], d_part_qk [d.slots, G, A] (float32 partials of split rows),
 //   blocks (persistent blocks P), w2_slots [P, pad32(D), pad32(Hd)], b2_slots [P, pad32(D)]
-//   (float32, zero-filled by the caller; 0 without W2).
+//   (float32, zero-filled by the caller; null without W2).
 //
 // Recompute (docs/design.md §7): per row, a = exp(s - lse) with the forward's full-row lse, so the
 // items of a split row are independent. Delta = rowsum(dO * O) per head comes first. Each
@@ -331,35 +331,37 @@ unsigned stride_blocks(int64_t work) {
 }
 
 template <typename T, bool kHasW2>
-void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream_t stream) {
+void launch_backward(const MaArgs& in, const Dims& d, float scale, cudaStream_t stream) {
   const Layout L =
       make_layout(true, sizeof(T), int(d.Hd), int(d.D), int(d.A), int(d.heads), kHasW2);
-  const bool det = in.get("deterministic") != 0;
-  const int64_t P = in.get("blocks");
+  const bool det = in.deterministic != 0;
+  const int64_t P = in.blocks;
   if (P < 1 || P > 65535)
     throw std::invalid_argument("message_attention cuda backend: blocks must be in [1, 65535]");
-  const Plan dplan = read_plan(in, "d_");
-  const Plan splan = det ? read_plan(in, "s_") : dplan;
+  const Plan& dplan = in.d;
+  const Plan& splan = det ? in.s : dplan;
   const int64_t groups = graph_groups(d.G);
   const int G = int(d.G), N = int(d.N), Hd = int(d.Hd), D = int(d.D), A = int(d.A),
             H = int(d.heads);
-  const T* S = in.ptr<const T>("S");
-  const T* R = in.ptr<const T>("R");
-  const T* Q = in.ptr<const T>("Q");
-  const T* Kp = in.ptr<const T>("K");
-  const T* W2 = kHasW2 ? in.ptr<const T>("W2") : nullptr;
-  const T* b2 = kHasW2 ? in.ptr<const T>("b2") : nullptr;
-  const T* dO = in.ptr<const T>("dO");
-  const float* lse = in.ptr<const float>("lse");
-  float* delta = in.ptr<float>("delta");
-  T* dS = in.ptr<T>("dS");
-  T* dR = in.ptr<T>("dR");
-  T* dQ = in.ptr<T>("dQ");
-  T* dK = in.ptr<T>("dK");
-  float* acc_dS = det ? nullptr : in.ptr<float>("acc_dS");
-  float* acc_dK = det ? nullptr : in.ptr<float>("acc_dK");
-  float* w2_slots = kHasW2 ? in.ptr<float>("w2_slots") : nullptr;
-  float* b2_slots = kHasW2 ? in.ptr<float>("b2_slots") : nullptr;
+  auto c = [](const void* p) { return static_cast<const T*>(p); };
+  auto m = [](void* p) { return static_cast<T*>(p); };
+  const T* S = c(in.S);
+  const T* R = c(in.R);
+  const T* Q = c(in.Q);
+  const T* Kp = c(in.K);
+  const T* W2 = kHasW2 ? c(in.W2) : nullptr;
+  const T* b2 = kHasW2 ? c(in.b2) : nullptr;
+  const T* dO = c(in.dO);
+  const float* lse = static_cast<const float*>(in.lse);
+  float* delta = in.delta;
+  T* dS = m(in.dS);
+  T* dR = m(in.dR);
+  T* dQ = m(in.dQ);
+  T* dK = m(in.dK);
+  float* acc_dS = det ? nullptr : in.acc_dS;
+  float* acc_dK = det ? nullptr : in.acc_dK;
+  float* w2_slots = kHasW2 ? in.w2_slots : nullptr;
+  float* b2_slots = kHasW2 ? in.b2_slots : nullptr;
   for (const Plan* p : {&dplan, &splan})
     if (p->items * groups >= 0x7fffffff || p->splits * d.G >= 0x7fffffff)
       throw std::invalid_argument(
@@ -369,7 +371,7 @@ void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream
   prepare_smem(kernel, L.total, "backward_kernel");
 
   RSTG_LAUNCH(delta_kernel<T>, stride_blocks(d.G * d.N * d.heads), kThreads, 0, stream)(
-      dO, in.ptr<const T>("O"), delta, d.G * d.N, D, H);
+      dO, c(in.O), delta, d.G * d.N, D, H);
   RSTG_CUDA_CHECK_LAUNCH("message_attention delta_kernel");
 
   // out = the sum over `slots` float partials (fixed order), cast to T.
@@ -384,8 +386,8 @@ void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream
   auto pass = [&](const Plan& plan, int by_source, T* out_h, T* out_qk, float* acc_h,
                   float* acc_qk, float* w2s, float* b2s) {
     const std::string side = by_source ? "source" : "destination";
-    float* part_h = in.ptr<float>(by_source ? "s_part_h" : "d_part_h");
-    float* part_qk = in.ptr<float>(by_source ? "s_part_qk" : "d_part_qk");
+    float* part_h = by_source ? in.s_part_h : in.d_part_h;
+    float* part_qk = by_source ? in.s_part_qk : in.d_part_qk;
     const int64_t tasks = plan.items * groups;
     RSTG_LAUNCH(kernel, unsigned(tasks < P ? tasks : P), kThreads, L.total, stream)(
         S, R, Q, Kp, W2, b2, dO, lse, delta, plan, out_h, out_qk, part_h, part_qk, acc_h, acc_qk,
@@ -410,19 +412,19 @@ void launch_backward(const ArgReader& in, const Dims& d, float scale, cudaStream
 
   if constexpr (kHasW2) {
     const int64_t dp = pad32(D), hdp = pad32(Hd);
-    reduce_slots(w2_slots, in.ptr<T>("dW2"), P, d.D, d.Hd, hdp, dp * hdp, "dW2");
-    reduce_slots(b2_slots, in.ptr<T>("db2"), P, 1, d.D, dp, dp, "db2");
+    reduce_slots(w2_slots, m(in.dW2), P, d.D, d.Hd, hdp, dp * hdp, "dW2");
+    reduce_slots(b2_slots, m(in.db2), P, 1, d.D, dp, dp, "db2");
   }
 }
 
 }  // namespace
 }  // namespace ma
 
-void message_attention_backward_cuda(const MaArgs& args, double scale) {
-  ma::dispatch_entry(args, "backward", [&](auto tag, auto has_w2, const ma::ArgReader& in,
-                                          const ma::Dims& d, cudaStream_t stream) {
-    ma::launch_backward<typename decltype(tag)::type, decltype(has_w2)::value>(in, d, float(scale),
-                                                                            stream);
+void message_attention_backward_cuda(const MaArgs& args) {
+  ma::dispatch_entry(args, "backward", [&](auto tag, auto has_w2, const ma::Dims& d,
+                                           cudaStream_t stream) {
+    ma::launch_backward<typename decltype(tag)::type, decltype(has_w2)::value>(
+        args, d, float(args.scale), stream);
   });
 }
 

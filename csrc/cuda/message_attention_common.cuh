@@ -1,6 +1,6 @@
-// Shared pieces of the message_attention kernels: tile sizes, dtype traits, the shared
-// memory layout (mirrored by rstg_fast/ops/backends/cuda.py::smem_bytes), launch-limit
-// checks, and the device tiles used by forward and backward.
+// Shared pieces of the message_attention kernels: dtype traits, the device tiles used by
+// forward and backward, and the entry points' dtype dispatch. Tile sizes, the shared-memory
+// layout and the launch limits are in cuda/ma_layout.h (plain C++, exposed by the module).
 //
 // Work decomposition (both directions). A "row" of the op is one (graph g, edge p) pair.
 // The host plan cuts every node's edge list into items of at most kChunk edges; a task is
@@ -14,6 +14,7 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/ma_layout.h"
 #include "cuda/message_attention_cuda.h"
 
 #ifdef RSTG_CUDA_EMULATION  // the CPU emulation of tests/cuda_emu (same source, host compiler)
@@ -32,16 +33,6 @@ namespace rstg {
 namespace ma {
 
 namespace wmma = nvcuda::wmma;
-
-constexpr int kThreads = 128;  // 4 warps; each warp owns one 16-column slice of a TN tile
-constexpr int kWarps = kThreads / 32;
-constexpr int kTN = 64;        // output columns per MMA tile (= 16 * kWarps)
-constexpr int kTK = 32;        // reduction slice of W2 staged per step; Hd, D padded to it
-constexpr int kBG = 8;         // graphs per task
-constexpr int kChunk = 32;     // most edges per item (longer rows are split)
-constexpr int kPadBytes = 16;  // row skew of shared tiles against bank conflicts
-constexpr int64_t kSmemCap = 160 * 1024;  // below sm_80's 163 KiB opt-in maximum
-static_assert(kTN == 16 * kWarps, "one 16-wide fragment column per warp");
 
 // float runs on the tensor cores as 3xTF32 (hi*hi + hi*lo + lo*hi): float32-accurate.
 template <typename T>
@@ -94,106 +85,6 @@ __device__ __forceinline__ float relu_f(float x) { return x < 0.f ? 0.f : x; }
 __device__ __forceinline__ float relu_grad_f(float out, float g) { return out <= 0.f ? 0.f : g; }
 __device__ __forceinline__ float max_keep_nan(float m, float v) { return (m < v || v != v) ? v : m; }
 
-__host__ __device__ constexpr int pad32(int x) { return (x + 31) / 32 * 32; }
-__host__ __device__ constexpr int64_t align128(int64_t bytes) { return (bytes + 127) / 128 * 128; }
-
-// Byte offsets of the shared buffers. Forward and backward use different subsets; absent
-// buffers have size 0. Every offset is 128-byte aligned (WMMA needs 32).
-struct Layout {
-  int tm, ldh, ldw, ldb, ldz, ldd;  // rows per tile; leading dims (elements)
-  int64_t h, w2, z, dz, oacc, sc, lse, rows, dpp, a, ds, own_h, own_qk, total;
-};
-
-__host__ __device__ inline Layout make_layout(bool backward, int es, int Hd, int D, int A,
-                                              int heads, bool has_w2) {
-  Layout L{};
-  const int pad = kPadBytes / es;
-  L.tm = es == 4 ? 16 : 32;
-  L.ldh = pad32(Hd) + pad;
-  L.ldw = kTK + pad;  // W2 slice [kTN][kTK] (B of z = h W2^T, col-major)
-  L.ldb = kTN + pad;  // W2 slice [kTK][kTN] (B of dh = dz W2, row-major)
-  L.ldz = kTN + 4;
-  L.ldd = pad32(D) + pad;
-  const int64_t w2_elems =
-      (int64_t)kTN * L.ldw > (int64_t)kTK * L.ldb ? (int64_t)kTN * L.ldw : (int64_t)kTK * L.ldb;
-  int64_t off = 0;
-  auto take = [&off](int64_t bytes) {
-    const int64_t at = off;
-    off += align128(bytes);
-    return at;
-  };
-  L.h = take((int64_t)L.tm * L.ldh * es);
-  L.w2 = take(has_w2 ? w2_elems * es : 0);
-  L.z = take(has_w2 ? (int64_t)L.tm * L.ldz * 4 : 0);
-  L.rows = take((int64_t)L.tm * 4 * 4);
-  if (!backward) {
-    L.oacc = take((int64_t)kBG * D * 4);
-    L.sc = take((int64_t)kBG * kChunk * heads * 4);
-    L.lse = take((int64_t)kBG * heads * 4);
-  } else {
-    L.dz = take(has_w2 ? (int64_t)L.tm * L.ldd * es : 0);
-    L.dpp = take((int64_t)kThreads * heads * 4);
-    L.a = take((int64_t)L.tm * heads * 4);
-    L.ds = take((int64_t)L.tm * heads * 4);
-    L.own_h = take((int64_t)kBG * Hd * 4);
-    L.own_qk = take((int64_t)kBG * A * 4);
-  }
-  L.total = off;
-  return L;
-}
-
-// Named fields of the argument map; a missing field is a programming error on the Python side.
-struct ArgReader {
-  const MaArgs& args;
-  int64_t get(const char* name) const {
-    auto it = args.find(name);
-    if (it == args.end())
-      throw std::invalid_argument(std::string("message_attention CUDA: missing argument '") + name +
-                                  "'");
-    return it->second;
-  }
-  template <typename P>
-  P* ptr(const char* name) const {
-    return reinterpret_cast<P*>(static_cast<uintptr_t>(get(name)));
-  }
-};
-
-// Sizes every launcher checks before any launch (mirrored in cuda.py::check_launch_limits).
-struct Dims {
-  int64_t G, N, E, Hd, D, A, heads;
-  bool has_w2;
-};
-
-inline Dims read_dims(const ArgReader& in) {
-  Dims d{in.get("G"), in.get("N"), in.get("E"),     in.get("Hd"),
-         in.get("D"), in.get("A"), in.get("heads"), in.get("has_w2") != 0};
-  return d;
-}
-
-inline void check_limits(const Dims& d, int es, const char* who) {
-  auto fail = [who](const std::string& what) {
-    throw std::invalid_argument(std::string("message_attention cuda backend (") + who +
-                                "): " + what);
-  };
-  if (d.G < 1 || d.N < 1 || d.Hd < 1 || d.D < 1 || d.A < 1 || d.heads < 1)
-    fail("G, N, Hd, D, A and heads must be positive");
-  if (d.A % d.heads || d.D % d.heads) fail("heads must divide A and D");
-  if (!d.has_w2 && d.D != d.Hd) fail("D must equal Hd without W2");
-  const int64_t int_max = 0x7fffffff;
-  if (d.N >= int_max || d.E >= int_max || d.G >= int_max)
-    fail("G, N and E must be below 2^31, got G=" + std::to_string(d.G) +
-         " N=" + std::to_string(d.N) + " E=" + std::to_string(d.E));
-  const int64_t fwd =
-      make_layout(false, es, int(d.Hd), int(d.D), int(d.A), int(d.heads), d.has_w2).total;
-  const int64_t bwd =
-      make_layout(true, es, int(d.Hd), int(d.D), int(d.A), int(d.heads), d.has_w2).total;
-  if (d.Hd > (1 << 20) || d.D > (1 << 20) || d.A > (1 << 20) || fwd > kSmemCap || bwd > kSmemCap)
-    fail("shared memory per block would be " + std::to_string(fwd > bwd ? fwd : bwd) +
-         " bytes, over the kernel limit of " + std::to_string(kSmemCap) + " (Hd=" +
-         std::to_string(d.Hd) + ", D=" + std::to_string(d.D) + ", A=" + std::to_string(d.A) +
-         ", heads=" + std::to_string(d.heads) + "); use a smaller width or the triton backend");
-}
-
 // Raises the block's dynamic shared-memory ceiling and checks it against the device.
 template <typename Kernel>
 void prepare_smem(Kernel kernel, int64_t bytes, const char* name) {
@@ -215,32 +106,7 @@ void prepare_smem(Kernel kernel, int64_t bytes, const char* name) {
 }
 
 // The plan of one edge-list orientation (by destination, or transposed by source).
-struct Plan {
-  const int32_t* item_node;   // [items] owner node u of the item
-  const int32_t* item_begin;  // [items] first position in `other`
-  const int32_t* item_end;    // [items] one past the last position
-  const int32_t* item_slot;   // [items] partial slot, -1 when the item is its node's whole row
-  const int32_t* other;       // [E] the other end of each edge (source by dst, dest by src)
-  const int32_t* split_node;  // [splits] nodes cut into several items
-  const int32_t* split_ptr;   // [splits + 1] slot range of each split node
-  int64_t items, splits, slots;
-};
-
-inline Plan read_plan(const ArgReader& in, const std::string& p) {
-  Plan plan{in.ptr<const int32_t>((p + "item_node").c_str()),
-            in.ptr<const int32_t>((p + "item_begin").c_str()),
-            in.ptr<const int32_t>((p + "item_end").c_str()),
-            in.ptr<const int32_t>((p + "item_slot").c_str()),
-            in.ptr<const int32_t>((p + "other").c_str()),
-            in.ptr<const int32_t>((p + "split_node").c_str()),
-            in.ptr<const int32_t>((p + "split_ptr").c_str()),
-            in.get((p + "items").c_str()),
-            in.get((p + "splits").c_str()),
-            in.get((p + "slots").c_str())};
-  return plan;
-}
-
-__host__ __device__ inline int64_t graph_groups(int64_t G) { return (G + kBG - 1) / kBG; }
+using Plan = MaPlan;
 
 // ---------------------------------------------------------------- device tiles
 
@@ -408,30 +274,31 @@ struct DtypeTag {
   using type = T;
 };
 
-// Everything an entry point does before its launcher: read the arguments, check the limits
-// for the element size, then turn the runtime dtype and "has W2" into template arguments
-// (flash-attention's BOOL_SWITCH): fn(DtypeTag<T>{}, std::bool_constant<W2>{}, in, dims, stream).
+// Everything an entry point does before its launcher: check the limits for the element
+// size, then turn the runtime dtype and "has W2" into template arguments (flash-attention's
+// BOOL_SWITCH): fn(DtypeTag<T>{}, std::bool_constant<W2>{}, dims, stream).
 template <typename Fn>
 void dispatch_entry(const MaArgs& args, const char* who, Fn&& fn) {
-  const ArgReader in{args};
-  const Dims d = read_dims(in);
-  auto stream = reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(in.get("stream")));
+  const Dims d{args.G, args.N, args.E, args.Hd, args.D, args.A, args.heads, args.has_w2()};
+  auto stream = reinterpret_cast<cudaStream_t>(args.stream);
   auto with_w2 = [&](auto tag) {
     check_limits(d, int(sizeof(typename decltype(tag)::type)), who);
     if (d.has_w2)
-      fn(tag, std::true_type{}, in, d, stream);
+      fn(tag, std::true_type{}, d, stream);
     else
-      fn(tag, std::false_type{}, in, d, stream);
+      fn(tag, std::false_type{}, d, stream);
   };
-  switch (in.get("dtype")) {
-    case 0:
+  switch (args.dtype) {
+    case kMaFloat32:
       return with_w2(DtypeTag<float>{});
-    case 1:
+    case kMaFloat16:
       return with_w2(DtypeTag<__half>{});
-    case 2:
+    case kMaBFloat16:
       return with_w2(DtypeTag<__nv_bfloat16>{});
     default:
-      throw std::invalid_argument("message_attention cuda backend: dtype code must be 0, 1 or 2");
+      throw std::invalid_argument(
+          "message_attention cuda backend: dtype code must be 0, 1 or 2 (float32, float16, "
+          "bfloat16), got " + std::to_string(args.dtype));
   }
 }
 

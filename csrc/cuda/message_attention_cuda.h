@@ -1,24 +1,19 @@
 // Entry points of the fused message_attention CUDA kernels (docs/design.md §2).
 //
-// Arguments cross as a name -> int64 map (device addresses as integers, sizes, flags) so the
-// pybind11 module stays one line per entry point and a missing or misspelt field is a clear
-// error instead of a shifted positional argument. rstg_fast/ops/backends/cuda.py owns
-// allocation and fills the map; the launchers check every limit before any launch and throw
+// Arguments cross as the one named-field struct MaArgs (message_attention_args.h), shared with
+// the CPU entry points; rstg_fast/ops/backends/cuda/launch.py owns allocation and fills it. The
+// launchers check every limit (cuda/ma_layout.h) before any launch and throw
 // std::invalid_argument (Python ValueError) for shapes the kernels do not support.
 #pragma once
-#include <cstdint>
-#include <string>
-#include <unordered_map>
+#include "message_attention_args.h"
 
 namespace rstg {
 
-using MaArgs = std::unordered_map<std::string, int64_t>;
-
 #ifdef RSTG_WITH_CUDA
-// Fields: see message_attention_forward.cu (top comment). Asynchronous on args["stream"].
-void message_attention_forward_cuda(const MaArgs& args, double scale);
-// Fields: see message_attention_backward.cu (top comment). Asynchronous on args["stream"].
-void message_attention_backward_cuda(const MaArgs& args, double scale);
+// Fields read: see message_attention_forward.cu (top comment). Asynchronous on args.stream.
+void message_attention_forward_cuda(const MaArgs& args);
+// Fields read: see message_attention_backward.cu (top comment). Asynchronous on args.stream.
+void message_attention_backward_cuda(const MaArgs& args);
 #endif
 
 }  // namespace rstg

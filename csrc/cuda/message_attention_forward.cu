@@ -1,12 +1,10 @@
 // Forward of message_attention: O (G, N, D) and lse (G, N, heads).
 //
-// Argument map fields (all int64; pointers are device addresses):
-//   dtype (0 float, 1 half, 2 bfloat16), G, N, E, Hd, D, A, heads, has_w2, stream,
-//   S, R [G, N, Hd], Q, K [G, N, A], W2 [D, Hd] | 0, b2 [D] | 0,
-//   the destination plan d_item_node, d_item_begin, d_item_end, d_item_slot, d_other,
-//   d_split_node, d_split_ptr, d_items, d_splits, d_slots (see Plan),
-//   O [G, N, D] (dtype), lse [G, N, heads] (float32),
-//   o_part [d_slots, G, D] and lse_part [d_slots, G, heads] (float32; 0 when d_slots == 0).
+// MaArgs fields read (message_attention_args.h; pointers are device addresses):
+//   dtype (float32, float16, bfloat16), G, N, E, Hd, D, A, heads, scale, stream,
+//   S, R [G, N, Hd], Q, K [G, N, A], W2 [D, Hd] | null, b2 [D] | null,
+//   the destination plan d (see MaPlan), O [G, N, D] (dtype), lse [G, N, heads] (float32),
+//   o_part [d.slots, G, D] and lse_part [d.slots, G, heads] (float32; null when d.slots == 0).
 //
 // One block per task (item, group of kBG graphs). Within a task the softmax is exact: all
 // scores of its <= kBG * kChunk rows are computed first (cheap: A-wide dot products), the
@@ -170,8 +168,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T, bool kHasW2>
-void launch_forward(const ArgReader& in, const Dims& d, float scale, cudaStream_t stream) {
-  const Plan plan = read_plan(in, "d_");
+void launch_forward(const MaArgs& in, const Dims& d, float scale, cudaStream_t stream) {
+  const Plan& plan = in.d;
   const Layout L =
       make_layout(false, sizeof(T), int(d.Hd), int(d.D), int(d.A), int(d.heads), kHasW2);
   const int64_t blocks = plan.items * graph_groups(d.G);
@@ -180,16 +178,16 @@ void launch_forward(const ArgReader& in, const Dims& d, float scale, cudaStream_
         "message_attention cuda backend: too many tasks (items x graph groups)");
   auto kernel = forward_kernel<T, kHasW2>;
   prepare_smem(kernel, L.total, "forward_kernel");
-  const T* W2 = kHasW2 ? in.ptr<const T>("W2") : nullptr;
-  const T* b2 = kHasW2 ? in.ptr<const T>("b2") : nullptr;
-  T* O = in.ptr<T>("O");
-  float* lse = in.ptr<float>("lse");
-  float* o_part = in.ptr<float>("o_part");
-  float* lse_part = in.ptr<float>("lse_part");
+  auto c = [](const void* p) { return static_cast<const T*>(p); };
+  const T* W2 = kHasW2 ? c(in.W2) : nullptr;
+  const T* b2 = kHasW2 ? c(in.b2) : nullptr;
+  T* O = static_cast<T*>(in.O);
+  float* lse = static_cast<float*>(in.lse);
+  float* o_part = in.o_part;
+  float* lse_part = in.lse_part;
   RSTG_LAUNCH(kernel, unsigned(blocks), kThreads, L.total, stream)(
-      in.ptr<const T>("S"), in.ptr<const T>("R"), in.ptr<const T>("Q"), in.ptr<const T>("K"), W2,
-      b2, plan, O, lse, o_part, lse_part, int(d.G), int(d.N), int(d.Hd), int(d.D), int(d.A),
-      int(d.heads), scale);
+      c(in.S), c(in.R), c(in.Q), c(in.K), W2, b2, plan, O, lse, o_part, lse_part, int(d.G),
+      int(d.N), int(d.Hd), int(d.D), int(d.A), int(d.heads), scale);
   RSTG_CUDA_CHECK_LAUNCH("message_attention forward_kernel");
   if (plan.splits > 0) {
     RSTG_LAUNCH(merge_kernel<T>, unsigned(plan.splits * d.G), kThreads, 0, stream)(
@@ -201,11 +199,11 @@ void launch_forward(const ArgReader& in, const Dims& d, float scale, cudaStream_
 }  // namespace
 }  // namespace ma
 
-void message_attention_forward_cuda(const MaArgs& args, double scale) {
-  ma::dispatch_entry(args, "forward", [&](auto tag, auto has_w2, const ma::ArgReader& in,
-                                          const ma::Dims& d, cudaStream_t stream) {
-    ma::launch_forward<typename decltype(tag)::type, decltype(has_w2)::value>(in, d, float(scale),
-                                                                            stream);
+void message_attention_forward_cuda(const MaArgs& args) {
+  ma::dispatch_entry(args, "forward", [&](auto tag, auto has_w2, const ma::Dims& d,
+                                          cudaStream_t stream) {
+    ma::launch_forward<typename decltype(tag)::type, decltype(has_w2)::value>(
+        args, d, float(args.scale), stream);
   });
 }
 

@@ -16,6 +16,7 @@ it was when checked, but never read out of bounds.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Hashable
 from typing import TypeVar
@@ -57,6 +58,23 @@ class GraphCache:
 
 
 graph_cache = GraphCache()
+
+
+def per_graph(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn(indptr, indices, *args, **kwargs)`` cached in :data:`graph_cache` under its name and
+    the other arguments (flash-linear-attention's ``tensor_cache`` on ``prepare_chunk_indices``,
+    for graphs). The other arguments must be hashable; ``.uncached`` is ``fn`` itself.
+    """
+    name = f"{fn.__module__}.{fn.__qualname__}"
+
+    @functools.wraps(fn)
+    def cached(indptr: torch.Tensor, indices: torch.Tensor, *args: Hashable, **kwargs: Hashable) -> T:
+        key = (name, args, tuple(kwargs.items()))
+        return graph_cache.get(indptr, indices, key, lambda: fn(indptr, indices, *args, **kwargs))
+
+    cached.uncached = fn
+    return cached
+
 
 _CSR_MESSAGES = {
     0: "indptr must start at 0, got indptr[0] = {v}",

@@ -15,7 +15,7 @@ SUFFIX="$($PY -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX")
 TARGET="$OUT/rstg_fast_cuda_emu$SUFFIX"
 ${CXX:-g++} -std=c++20 -O1 -g -fPIC -shared -pthread -Wall -Wno-unknown-pragmas \
   -DRSTG_CUDA_EMULATION -DRSTG_WITH_CUDA ${EMU_CXXFLAGS:-} \
-  -I"$ROOT/csrc" -I"$ROOT/tests/cuda_emu" -I"$CUDA_INC" -I"$PY_INC" -I"$PB_INC" \
+  -I"$ROOT/csrc" -I"$ROOT/python_bindings" -I"$ROOT/tests/cuda_emu" -I"$CUDA_INC" -I"$PY_INC" -I"$PB_INC" \
   -x c++ "$ROOT/csrc/cuda/message_attention_forward.cu" "$ROOT/csrc/cuda/message_attention_backward.cu" \
   -x none "$ROOT/tests/cuda_emu/module.cpp" -o "$TARGET"
 echo "$TARGET"

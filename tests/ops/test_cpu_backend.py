@@ -19,6 +19,7 @@ from rstg_testing import assert_close, child_pythonpath, deterministic_algorithm
 from rstg_fast._ext import require_extension
 from rstg_fast.graph import grid_graph
 from rstg_fast.ops import backends, message_attention
+from rstg_fast.ops.backends._kernel_args import op_fields
 
 DTYPES = {"f32": torch.float32, "f64": torch.float64}
 # A gradient that is zero in exact arithmetic (N = 1: every score of a row equal, so dQ = dK
@@ -194,31 +195,6 @@ def test_float32_duplicate_sources_with_large_scores_give_zero_query_gradients()
     assert got <= 4 * own, f"dQ/dK noise {got:.3g} > 4 x the float32 reference's {own:.3g}"
 
 
-@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
-def test_gradcheck_float64(one_layer):
-    gen = torch.Generator().manual_seed(11)
-    indptr, indices = random_csr(7, 4, generator=gen)
-    x = op_inputs(3, 7, 5 if not one_layer else 6, 4, None if one_layer else 6, dtype=torch.float64, generator=gen)
-    names = [k for k, v in x.items() if v is not None]
-
-    def f(*ts):
-        kw = dict(zip(names, ts, strict=True), **({"W2": None, "b2": None} if one_layer else {}))
-        return message_attention(**kw, indptr=indptr, indices=indices, heads=2, backend="cpu")
-
-    with num_threads(3):
-        assert torch.autograd.gradcheck(f, [x[k].requires_grad_(True) for k in names])
-
-
-@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
-@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
-def test_opcheck(one_layer, dtype):
-    gen = torch.Generator().manual_seed(12)
-    indptr, indices = random_csr(6, 3, generator=gen)
-    x = op_inputs(2, 6, 8, 4, None if one_layer else 6, dtype=dtype, generator=gen)
-    args = [t.requires_grad_(True) if t is not None else None for t in x.values()]
-    torch.library.opcheck(torch.ops.rstg_fast.message_attention.default, (*args, indptr, indices, 2, 0.7, "cpu"))
-
-
 def test_non_contiguous_inputs_match_contiguous():
     gen = torch.Generator().manual_seed(13)
     indptr, indices = random_csr(9, 4, generator=gen)
@@ -307,14 +283,6 @@ def test_runs_under_use_deterministic_algorithms():
     assert torch.equal(a[0], b[0]) and all(torch.equal(a[2][k], b[2][k]) for k in a[2])
 
 
-def _kernel_args(x, indptr, indices, heads, scale):
-    G, N, Hd = x["S"].shape
-    A = x["Q"].shape[2]
-    D = x["W2"].shape[0] if x["W2"] is not None else Hd
-    addr = [t.data_ptr() if t is not None else 0 for t in (x["S"], x["R"], x["Q"], x["K"], x["W2"], x["b2"])]
-    return addr, [indptr.data_ptr(), indices.data_ptr(), G, N, Hd, A, D, heads, scale]
-
-
 @pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
 def test_kernels_write_every_output_element(one_layer):
     """Outputs start as NaN: an element a kernel forgets to write shows up as NaN."""
@@ -325,29 +293,41 @@ def test_kernels_write_every_output_element(one_layer):
     G, N, Hd, A, D = 5, 20, 13, 8, (13 if one_layer else 40)
     nan = lambda *shape: torch.full(shape, float("nan"))  # noqa: E731
     O, lse = nan(G, N, D), nan(G, N, 2)
-    addr, sizes = _kernel_args(x, indptr, indices, 2, 0.5)
+    fields = op_fields(*x.values(), indices, 2, 0.5)
+    fields.update(indptr=indptr.data_ptr(), indices=indices.data_ptr(), O=O.data_ptr(), lse=lse.data_ptr(), threads=3)
     with num_threads(3):
-        ext.message_attention_forward_cpu(False, *addr, *sizes, O.data_ptr(), lse.data_ptr(), 3)
+        ext.message_attention_forward_cpu(fields)
     assert not O.isnan().any() and not lse.isnan().any()
     empty = indptr[1:] == indptr[:-1]
     assert empty.any() and (O[:, empty] == 0).all() and (lse[:, empty] == float("-inf")).all()
     dO = torch.randn(G, N, D, generator=gen)
-    grads = [nan(G, N, Hd), nan(G, N, Hd), nan(G, N, A), nan(G, N, A)]
-    grads += [None, None] if one_layer else [nan(D, Hd), nan(D)]
-    ext.message_attention_backward_cpu(
-        False,
-        dO.data_ptr(),
-        *addr,
-        indptr.data_ptr(),
-        indices.data_ptr(),
-        O.data_ptr(),
-        lse.data_ptr(),
-        *sizes[2:],
-        *(g.data_ptr() if g is not None else 0 for g in grads),
-        3,
-    )
-    for g in grads:
-        assert g is None or not g.isnan().any()
+    grads = {"dS": nan(G, N, Hd), "dR": nan(G, N, Hd), "dQ": nan(G, N, A), "dK": nan(G, N, A)}
+    if not one_layer:
+        grads.update(dW2=nan(D, Hd), db2=nan(D))
+    fields.update(dO=dO.data_ptr(), **{k: g.data_ptr() for k, g in grads.items()})
+    ext.message_attention_backward_cpu(fields)
+    for g in grads.values():
+        assert not g.isnan().any()
+
+
+def test_kernel_fields_are_named_and_checked():
+    """The entry points take one dict of named fields (MaArgs): a missing size, a misspelt
+    name, a dtype the CPU kernels lack or an E that is not the graph's is a ValueError."""
+    ext = require_extension()
+    gen = torch.Generator().manual_seed(18)
+    indptr, indices = random_csr(4, 3, generator=gen)
+    x = op_inputs(1, 4, 8, 4, None, dtype=torch.float32, generator=gen)
+    O, lse = torch.empty(1, 4, 8), torch.empty(1, 4, 1)
+    fields = op_fields(*x.values(), indices, 1, 0.5)
+    fields.update(indptr=indptr.data_ptr(), indices=indices.data_ptr(), O=O.data_ptr(), lse=lse.data_ptr())
+    for broken, match in [
+        ({k: v for k, v in fields.items() if k != "heads"}, "missing argument 'heads'"),
+        ({**fields, "lse_": 0}, "unknown argument 'lse_'"),
+        ({**fields, "dtype": ext.dtype_codes["float16"]}, "dtype code"),
+        ({**fields, "E": indices.numel() + 1}, "indptr"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ext.message_attention_forward_cpu(broken)
 
 
 def test_thread_counts_agree_to_rounding():

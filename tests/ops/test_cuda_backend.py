@@ -58,9 +58,10 @@ from rstg_testing import (
 from rstg_fast._ext import build_info, extension
 from rstg_fast.graph import grid_graph
 from rstg_fast.ops import backends, message_attention
-from rstg_fast.ops.backends import cuda as cuda_backend
-from rstg_fast.ops.backends import cuda_plan
-from rstg_fast.ops.backends.reference import destinations, message_attention_reference
+from rstg_fast.ops._graph_plan import transpose_csr
+from rstg_fast.ops.backends.cuda import launch as cuda_launch
+from rstg_fast.ops.backends.cuda import plan as cuda_plan
+from rstg_fast.ops.backends.reference import message_attention_reference
 
 HAS_GPU = torch.cuda.is_available() and build_info()["cuda"]
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU and a CUDA build")
@@ -71,10 +72,16 @@ LOW = (torch.float32, torch.float16, torch.bfloat16)
 # ----------------------------------------------------------------------------- CPU: plan
 
 
-def _plan_ok(indptr: np.ndarray, other: np.ndarray, plan: cuda_plan.PlanArrays) -> None:
+def host_plan(indptr, other) -> types.SimpleNamespace:
+    """The packed plan of a CSR (``cuda_plan.DevicePlan`` on the CPU) as numpy arrays."""
+    plan = cuda_plan.DevicePlan(np.asarray(indptr), np.asarray(other), torch.device("cpu"))
+    return types.SimpleNamespace(slots=plan.slots, **{f: t.numpy() for f, t in plan.tensors.items()})
+
+
+def _plan_ok(indptr: np.ndarray, other: np.ndarray, plan: types.SimpleNamespace) -> None:
     n = indptr.size - 1
     sizes = plan.item_end - plan.item_begin
-    assert sizes.min(initial=0) >= 0 and sizes.max(initial=0) <= cuda_plan.CHUNK
+    assert sizes.min(initial=0) >= 0 and sizes.max(initial=0) <= cuda_plan.limits()["chunk"]
     assert np.array_equal(plan.other, other.astype(np.int32))
     for u in range(n):
         mine = np.flatnonzero(plan.item_node == u)
@@ -97,41 +104,31 @@ def test_plan_cuts_rows_into_balanced_items(N, max_degree, skewed):
     indptr, indices = random_csr(N, max(max_degree, 1), generator=gen, skewed_row=skewed)
     if max_degree == 0:
         indptr, indices = torch.zeros(N + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
-    ip, ix = indptr.numpy(), indices.numpy()
-    _plan_ok(ip, ix, cuda_plan.build_plan(ip, ix))
-    t_ip, t_dst = cuda_plan.transpose_csr(ip, ix)
-    _plan_ok(t_ip, t_dst, cuda_plan.build_plan(t_ip, t_dst))
+    _plan_ok(indptr.numpy(), indices.numpy(), host_plan(indptr, indices))
+    t_ip, t_dst = (t.numpy() for t in transpose_csr(indptr, indices))
+    _plan_ok(t_ip, t_dst, host_plan(t_ip, t_dst))
 
 
 def test_plan_splits_the_hub_of_huge():
     g = grid_graph(((28, 28), (14, 14), (7, 7), (3, 3), (1, 1)), 28, 28)
-    plan = cuda_plan.build_plan(g.indptr.numpy(), g.indices.numpy())
+    plan = host_plan(g.indptr, g.indices)
     hub = g.num_nodes - 1  # the 1x1 node: every other node is a source
     _plan_ok(g.indptr.numpy(), g.indices.numpy(), plan)
-    assert hub in plan.split_node and (plan.item_node == hub).sum() == math.ceil((g.num_nodes - 1) / cuda_plan.CHUNK)
-
-
-def test_transpose_csr_lists_destinations_by_source():
-    gen = torch.Generator().manual_seed(5)
-    indptr, indices = random_csr(11, 6, generator=gen)
-    t_ip, t_dst = cuda_plan.transpose_csr(indptr.numpy(), indices.numpy())
-    dst = destinations(indptr, indices.numel()).numpy()
-    for j in range(11):
-        want = sorted(dst[indices.numpy() == j].tolist())
-        assert t_dst[t_ip[j] : t_ip[j + 1]].tolist() == want
+    chunk = cuda_plan.limits()["chunk"]
+    assert hub in plan.split_node and (plan.item_node == hub).sum() == math.ceil((g.num_nodes - 1) / chunk)
 
 
 def test_plan_is_cached_per_graph_and_sees_in_place_edits():
     gen = torch.Generator().manual_seed(9)
     indptr, indices = random_csr(9, 40, generator=gen, skewed_row=2)
-    first = cuda_backend.plan_for(indptr, indices, by_source=False)
-    assert cuda_backend.plan_for(indptr, indices, by_source=False) is first
+    first = cuda_plan.plan_for(indptr, indices, by_source=False)
+    assert cuda_plan.plan_for(indptr, indices, by_source=False) is first
     assert first.slots > 0 and first.items == len(first.tensors["item_node"])
-    by_source = cuda_backend.plan_for(indptr, indices, by_source=True)
-    _, t_dst = cuda_plan.transpose_csr(indptr.numpy(), indices.numpy())
+    by_source = cuda_plan.plan_for(indptr, indices, by_source=True)
+    _, t_dst = transpose_csr(indptr, indices)
     assert by_source is not first and by_source.tensors["other"].tolist() == t_dst.tolist()
     indices[0] = (indices[0] + 1) % 9  # an in-place edit must invalidate the cached plan
-    edited = cuda_backend.plan_for(indptr, indices, by_source=False)
+    edited = cuda_plan.plan_for(indptr, indices, by_source=False)
     assert edited is not first and int(edited.tensors["other"][0]) == int(indices[0])
 
 
@@ -154,7 +151,7 @@ def test_canonical_widths_are_within_the_launch_limits(dtype, shape):
         ((4, 14, 90, 4096, 512, 512, 1), "shared memory"),
         ((4, 14, 90, 512, 8192, 512, 1), "shared memory"),
         ((4, 14, 90, 512, 512, 16384, 1), "shared memory"),
-        ((4, 14, 90, 512, 512, 512, 4096), "shared memory"),
+        ((4, 14, 90, 512, 512, 512, 512), "shared memory"),
         ((4, 2**31, 90, 64, 64, 64, 1), "below 2"),
         ((0, 14, 90, 64, 64, 64, 1), "positive"),
     ],
@@ -169,23 +166,40 @@ def _smem_boundary(es: int, has_w2: bool) -> int:
     """Largest width W (Hd = D = A = W, multiple of 32) the Python mirror accepts."""
     w = 32
     while (
-        cuda_plan.smem_bytes(True, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.SMEM_CAP
-        and cuda_plan.smem_bytes(False, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.SMEM_CAP
+        cuda_plan.smem_bytes(True, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.limits()["smem_cap"]
+        and cuda_plan.smem_bytes(False, es, w + 32, w + 32, w + 32, 1, has_w2) <= cuda_plan.limits()["smem_cap"]
     ):
         w += 32
     return w
 
 
+@pytest.mark.parametrize("es", [4, 2], ids=["32-bit", "16-bit"])
+@pytest.mark.parametrize("has_w2", [True, False], ids=["two-layer", "one-layer"])
+def test_limits_and_layout_come_from_the_cpp_header(es, has_w2):
+    """No constant of csrc/cuda/ma_layout.h is copied in Python: the module exposes them on every
+    build (this one may have no CUDA), and its limit check agrees with its layout at the edge."""
+    assert cuda_plan.limits() == {
+        "threads": 128, "tile_n": 64, "tile_k": 32, "graphs_per_task": 8, "chunk": 32, "pad_bytes": 16,
+        "smem_cap": 160 * 1024,
+    }  # fmt: skip
+    W = _smem_boundary(es, has_w2)
+    cuda_plan.check_launch_limits(4, 14, 90, W, W, W, 1, es, has_w2)
+    with pytest.raises(ValueError, match=f"{8 * es}-bit"):
+        cuda_plan.check_launch_limits(4, 14, 90, W + 32, W + 32, W + 32, 1, es, has_w2)
+    assert cuda_plan.pad32(W + 1) == W + 32
+
+
 def _launcher_args(dtype_code: int, W: int, has_w2: bool) -> dict[str, int]:
-    args = {"dtype": dtype_code, "G": 2, "N": 3, "E": 0, "Hd": W, "D": W, "A": W, "heads": 1, "has_w2": int(has_w2)}
+    args = {"dtype": dtype_code, "G": 2, "N": 3, "E": 0, "Hd": W, "D": W, "A": W, "heads": 1, "scale": 1.0}
     args.update({"stream": 0, "deterministic": 0, "blocks": 1})
-    pointers = "S R Q K W2 b2 O lse o_part lse_part dO delta dS dR dQ dK dW2 db2 acc_dS acc_dK w2_slots b2_slots"
+    pointers = "S R Q K b2 O lse o_part lse_part dO delta dS dR dQ dK dW2 db2 acc_dS acc_dK w2_slots b2_slots"
     args.update({name: 0 for name in (pointers + " d_part_h d_part_qk s_part_h s_part_qk").split()})
     for p in ("d_", "s_"):
         args.update(
             {p + f: 0 for f in ("item_node", "item_begin", "item_end", "item_slot", "other", "split_node", "split_ptr")}
         )
         args.update({p + "items": 3, p + "splits": 0, p + "slots": 0})
+    args["W2"] = 256 if has_w2 else 0  # two send layers: a non-null W2 (never read before the failing CUDA call)
     return args
 
 
@@ -204,14 +218,14 @@ def test_cpp_launcher_rejects_over_limit_shapes_before_any_cuda_call(direction, 
     entry = getattr(ext, f"message_attention_{direction}_cuda")
     W = _smem_boundary(es, has_w2)
     with pytest.raises(ValueError, match="shared memory"):
-        entry(_launcher_args(dtype_code, W + 32, has_w2), 1.0)
-    with pytest.raises(ValueError, match="missing argument 'G'"):
-        entry({}, 1.0)
+        entry(_launcher_args(dtype_code, W + 32, has_w2))
+    with pytest.raises(ValueError, match="missing argument 'dtype'"):
+        entry({})
     with pytest.raises(ValueError, match="dtype code"):
-        entry(_launcher_args(7, 32, has_w2), 1.0)
+        entry(_launcher_args(7, 32, has_w2))
     if not torch.cuda.is_available():  # with a GPU, null pointers must never reach a launch
         with pytest.raises(RuntimeError, match="CUDA error"):
-            entry(_launcher_args(dtype_code, W, has_w2), 1.0)
+            entry(_launcher_args(dtype_code, W, has_w2))
 
 
 def test_registration_and_build_info():
@@ -258,7 +272,9 @@ def _run(x, indptr, indices, heads, backend, dO):
 
 ROOT = Path(__file__).resolve().parents[2]
 EMU_SOURCES = [
-    *sorted((ROOT / "csrc" / "cuda").glob("message_attention*")),
+    *sorted((ROOT / "csrc" / "cuda").glob("*")),
+    ROOT / "csrc" / "message_attention_args.h",
+    ROOT / "python_bindings" / "ma_args.h",
     *sorted((ROOT / "tests" / "cuda_emu").glob("*")),
 ]
 CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
@@ -317,12 +333,12 @@ def emulated_extension():
 
 @pytest.fixture
 def emulated_cuda(monkeypatch, emulated_extension):
-    """rstg_fast.ops.backends.cuda, running its kernels in the emulation on CPU tensors."""
-    monkeypatch.setattr(cuda_backend, "require_extension", lambda: emulated_extension)
-    monkeypatch.setattr(cuda_backend, "_multiprocessors", lambda device: 1)
+    """rstg_fast.ops.backends.cuda's launchers, running the kernels in the emulation on CPU tensors."""
+    monkeypatch.setattr(cuda_launch, "require_extension", lambda: emulated_extension)
+    monkeypatch.setattr(cuda_launch, "_multiprocessors", lambda device: 1)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=0))
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
-    return cuda_backend
+    return cuda_launch
 
 
 EMU_CASES = {
@@ -359,7 +375,7 @@ def test_emulated_minus_inf_scores_split_and_whole_rows_match_reference(emulated
     all -inf item of a split row only weighs 0 and its row stays finite."""
     gen = torch.Generator().manual_seed(11)
     x64, indptr, indices = minus_inf_scores_case(gen)
-    assert cuda_plan.build_plan(indptr.numpy(), indices.numpy()).slots > 0, "the hub must be split"
+    assert host_plan(indptr, indices).slots > 0, "the hub must be split"
     x = {k: v.float() for k, v in x64.items()}
     dO = torch.randn(2, 41, 6, generator=gen, dtype=torch.float64).float()
     scale = 1 / math.sqrt(2)
@@ -388,7 +404,7 @@ def check_emulated_case(emulated_cuda, case, dtype, deterministic, seed):
     gen = torch.Generator().manual_seed(seed)
     indptr, indices = random_csr(N, max_degree, generator=gen, skewed_row=skewed)
     if skewed is not None:
-        assert cuda_plan.build_plan(indptr.numpy(), indices.numpy()).slots > 0, "case must exercise split rows"
+        assert host_plan(indptr, indices).slots > 0, "case must exercise split rows"
     x64 = op_inputs(G, N, Hd, A, D, dtype=torch.float64, generator=gen)
     scale = 1.0 / math.sqrt(A // heads)
     dO = torch.randn(G, N, D or Hd, generator=gen, dtype=torch.float64)
@@ -485,18 +501,6 @@ def test_deterministic_mode_is_bitwise_reproducible(dtype):
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     for k in first[2]:
         assert torch.equal(first[2][k], second[2][k]), f"d{k} differs between two deterministic runs"
-
-
-@needs_gpu
-@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
-def test_opcheck(one_layer):
-    gen = torch.Generator().manual_seed(2)
-    indptr, indices = random_csr(5, 3, generator=gen)
-    x = op_inputs(2, 5, 8, 4, None if one_layer else 6, dtype=torch.float32, generator=gen, device="cuda")
-    args = [t.requires_grad_(True) if t is not None else None for t in x.values()]
-    torch.library.opcheck(
-        torch.ops.rstg_fast.message_attention.default, (*args, indptr.cuda(), indices.cuda(), 2, 0.7, "cuda")
-    )
 
 
 @needs_gpu

@@ -63,7 +63,7 @@ from rstg_testing import (  # noqa: E402
 
 from rstg_fast.graph import grid_graph  # noqa: E402
 from rstg_fast.ops import message_attention  # noqa: E402
-from rstg_fast.ops.backends.reference import destinations  # noqa: E402
+from rstg_fast.ops.backends.cuda import plan as cuda_plan  # noqa: E402
 from rstg_fast.ops.backends.triton import plan as triton_plan  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -223,37 +223,6 @@ def test_kernel_float_arguments_are_exact_in_float32(monkeypatch):
     assert not inexact, f"float arguments a GPU launch would round to float32: {inexact}"
 
 
-@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
-def test_gradcheck_float64(one_layer):
-    gen = torch.Generator().manual_seed(1)
-    indptr, indices = random_csr(6, 3, generator=gen)
-    indptr, indices = indptr.to(DEVICE), indices.to(DEVICE)
-    x = op_inputs(
-        2, 6, 6 if one_layer else 5, 4, None if one_layer else 6, dtype=torch.float64, generator=gen, device=DEVICE
-    )
-    names = [k for k, v in x.items() if v is not None]
-
-    def f(*ts):
-        kw = dict(zip(names, ts, strict=True))
-        kw.setdefault("W2", None)
-        kw.setdefault("b2", None)
-        return message_attention(**kw, indptr=indptr, indices=indices, heads=2, backend="triton")
-
-    # fast_mode: random projections of the Jacobian, a few evaluations instead of one per input.
-    assert torch.autograd.gradcheck(f, [x[k].requires_grad_(True) for k in names], fast_mode=True)
-
-
-@pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
-def test_opcheck(one_layer):
-    gen = torch.Generator().manual_seed(2)
-    indptr, indices = random_csr(5, 3, generator=gen)
-    x = op_inputs(2, 5, 4, 4, None if one_layer else 6, dtype=torch.float64, generator=gen, device=DEVICE)
-    args = [t.requires_grad_(True) if t is not None else None for t in x.values()]
-    torch.library.opcheck(
-        torch.ops.rstg_fast.message_attention.default, (*args, indptr.to(DEVICE), indices.to(DEVICE), 2, 0.7, "triton")
-    )
-
-
 def test_graph_without_edges():
     x = op_inputs(2, 4, 6, 4, 6, dtype=torch.float32, generator=torch.Generator().manual_seed(3), device=DEVICE)
     indptr = torch.zeros(5, dtype=torch.int64, device=DEVICE)
@@ -283,14 +252,15 @@ def test_plan_covers_every_edge_once_longest_first_and_is_cached():
     assert triton_plan.default_chunk(1039, 17206) == 64 and triton_plan.default_chunk(14, 90) == 32
 
 
-def test_transposed_csr():
-    gen = torch.Generator().manual_seed(7)
-    indptr, indices = random_csr(9, 4, generator=gen)
-    indptr_t, indices_t = triton_plan.transpose_csr(indptr, indices)
-    dst = destinations(indptr, indices.numel())
-    forward_edges = sorted(zip(indices.tolist(), dst.tolist(), strict=True))
-    src_t = destinations(indptr_t, indices_t.numel())
-    assert sorted(zip(src_t.tolist(), indices_t.tolist(), strict=True)) == forward_edges
+def test_cuda_and_triton_pack_the_same_split():
+    gen = torch.Generator().manual_seed(3)
+    indptr, indices = random_csr(23, 50, generator=gen, skewed_row=7)
+    cuda = cuda_plan.DevicePlan(indptr.numpy(), indices.numpy(), torch.device("cpu"))
+    triton = triton_plan.build_plan(indptr, chunk=cuda_plan.limits()["chunk"])
+    as_rows = lambda plan: sorted(map(tuple, plan))  # noqa: E731 - local shorthand
+    fields = ("item_node", "item_begin", "item_end", "item_slot")
+    assert as_rows(triton.items.tolist()) == as_rows(zip(*(cuda.tensors[f].tolist() for f in fields), strict=True))
+    assert triton.num_slots == cuda.slots > 0
 
 
 def test_unavailable_without_interpreter_and_import_stays_light():

@@ -6,6 +6,7 @@ import torch
 import triton
 
 from rstg_fast.ops._dtypes import acc_dtype
+from rstg_fast.ops._graph_plan import transposed
 from rstg_fast.ops.backends.triton import configs
 from rstg_fast.ops.backends.triton.backward_kernel import _backward_kernel, _weight_grad_kernel
 from rstg_fast.ops.backends.triton.launch_forward import (
@@ -15,7 +16,7 @@ from rstg_fast.ops.backends.triton.launch_forward import (
     scale_tensor,
     tl_acc,
 )
-from rstg_fast.ops.backends.triton.plan import Plan, get_plan, get_transposed
+from rstg_fast.ops.backends.triton.plan import Plan, get_plan
 
 
 def weight_grad_splits(num_tiles: int, column_blocks: int, device: torch.device) -> int:
@@ -92,7 +93,7 @@ def backward(dO, S, R, Q, K, W2, b2, indptr, indices, O, lse, heads, scale):
     unsplit rows: no floating-point atomics, bitwise reproducible (about twice the work).
     """
     if torch.are_deterministic_algorithms_enabled():
-        indptr_t, indices_t = get_transposed(indptr, indices)
+        indptr_t, indices_t = transposed(indptr, indices)
         dest = get_plan(indptr, indices, chunk=0)
         source = (indices_t, get_plan(indptr_t, indices_t, chunk=0))
         return backward_with_plans(dO, S, R, Q, K, W2, b2, indices, O, lse, heads, scale, dest, source)
