@@ -252,8 +252,20 @@ inline int clamp_threads(int threads) {
 #endif
 }
 
-// The sizes of an entry point's arguments; E must be the graph's (indptr[N]).
+// The sizes of an entry point's arguments, checked where the kernels rely on them: heads
+// divides A and D (the per-head slices Ah = A / heads and Dh = D / heads cover every column;
+// otherwise the backward leaves the last D % heads columns of its dh scratch unwritten and
+// scatters that uninitialised memory into dS and dR), D == Hd without W2 (dh is D wide, dS
+// and dR Hd), and E is the graph's (indptr[N]). The Python op checks the same
+// (rstg_fast/ops/_checks.py); this guards direct calls of the entry points.
 inline Dims dims_of(const MaArgs& a) {
+  if (a.heads < 1 || a.A % a.heads || a.D % a.heads)
+    throw std::invalid_argument("message_attention cpu: heads must divide A and D, got heads = " +
+                                std::to_string(a.heads) + ", A = " + std::to_string(a.A) +
+                                ", D = " + std::to_string(a.D));
+  if (!a.has_w2() && a.D != a.Hd)
+    throw std::invalid_argument("message_attention cpu: without W2, D must equal Hd, got D = " +
+                                std::to_string(a.D) + ", Hd = " + std::to_string(a.Hd));
   if (a.E != a.indptr[a.N])
     throw std::invalid_argument("message_attention cpu: E = " + std::to_string(a.E) +
                                 " but indptr[N] = " + std::to_string(a.indptr[a.N]));

@@ -285,12 +285,18 @@ def test_runs_under_use_deterministic_algorithms():
 
 @pytest.mark.parametrize("one_layer", [False, True], ids=["two-layer", "one-layer"])
 def test_kernels_write_every_output_element(one_layer):
-    """Outputs start as NaN: an element a kernel forgets to write shows up as NaN."""
+    """Outputs start as NaN: an element a kernel forgets to write shows up as NaN.
+
+    Hd = 14: a row tail in every vector width, and (one layer, D = Hd) two heads of 7
+    columns. It was 13 with two heads, which the op rejects (heads must divide D): the
+    kernels then left column 12 of the backward's dh scratch unwritten, and the heap garbage
+    there made about 2 % of one-layer runs fail with one NaN in dS and dR. The entry points
+    now reject that too (test_kernel_fields_are_named_and_checked)."""
     ext = require_extension()
     gen = torch.Generator().manual_seed(16)
     indptr, indices = random_csr(20, 8, generator=gen, skewed_row=2)
-    x = op_inputs(5, 20, 13, 8, None if one_layer else 40, dtype=torch.float32, generator=gen)
-    G, N, Hd, A, D = 5, 20, 13, 8, (13 if one_layer else 40)
+    x = op_inputs(5, 20, 14, 8, None if one_layer else 40, dtype=torch.float32, generator=gen)
+    G, N, Hd, A, D = 5, 20, 14, 8, (14 if one_layer else 40)
     nan = lambda *shape: torch.full(shape, float("nan"))  # noqa: E731
     O, lse = nan(G, N, D), nan(G, N, 2)
     fields = op_fields(*x.values(), indices, 2, 0.5)
@@ -312,22 +318,34 @@ def test_kernels_write_every_output_element(one_layer):
 
 def test_kernel_fields_are_named_and_checked():
     """The entry points take one dict of named fields (MaArgs): a missing size, a misspelt
-    name, a dtype the CPU kernels lack or an E that is not the graph's is a ValueError."""
+    name, a dtype the CPU kernels lack, an E that is not the graph's, heads that do not
+    divide A and D, or (no W2) a D other than Hd is a ValueError, in both directions.
+
+    The size checks guard the kernels' assumptions: with heads not dividing D, the
+    backward scattered the uninitialised last D % heads columns of its dh scratch into dS
+    and dR (an occasional NaN), and the forward's per-head slices missed those columns."""
     ext = require_extension()
     gen = torch.Generator().manual_seed(18)
     indptr, indices = random_csr(4, 3, generator=gen)
     x = op_inputs(1, 4, 8, 4, None, dtype=torch.float32, generator=gen)
-    O, lse = torch.empty(1, 4, 8), torch.empty(1, 4, 1)
+    # Buffers large enough for every broken variant below, so that a missing check shows up
+    # as a call that does not raise, never as a write out of bounds.
+    buffers = {k: torch.zeros(1, 4, 8) for k in ("O", "dO", "dS", "dR", "dQ", "dK")}
+    buffers["lse"] = torch.zeros(1, 4, 4)
     fields = op_fields(*x.values(), indices, 1, 0.5)
-    fields.update(indptr=indptr.data_ptr(), indices=indices.data_ptr(), O=O.data_ptr(), lse=lse.data_ptr())
+    fields.update(indptr=indptr.data_ptr(), indices=indices.data_ptr(), **{k: t.data_ptr() for k, t in buffers.items()})
     for broken, match in [
         ({k: v for k, v in fields.items() if k != "heads"}, "missing argument 'heads'"),
         ({**fields, "lse_": 0}, "unknown argument 'lse_'"),
         ({**fields, "dtype": ext.dtype_codes["float16"]}, "dtype code"),
         ({**fields, "E": indices.numel() + 1}, "indptr"),
+        ({**fields, "heads": 3}, "heads must divide A and D"),  # A = 4, D = 8
+        ({**fields, "heads": 4, "D": 6, "Hd": 6}, "heads must divide A and D"),
+        ({**fields, "D": 4}, "without W2, D must equal Hd"),
     ]:
-        with pytest.raises(ValueError, match=match):
-            ext.message_attention_forward_cpu(broken)
+        for entry in (ext.message_attention_forward_cpu, ext.message_attention_backward_cpu):
+            with pytest.raises(ValueError, match=match):
+                entry(broken)
 
 
 def test_thread_counts_agree_to_rounding():
