@@ -8,8 +8,6 @@ docs/model.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
@@ -25,11 +23,9 @@ from rstg_fast.modules.graph_cache import GraphCache, SizeGraph, static_size
 from rstg_fast.modules.init import INITS, paper_init_
 from rstg_fast.modules.norm import GlobalBatchNorm
 from rstg_fast.modules.space_base import SpaceStageBase
+from rstg_fast.modules.stream import RSTGStream
 from rstg_fast.modules.time_stage import TimeStage
 from rstg_fast.pooling import pool_nodes
-
-if TYPE_CHECKING:  # stream.py imports this module; the runtime import stays inside stream()
-    from rstg_fast.modules.stream import RSTGStream
 
 SCHEDULES = ("all_time_stages", "one_time_stage", "space_only", "time_only", "homogeneous")
 
@@ -223,8 +219,6 @@ class RSTGBase(nn.Module):
 
     def stream(self) -> RSTGStream:
         """A frame-by-frame runner with this model's weights; see :class:`RSTGStream`."""
-        from rstg_fast.modules.stream import RSTGStream
-
         return RSTGStream(self)
 
     def extra_repr(self) -> str:

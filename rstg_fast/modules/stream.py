@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from rstg_fast.modules.base import RSTGBase
+if TYPE_CHECKING:  # only named in annotations; base.py imports this module
+    from rstg_fast.modules.base import RSTGBase
 
 
 class RSTGStream:
