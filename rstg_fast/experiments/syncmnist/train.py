@@ -240,9 +240,15 @@ def _pretrain(
 
 def train(cfg: SyncMNISTConfig) -> dict | None:
     """Train and evaluate; returns the final report (``None`` if stopped early on purpose)."""
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    elif device.type == "cpu" and torch.get_num_threads() > 1:
+        # the data thread (Prefetcher) renders the next batch, and runs a frozen backbone, on a
+        # core of its own: with every core also given to the step, both slow down (2-core VM:
+        # 16.3 steps/s without the data thread at 2 threads, 11.4-13.7 with it; 16.4 with it
+        # and 1 thread; bench/syncmnist_step.py, docs/syncmnist.md)
+        torch.set_num_threads(torch.get_num_threads() - 1)
     info, device = init_distributed(device)
     bsz, world, steps = cfg.batch_size, info.world, cfg.steps_per_epoch
     if bsz % world:
