@@ -46,7 +46,7 @@ from rstg_fast.data.something import (
     ClipConfig,
     SomethingSomethingV1,
 )
-from rstg_fast.experiments.run_config import check_fields, parse_device
+from rstg_fast.experiments.run_config import RunConfig, check_fields, parse_device
 from rstg_fast.video import VideoClassifier, WeightLoadError, load_resnet_weights, parse_placement
 from rstg_fast.video.training import StepSampler, cosine_lr, shard_indices, topk_correct
 
@@ -216,9 +216,16 @@ def check_args(args: argparse.Namespace) -> None:
     (run by rstg_fast.cli: a ValueError here is a usage error naming the flag). Sets
     ``args.clip`` (the ClipConfig) for :func:`run`."""
     _shared_spellings(args)
-    check_fields(args, positive=("epochs", "batch_size", "eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"),
-                 non_negative=("seed", "warmup_steps", "max_steps", "eval_every", "workers"),
-                 rates=("lr", "momentum", "weight_decay", "clip_grad"))
+    # the fields both training commands have, typed and checked in one place (run_config.py)
+    args.run = RunConfig(out=args.out, seed=args.seed, device=args.device,
+                         dtype={amp: dtype for dtype, amp in _DTYPE_TO_AMP.items()}[args.amp],
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, resume=getattr(args, "resume", False),
+                         overwrite=args.restart, progress="none" if args.no_progress else "auto")
+    args.run.validate()
+    check_fields(args, positive=("eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"),
+                 non_negative=("warmup_steps", "max_steps", "eval_every", "workers"),
+                 rates=("momentum", "clip_grad"))
     args.clip = _clip_config(args)  # its errors name its fields, which are the flags' names
     try:
         args.frame_template.format(1)
