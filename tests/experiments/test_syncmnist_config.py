@@ -65,6 +65,10 @@ def test_resume_differences_skip_what_does_not_change_the_maths():
     cfg = SyncMNISTConfig.preset_config("quick")
     saved = cfg.as_dict() | {"threads": 7, "out": "elsewhere", "lr": 5.0}
     assert cfg.resume_differences(saved) == {"lr": (5.0, cfg.lr)}
+    older = {k: v for k, v in cfg.as_dict().items() if k != "model"}  # saved before --model existed
+    assert cfg.resume_differences(older) == {}
+    conv = SyncMNISTConfig.preset_config("quick", model="conv_lstm")
+    assert conv.resume_differences(older) == {"model": ("rstg", "conv_lstm")}
 
 
 def test_shared_checks_work_on_a_namespace_and_the_base_config():
