@@ -7,7 +7,7 @@
 set -euo pipefail
 root=${1:-runs/ablations}
 mkdir -p "$root"
-budget=(--quick --fresh-data --epochs 4 --steps-per-epoch 1500 --test-videos 2000 --threads 1
+budget=(--quick --fresh-data --epochs 4 --steps-per-epoch 1500 --lr 1e-3 --test-videos 2000 --threads 1
         --ckpt-steps 500 --progress none --no-plot)
 
 one() {  # name, extra flags...
