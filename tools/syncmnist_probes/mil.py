@@ -18,6 +18,17 @@ from rstg_fast.data.syncmnist import MAX_STEP, generate
 from rstg_fast.experiments.syncmnist.model import ConvBackbone
 
 
+class Beside(torch.nn.Module):
+    """Two backbones on the same videos, their features concatenated along channels."""
+
+    def __init__(self, first: torch.nn.Module, second: torch.nn.Module) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.first(x), self.second(x)], 1)
+
+
 def warm_up(bb, channels, steps, vel_weight, seed, bs, lr, dense=False):
     head = torch.nn.Conv2d(channels, 12, 1)
     opt = torch.optim.AdamW(list(bb.parameters()) + list(head.parameters()), lr=lr, weight_decay=1e-4)
@@ -88,6 +99,13 @@ def main() -> None:
     p.add_argument("--pretrain-lr", type=float, default=3e-3)
     p.add_argument("--vel-weight", type=float, default=5.0)
     p.add_argument("--dense", action="store_true", help="dense class-agnostic velocity regression")
+    p.add_argument(
+        "--beside",
+        type=int,
+        default=0,
+        help="a second frozen backbone, warmed up by the single-digit motion warm-up for this many steps,"
+        " its features concatenated with this one's",
+    )
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
@@ -95,7 +113,11 @@ def main() -> None:
     if a.single:
         single_digit_warm_up(bb, a.channels, a.single, a.seed)
     warm_up(bb, a.channels, a.pretrain, a.vel_weight, a.seed, a.pretrain_bs, a.pretrain_lr, a.dense)
-    train_and_test_on_pixels(bb, a.channels, a, freeze=True)
+    if a.beside:
+        motion = ConvBackbone(a.channels, motion=True)
+        single_digit_warm_up(motion, a.channels, a.beside, a.seed)
+        bb = Beside(bb, motion)
+    train_and_test_on_pixels(bb, a.channels * (2 if a.beside else 1), a, freeze=True)
 
 
 if __name__ == "__main__":
