@@ -68,7 +68,7 @@ class RunConfig:
 
     out: str
     seed: int = 0
-    device: str | None = None  # None: CUDA when there is one
+    device: str | None = None  # None or "auto": CUDA when there is one (parse_device)
     dtype: str = "float32"  # float32, bfloat16 or float16 (autocast)
     epochs: int
     batch_size: int
@@ -89,8 +89,6 @@ class RunConfig:
             raise ValueError(f"--dtype must be one of {', '.join(self.DTYPES)}, got {self.dtype!r}")
         if self.progress not in ("auto", "none"):
             raise ValueError(f"--progress must be auto or none, got {self.progress!r}")
-        if self.device == "auto":  # the spelling of the default
-            self.device = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (checkpoints, result.json)."""

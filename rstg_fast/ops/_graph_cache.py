@@ -126,6 +126,7 @@ def _int64(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.int64).contiguous()
 
 
+@per_graph
 def _private_checked(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # one copy each (int32 widened, strided made contiguous), owned by the cache
     ip = indptr.to(torch.int64, copy=True, memory_format=torch.contiguous_format)
@@ -144,4 +145,4 @@ def checked_csr(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tens
         indptr, indices = _int64(indptr), _int64(indices)
         check_csr_contents(indptr, indices)
         return indptr, indices
-    return graph_cache.get(indptr, indices, "checked", lambda: _private_checked(indptr, indices))
+    return _private_checked(indptr, indices)

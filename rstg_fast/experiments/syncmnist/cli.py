@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 (default auto: cuda if available)")
     p.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16"),
+        choices=SyncMNISTConfig.DTYPES,
         default="float32",
         help="autocast dtype (AMP); float16 uses a gradient scaler",
     )
@@ -93,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace) -> SyncMNISTConfig:
     """The run's configuration from the parsed flags: the preset's value for every flag left
     unset; every value checked (a ``ValueError`` names the flag)."""
-    values = {k: v for k, v in vars(args).items() if k in config_fields() and k != "preset"}
+    fields = set(config_fields()) - {"preset"}
+    values = {k: v for k, v in vars(args).items() if k in fields}
     cfg = SyncMNISTConfig.preset_config("quick" if args.quick else "full", **values)
     cfg.validate()
     cfg.check_runtime()

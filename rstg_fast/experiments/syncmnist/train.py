@@ -20,11 +20,10 @@ from rstg_fast._distributed import DistInfo, all_sum, barrier, init_distributed
 from rstg_fast._progress import progress, update_to
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import NUM_CLASSES, generate, names_present_pair
+from rstg_fast.experiments.run_config import parse_device
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
 from rstg_fast.experiments.syncmnist.model import ConvLSTMNet, SyncMNISTNet
 from rstg_fast.experiments.syncmnist.plots import plot_curves
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build_model(cfg: SyncMNISTConfig) -> SyncMNISTNet | ConvLSTMNet:
@@ -53,7 +52,7 @@ def lr_at(cfg: SyncMNISTConfig, step: int) -> float:
 
 
 def _autocast(device: torch.device, dtype: str):
-    return torch.autocast(device.type, dtype=_DTYPES[dtype], enabled=dtype != "float32")
+    return torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=dtype != "float32")
 
 
 class TestSet:
@@ -194,7 +193,7 @@ def _pretrain(
     ckpt_path: str,
     state: dict | None,
 ) -> list[float]:
-    """The single-digit warm-up of the backbone (syncmnist_pretrain.py says why), resumable:
+    """The backbone warm-up (``pretrain.py`` says why), resumable:
     it checkpoints into ``ckpt_path`` (with a ``"pretrain"`` entry that marks the phase) every
     ``--ckpt-steps`` steps, or every ``steps_per_epoch`` steps when that is 0, and at its end;
     ``state`` is such a checkpoint to continue from exactly. Every rank runs the same warm-up
@@ -240,7 +239,7 @@ def _pretrain(
 
 def train(cfg: SyncMNISTConfig) -> dict | None:
     """Train and evaluate; returns the final report (``None`` if stopped early on purpose)."""
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = parse_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     elif device.type == "cpu" and torch.get_num_threads() > 1:
