@@ -133,7 +133,7 @@ def _assert_same_run(full, part):
             assert torch.equal(v, b["optimizer"]["state"][i][k]), (i, k)
     assert _strip_times(a["history"]) == _strip_times(b["history"])
     assert _log_rows(part) == _log_rows(full) == _strip_times(a["history"])
-    assert a["pretrain_acc"] == b["pretrain_acc"]
+    assert a["warm_up_acc"] == b["warm_up_acc"]
 
 
 @pytest.mark.parametrize("stop", [1, 2, 3], ids=["mid-epoch1", "epoch-boundary", "mid-epoch2"])
@@ -183,7 +183,7 @@ def test_kill_during_backbone_pretraining_resumes_exactly(tmp_path, source, monk
 def test_backbone_pretraining_then_exact_resume(tmp_path, source):
     full, part = tmp_path / "full", tmp_path / "part"
     result = train(cfg_of(tiny_argv(full, source, "--pretrain-steps", "3")))
-    assert len(result["pretrain_acc"]) == 0  # one entry per 50 steps
+    assert result["warm_up_acc"] == {"motion": []}  # one entry per 50 steps
     train(cfg_of(tiny_argv(part, source, "--pretrain-steps", "3", "--stop-after-steps", "1")))
     train(cfg_of(tiny_argv(part, source, "--pretrain-steps", "3", "--resume")))
     _assert_same_run(full, part)

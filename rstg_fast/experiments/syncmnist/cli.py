@@ -21,6 +21,13 @@ import sys
 from rstg_fast.experiments.syncmnist.config import MODELS, PRESET_FIELDS, PRESETS, SyncMNISTConfig, config_fields
 from rstg_fast.modules.base import SCHEDULES
 
+DEFAULT = "(default from the preset)"
+FLAG_HELP = {
+    "pretrain_steps": "steps of the backbone warm-up (motion or single digits, pretrain.py) ",
+    "naming_pretrain_steps": "> 0: a second, naming backbone beside the first, warmed up this many steps on whole"
+    " training videos (which digits, and their steps), its features concatenated with the first's ",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
@@ -58,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         typ = type(PRESETS["full"][name])
         if typ not in (int, float):
             continue
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help="(default from the preset)")
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=FLAG_HELP.get(name, "") + DEFAULT)
     p.add_argument(
         "--motion",
         action=argparse.BooleanOptionalAction,

@@ -25,6 +25,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         iterations=2,
         lr=2e-3,  # 4,000 steps: 47.7 % at 2e-3, 41.8 % at 1e-3 (docs/syncmnist.md)
         pretrain_steps=800,
+        naming_pretrain_steps=0,
         motion=True,
         freeze_backbone=True,
         input_norm="batch",
@@ -42,6 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         iterations=3,
         lr=5e-4,
         pretrain_steps=0,
+        naming_pretrain_steps=0,
         motion=False,
         freeze_backbone=False,
         input_norm="batch",
@@ -79,6 +81,8 @@ class SyncMNISTConfig(RunConfig):
     iterations: int = PRESETS["full"]["iterations"]
     lr: float = PRESETS["full"]["lr"]
     pretrain_steps: int = PRESETS["full"]["pretrain_steps"]
+    # > 0: a second (naming) backbone beside the first, warmed up this many steps on whole videos
+    naming_pretrain_steps: int = PRESETS["full"]["naming_pretrain_steps"]
     motion: bool = PRESETS["full"]["motion"]
     freeze_backbone: bool = PRESETS["full"]["freeze_backbone"]
     input_norm: str = PRESETS["full"]["input_norm"]
@@ -103,6 +107,7 @@ class SyncMNISTConfig(RunConfig):
     )
     NON_NEGATIVE: ClassVar[tuple[str, ...]] = RunConfig.NON_NEGATIVE + (
         "pretrain_steps",
+        "naming_pretrain_steps",
         "ckpt_steps",
         "threads",
         "stop_after_steps",

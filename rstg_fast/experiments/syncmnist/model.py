@@ -68,19 +68,49 @@ class ConvBackbone(nn.Module):
         return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
 
 
+class SideBySide(nn.Module):
+    """Two backbones on the same videos, their features concatenated along channels:
+    ``(B, 1, T, 64, 64)`` -> ``(B, 2 * channels, T, 6, 6)``. ``main`` takes the
+    ``--pretrain-steps`` warm-up (motion or digit); ``naming`` is a motion backbone that takes
+    the naming warm-up on whole videos (``pretrain.py``; docs/syncmnist.md, "Two frozen
+    backbones side by side")."""
+
+    def __init__(self, channels: int, motion: bool) -> None:
+        super().__init__()
+        self.main = ConvBackbone(channels, motion)
+        self.naming = ConvBackbone(channels, motion=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.main(x), self.naming(x)], 1)
+
+
+def make_backbone(channels: int, motion: bool, naming: bool) -> tuple[nn.Module, int]:
+    """The backbone and its output channels: one ``ConvBackbone``, or with ``naming`` a
+    :class:`SideBySide` pair."""
+    if naming:
+        return SideBySide(channels, motion), 2 * channels
+    return ConvBackbone(channels, motion), channels
+
+
 class SyncMNISTNet(nn.Module):
     """``(B, 1, T, 64, 64)`` float videos in ``[0, 1]`` -> ``(B, NUM_CLASSES)`` logits (46).
 
-    ``rstg_kwargs`` go to :class:`rstg_fast.RSTG` (``node_dim``, ``message_dim``,
-    ``iterations``, ``schedule``, ``positional``, ``backend``, ...).
+    ``naming``: a second backbone beside the first (:class:`SideBySide`). ``rstg_kwargs`` go to
+    :class:`rstg_fast.RSTG` (``node_dim``, ``message_dim``, ``iterations``, ``schedule``,
+    ``positional``, ``backend``, ...).
     """
 
     def __init__(
-        self, channels: int = 64, num_classes: int = NUM_CLASSES, motion: bool = False, **rstg_kwargs: object
+        self,
+        channels: int = 64,
+        num_classes: int = NUM_CLASSES,
+        motion: bool = False,
+        naming: bool = False,
+        **rstg_kwargs: object,
     ) -> None:
         super().__init__()
-        self.backbone = ConvBackbone(channels, motion)
-        self.rstg = RSTG(channels, readout="vec", **rstg_kwargs)
+        self.backbone, features = make_backbone(channels, motion, naming)
+        self.rstg = RSTG(features, readout="vec", **rstg_kwargs)
         dim = self.rstg_dim(rstg_kwargs)
         # RSTG-to-vec's output is mostly a video-independent vector: its spread over a batch is
         # ~1 % of its size at init and ~0.01 % after a little training (measured; the stacked
@@ -113,11 +143,12 @@ class ConvLSTMNet(nn.Module):
         motion: bool = False,
         hidden: int = 512,
         input_norm: str = "batch",
+        naming: bool = False,
     ) -> None:
         super().__init__()
-        self.backbone = ConvBackbone(channels, motion)
-        self.input_norm = GlobalBatchNorm(channels) if input_norm == "batch" else nn.Identity()
-        self.lstm = nn.LSTM(channels, hidden, batch_first=True)
+        self.backbone, features = make_backbone(channels, motion, naming)
+        self.input_norm = GlobalBatchNorm(features) if input_norm == "batch" else nn.Identity()
+        self.lstm = nn.LSTM(features, hidden, batch_first=True)
         self.classifier = nn.Sequential(GlobalBatchNorm(hidden), nn.Linear(hidden, num_classes))
 
     def forward(self, videos: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:

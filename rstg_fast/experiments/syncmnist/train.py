@@ -22,17 +22,21 @@ from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import NUM_CLASSES, generate, names_present_pair
 from rstg_fast.experiments.run_config import parse_device
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
-from rstg_fast.experiments.syncmnist.model import ConvLSTMNet, SyncMNISTNet
+from rstg_fast.experiments.syncmnist.model import ConvLSTMNet, SideBySide, SyncMNISTNet
 from rstg_fast.experiments.syncmnist.plots import plot_curves
 
 
 def build_model(cfg: SyncMNISTConfig) -> SyncMNISTNet | ConvLSTMNet:
     """RSTG (``--model rstg``) or the Conv+LSTM baseline (``--model conv_lstm``, hidden width
     ``--node-dim``) on the same backbone."""
+    naming = cfg.naming_pretrain_steps > 0
     if cfg.model == "conv_lstm":
-        return ConvLSTMNet(cfg.channels, motion=cfg.motion, hidden=cfg.node_dim, input_norm=cfg.input_norm)
+        return ConvLSTMNet(
+            cfg.channels, motion=cfg.motion, hidden=cfg.node_dim, input_norm=cfg.input_norm, naming=naming
+        )
     return SyncMNISTNet(
         cfg.channels,
+        naming=naming,
         node_dim=cfg.node_dim,
         message_dim=cfg.message_dim,
         iterations=cfg.iterations,
@@ -185,6 +189,18 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
+def warm_up_phases(model: SyncMNISTNet | ConvLSTMNet, cfg: SyncMNISTConfig) -> list[tuple[str, torch.nn.Module, int]]:
+    """The backbone warm-ups in their order, as ``(warm-up, backbone, steps)``: the
+    ``--pretrain-steps`` one (``digit`` or ``motion``), then the naming backbone's."""
+    from rstg_fast.experiments.syncmnist.pretrain import warm_up_of
+
+    main = model.backbone.main if isinstance(model.backbone, SideBySide) else model.backbone
+    phases = [(warm_up_of(main), main, cfg.pretrain_steps)]
+    if cfg.naming_pretrain_steps:
+        phases.append(("naming", model.backbone.naming, cfg.naming_pretrain_steps))
+    return [p for p in phases if p[2] > 0]
+
+
 def _pretrain(
     model: SyncMNISTNet | ConvLSTMNet,
     cfg: SyncMNISTConfig,
@@ -192,49 +208,57 @@ def _pretrain(
     info: DistInfo,
     ckpt_path: str,
     state: dict | None,
-) -> list[float]:
-    """The backbone warm-up (``pretrain.py`` says why), resumable:
-    it checkpoints into ``ckpt_path`` (with a ``"pretrain"`` entry that marks the phase) every
-    ``--ckpt-steps`` steps, or every ``steps_per_epoch`` steps when that is 0, and at its end;
-    ``state`` is such a checkpoint to continue from exactly. Every rank runs the same warm-up
-    (same data, same seed), so the backbones agree when DDP starts."""
+) -> dict[str, list[float]]:
+    """The backbone warm-ups (``pretrain.py`` says why), one after the other, resumable:
+    each checkpoints into ``ckpt_path`` (with a ``"pretrain"`` entry that marks the phase and
+    keeps the finished phases' hit rates) every ``--ckpt-steps`` steps, or every
+    ``steps_per_epoch`` steps when that is 0, and at its end; ``state`` is such a checkpoint to
+    continue from exactly. Every rank runs the same warm-ups (same data, same seed), so the
+    backbones agree when DDP starts. Returns each warm-up's hit rates per 50 steps."""
     from rstg_fast.experiments.syncmnist.pretrain import pretrain_backbone
 
-    resume = None
+    phases = warm_up_phases(model, cfg)
+    names = [name for name, _, _ in phases]
+    done: dict[str, list[float]] = {}
+    resume, first = None, 0
     if state is not None:
         model.load_state_dict(state["model"])
         _set_rng_state(state, device)
         resume = state["pretrain"]
-
-    def save(pretrain_state: dict) -> None:
-        if info.is_main:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "pretrain": pretrain_state,
-                    "config": cfg.as_dict(),
-                    **_rng_state(device),
-                },
-            )
-
-    pbar = progress(
-        cfg.pretrain_steps,
-        desc="pretrain backbone",
-        unit="step",
-        initial=resume["step"] if resume else 0,
-        disable=not info.is_main or cfg.progress == "none",
-    )
+        first = names.index(resume.get("phase", names[0]))  # a checkpoint from before phases: the first
+        done = dict(resume.get("done", {}))
     every = cfg.ckpt_steps or cfg.steps_per_epoch
-    moved = lambda n: update_to(pbar, n)  # noqa: E731
-    acc = pretrain_backbone(model.backbone, cfg.channels, cfg, device, moved, resume, save, every)
-    pbar.close()
-    if info.is_main and acc:
-        print(
-            f"backbone pretraining: single-digit accuracy {100 * acc[-1]:.1f} % over its last 50 steps",
-            file=sys.stderr,
+    for name, backbone, steps in phases[first:]:
+
+        def save(pretrain_state: dict, name: str = name) -> None:
+            if info.is_main:
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "model": model.state_dict(),
+                        "pretrain": {**pretrain_state, "phase": name, "done": done},
+                        "config": cfg.as_dict(),
+                        **_rng_state(device),
+                    },
+                )
+
+        pbar = progress(
+            steps,
+            desc=f"warm-up ({name})",
+            unit="step",
+            initial=resume["step"] if resume else 0,
+            disable=not info.is_main or cfg.progress == "none",
         )
-    return acc
+        moved = lambda n, pbar=pbar: update_to(pbar, n)  # noqa: E731
+        channels = cfg.channels
+        acc = pretrain_backbone(backbone, channels, cfg, device, moved, resume, save, every, name, steps)
+        pbar.close()
+        resume = None
+        done[name] = acc
+        if info.is_main and acc:
+            measure = "top-digits presence" if name == "naming" else "accuracy"
+            print(f"backbone warm-up ({name}): {measure} {100 * acc[-1]:.1f} % over its last 50 steps", file=sys.stderr)
+    return done
 
 
 def train(cfg: SyncMNISTConfig) -> dict | None:
@@ -273,10 +297,10 @@ def train(cfg: SyncMNISTConfig) -> dict | None:
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
-    pretrain_acc: list[float] = []
-    if cfg.pretrain_steps > 0 and (state is None or "pretrain" in state):
-        pretrain_acc = _pretrain(model, cfg, device, info, ckpt_path, state)
-        state = None  # the training phase starts afresh from the warmed-up backbone
+    warm_up_acc: dict[str, list[float]] = {}
+    if warm_up_phases(model, cfg) and (state is None or "pretrain" in state):
+        warm_up_acc = _pretrain(model, cfg, device, info, ckpt_path, state)
+        state = None  # the training phase starts afresh from the warmed-up backbones
     if cfg.freeze_backbone:  # keeps the warm-up's motion features (docs/syncmnist.md)
         model.backbone.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -293,7 +317,10 @@ def train(cfg: SyncMNISTConfig) -> dict | None:
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state, device)
         epoch, step, history, run_time = state["epoch"], state["step"], state["history"], state["train_time_s"]
-        pretrain_acc = list(state["pretrain_acc"])
+        if "warm_up_acc" in state:
+            warm_up_acc = dict(state["warm_up_acc"])
+        elif state.get("pretrain_acc"):  # a checkpoint from before the naming warm-up: one warm-up
+            warm_up_acc = {warm_up_phases(model, cfg)[0][0]: list(state["pretrain_acc"])}
         running = list(state["running"]) if info.is_main else [0.0] * len(TALLY)
         running += [0.0] * (len(TALLY) - len(running))  # a checkpoint from before "named" was counted
         if info.is_main:  # a kill between the checkpoint and the log write left the log behind
@@ -321,7 +348,7 @@ def train(cfg: SyncMNISTConfig) -> dict | None:
                 "running": totals,
                 "train_time_s": elapsed,
                 "config": cfg.as_dict(),
-                "pretrain_acc": pretrain_acc,
+                "warm_up_acc": warm_up_acc,
             },
         )
 
@@ -426,7 +453,7 @@ def train(cfg: SyncMNISTConfig) -> dict | None:
         "torch": torch.__version__,
         "config": cfg.as_dict(),
         "threads": torch.get_num_threads(),
-        "pretrain_acc": pretrain_acc,
+        "warm_up_acc": warm_up_acc,
     }
     if info.is_main:
         write_json(os.path.join(out, "result.json"), result)
