@@ -38,6 +38,7 @@ def test_field_types_are_declared_for_every_preset_value():
         ("channels", 0, "--channels"),
         ("steps_per_epoch", -1, "--steps-per-epoch"),
         ("pretrain_steps", -3, "--pretrain-steps"),
+        ("naming_pretrain_steps", -1, "--naming-pretrain-steps"),
         ("lr", float("nan"), "--lr"),
         ("weight_decay", -1e-4, "--weight-decay"),
         ("seed", -1, "--seed"),
@@ -67,6 +68,11 @@ def test_resume_differences_skip_what_does_not_change_the_maths():
     assert cfg.resume_differences(saved) == {"lr": (5.0, cfg.lr)}
     older = {k: v for k, v in cfg.as_dict().items() if k != "model"}  # saved before --model existed
     assert cfg.resume_differences(older) == {}
+    # saved before --naming-pretrain-steps (a preset field): the checkpoint's preset's value
+    before_naming = {k: v for k, v in cfg.as_dict().items() if k != "naming_pretrain_steps"}
+    assert cfg.resume_differences(before_naming) == {}
+    naming = SyncMNISTConfig.preset_config("quick", naming_pretrain_steps=5)
+    assert naming.resume_differences(before_naming) == {"naming_pretrain_steps": (0, 5)}
     conv = SyncMNISTConfig.preset_config("quick", model="conv_lstm")
     assert conv.resume_differences(older) == {"model": ("rstg", "conv_lstm")}
 

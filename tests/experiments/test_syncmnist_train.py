@@ -419,3 +419,66 @@ def test_flags_that_cannot_work_are_refused_before_any_work(tmp_path, source, fl
     with pytest.raises(ValueError, match=name):
         cfg_of(tiny_argv(tmp_path, source, *flags))
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+NAMING = ("--pretrain-steps", "3", "--naming-pretrain-steps", "3", "--ckpt-steps", "2")
+
+
+@pytest.mark.parametrize(
+    "data,call,phase", [("motion_clips", 3, "motion"), ("naming_videos", 3, "naming")], ids=["in-motion", "in-naming"]
+)
+def test_naming_backbone_warm_ups_resume_exactly(tmp_path, source, monkeypatch, data, call, phase):
+    full, part = tmp_path / "full", tmp_path / "part"
+    result = train(cfg_of(tiny_argv(full, source, *NAMING)))
+    assert set(result["warm_up_acc"]) == {"motion", "naming"}
+    with monkeypatch.context() as m:
+        kill_at(m, syncmnist_pretrain, data, call)  # in the phase's step 3; its step 2 is checkpointed
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg_of(tiny_argv(part, source, *NAMING)))
+    ck = load_checkpoint(str(part / "checkpoint.pt"))
+    assert ck["pretrain"]["phase"] == phase and ck["pretrain"]["step"] == 2
+    assert set(ck["pretrain"]["done"]) == ({"motion"} if phase == "naming" else set())
+    train(cfg_of(tiny_argv(part, source, *NAMING, "--resume")))
+    _assert_same_run(full, part)
+
+
+def test_naming_backbone_sits_beside_the_first_and_both_stay_frozen(tmp_path, source):
+    cfg = cfg_of(tiny_argv(tmp_path / "run", source, *NAMING))
+    model = build_model(cfg)
+    x = torch.rand(2, 1, 10, 64, 64)
+    assert model.backbone(x).shape == (2, 2 * cfg.channels, 10, 6, 6)  # the two concatenated
+    assert model.backbone.naming.layers[0].weight.shape[1] == 2  # a motion backbone (frame, difference)
+    warm = tmp_path / "warm"  # the model after the warm-ups, before any training step
+    train(cfg_of(tiny_argv(warm, source, *NAMING, "--stop-after-steps", "1")))
+    train(cfg_of(tiny_argv(tmp_path / "run", source, *NAMING)))
+    trained = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))["model"]
+    after_warm_up = load_checkpoint(str(warm / "checkpoint.pt"))["model"]
+    assert {k.split(".")[1] for k in trained if k.startswith("backbone.")} == {"main", "naming"}
+    for k, v in trained.items():
+        if k.startswith("backbone."):
+            assert torch.equal(v, after_warm_up[k]), k
+    no_naming = build_model(cfg_of(tiny_argv(tmp_path / "x", source)))  # the option off: the model as before
+    assert not any(k.startswith(("backbone.main", "backbone.naming")) for k in no_naming.state_dict())
+
+
+def test_naming_warm_up_targets_are_the_present_digits_and_their_steps(source):
+    """With all-zero features the head predicts presence logit 0 and step 0 everywhere, so the
+    loss is 10 log 2 plus 5 x the mean squared step (in units of MAX_STEP) of the present digits."""
+    from rstg_fast.data.syncmnist import MAX_STEP
+    from rstg_fast.experiments.syncmnist.pretrain import BATCH, LOSSES, naming_videos
+
+    cfg = SyncMNISTConfig.preset_config("quick", source=str(source))
+    head = torch.nn.Linear(4, 12)
+    torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
+
+    def zeros(x):
+        return torch.zeros(x.shape[0], 4, x.shape[2], 6, 6)
+
+    loss, hits = LOSSES["naming"](zeros, head, cfg, 5, torch.device("cpu"))
+    batch = naming_videos(BATCH["naming"], 3, cfg.seed, 5, cfg.source)
+    steps = np.diff(batch.coords, axis=1) / MAX_STEP  # (n, 9, k, 2), every digit present
+    expected = 10 * np.log(2) + 5 * (steps**2).mean()
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert 0.0 <= hits.item() <= 1.0
+    # the warm-up's videos are training-pool videos no training stream uses
+    assert not np.array_equal(batch.videos, syncmnist_train.generate(BATCH["naming"], 3, "train", 0, stream=5, source=str(source)).videos)

@@ -169,11 +169,13 @@ class SyncMNISTConfig(RunConfig):
 
     def resume_differences(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """What differs between this run and a checkpoint's saved config, beyond ``RESUME_FREE``;
-        a field the checkpoint's version did not have counts as its default (``--model``
-        came later: an older RSTG checkpoint still resumes)."""
+        a field the checkpoint's version did not have counts as its default, the checkpoint's
+        preset's for a preset field (``--model`` and ``--naming-pretrain-steps`` came later: an
+        older checkpoint still resumes)."""
         now = self.as_dict()
         defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
-        saved = {**{k: v for k, v in defaults.items() if k not in PRESET_FIELDS}, **saved}
+        preset = PRESETS.get(saved.get("preset", ""), {})
+        saved = {**{k: v for k, v in defaults.items() if k not in PRESET_FIELDS}, **preset, **saved}
         return {
             k: (saved.get(k), now.get(k))
             for k in set(saved) | set(now)
