@@ -51,15 +51,30 @@ from rstg_fast.video import VideoClassifier, WeightLoadError, load_resnet_weight
 from rstg_fast.video.training import StepSampler, cosine_lr, shard_indices, topk_correct
 
 # Arguments that define the model: stored in checkpoints and checked on resume.
-MODEL_KEYS = ("arch", "placement", "base_width", "blocks", "pool2", "stride_in_1x1", "dropout", "node_dim",
-              "message_dim", "iterations", "scalewise_update", "heads", "positional", "rstg_backend")
+MODEL_KEYS = (
+    "arch",
+    "placement",
+    "base_width",
+    "blocks",
+    "pool2",
+    "stride_in_1x1",
+    "dropout",
+    "node_dim",
+    "message_dim",
+    "iterations",
+    "scalewise_update",
+    "heads",
+    "positional",
+    "rstg_backend",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--data-root", required=True, help="folder of <video_id>/00001.jpg frame folders")
-    d.add_argument("--annotations", default=None,
-                   help="folder of the something-something-v1-*.csv files (default: --data-root)")
+    d.add_argument(
+        "--annotations", default=None, help="folder of the something-something-v1-*.csv files (default: --data-root)"
+    )
     d.add_argument("--frame-template", default="{:05d}.jpg")
     d.add_argument("--num-frames", type=int, default=32, help="frames per clip (the paper: 32; the graph sees 16)")
     d.add_argument("--frame-stride", type=int, default=1)
@@ -74,21 +89,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--workers", type=int, default=4)
     m = p.add_argument_group("model")
     m.add_argument("--arch", choices=("c2d", "i3d"), default="i3d")
-    m.add_argument("--placement", default="res3-4",
-                   help="none, vec, res2, res3, res4, res3-4, or stages joined by + (e.g. res4+vec)")
+    m.add_argument(
+        "--placement",
+        default="res3-4",
+        help="none, vec, res2, res3, res4, res3-4, or stages joined by + (e.g. res4+vec)",
+    )
     m.add_argument("--base-width", type=int, default=64, help="ResNet-50: 64")
     m.add_argument("--blocks", type=int, nargs=4, default=(3, 4, 6, 3), help="ResNet-50: 3 4 6 3")
-    m.add_argument("--pool2", action="store_true",
-                   help="Non-local's temporal pool after res2 (graph then sees 8 steps)")
-    m.add_argument("--stride-in-1x1", action="store_true",
-                   help="stage stride on the first 1x1 conv (ResNet v1: Caffe2/Non-local weights); "
-                   "default: on the 3x3 (torchvision)")
+    m.add_argument(
+        "--pool2", action="store_true", help="Non-local's temporal pool after res2 (graph then sees 8 steps)"
+    )
+    m.add_argument(
+        "--stride-in-1x1",
+        action="store_true",
+        help="stage stride on the first 1x1 conv (ResNet v1: Caffe2/Non-local weights); "
+        "default: on the 3x3 (torchvision)",
+    )
     m.add_argument("--dropout", type=float, default=0.5)
     m.add_argument("--node-dim", type=int, default=512)
     m.add_argument("--message-dim", type=int, default=512)
     m.add_argument("--iterations", type=int, default=3)
-    m.add_argument("--scalewise-update", action=argparse.BooleanOptionalAction, default=True,
-                   help="one update MLP per scale (the authors' Something-Something configs; docs/design.md §1)")
+    m.add_argument(
+        "--scalewise-update",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one update MLP per scale (the authors' Something-Something configs; docs/design.md §1)",
+    )
     m.add_argument("--heads", type=int, default=1)
     m.add_argument("--positional", action="store_true", help="RSTG positional maps")
     m.add_argument("--rstg-backend", default="auto")
@@ -99,8 +125,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--batch-size", type=int, default=8, help="per process and micro-step")
     t.add_argument("--eval-batch-size", type=int, default=4, help="videos per process and eval step")
-    t.add_argument("--eval-chunk", type=int, default=8,
-                   help="clips per forward pass in evaluation (bounds memory with 22 views)")
+    t.add_argument(
+        "--eval-chunk", type=int, default=8, help="clips per forward pass in evaluation (bounds memory with 22 views)"
+    )
     t.add_argument("--accum-steps", type=int, default=1, help="micro-steps per optimizer step")
     t.add_argument("--lr", type=float, default=0.01)
     t.add_argument("--momentum", type=float, default=0.9)
@@ -109,18 +136,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm (0: off)")
     t.add_argument("--freeze-bn", action="store_true", help="BatchNorm statistics frozen (eval mode) while training")
     t.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    t.add_argument("--dtype", choices=tuple(_DTYPE_TO_AMP), default=None,
-                   help="autocast dtype, as in `rstg-fast syncmnist` (float32 = --amp none)")
-    t.add_argument("--max-steps", type=int, default=0,
-                   help="stop after this many optimizer steps in all (0: all epochs)")
+    t.add_argument(
+        "--dtype",
+        choices=tuple(_DTYPE_TO_AMP),
+        default=None,
+        help="autocast dtype, as in `rstg-fast syncmnist` (float32 = --amp none)",
+    )
+    t.add_argument(
+        "--max-steps", type=int, default=0, help="stop after this many optimizer steps in all (0: all epochs)"
+    )
     t.add_argument("--ckpt-every", type=int, default=500, help="optimizer steps between checkpoints")
     t.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: only at the end)")
     t.add_argument("--eval-only", action="store_true", help="evaluate <out>/last.pt (or --checkpoint) and exit")
     t.add_argument("--checkpoint", default=None, help="checkpoint for --eval-only")
     t.add_argument("--restart", action="store_true", help="ignore an existing <out>/last.pt")
     t.add_argument("--overwrite", action="store_true", help="the same as --restart (the syncmnist spelling)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue from <out>/last.pt: the default whenever it exists (accepted for symmetry)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from <out>/last.pt: the default whenever it exists (accepted for symmetry)",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--no-progress", action="store_true")
@@ -135,19 +170,41 @@ def _model_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_model(cfg: dict[str, Any], num_classes: int) -> VideoClassifier:
-    rstg = {"node_dim": cfg["node_dim"], "message_dim": cfg["message_dim"], "iterations": cfg["iterations"],
-            "scalewise_update": cfg["scalewise_update"], "heads": cfg.get("heads", 1),
-            "positional": cfg.get("positional", False), "backend": cfg["rstg_backend"]}
-    return VideoClassifier(cfg["arch"], num_classes, cfg["placement"], base_width=cfg["base_width"],
-                           blocks=cfg["blocks"], pool2=cfg["pool2"],
-                           stride_in_1x1=cfg.get("stride_in_1x1", False), rstg=rstg, dropout=cfg["dropout"])
+    rstg = {
+        "node_dim": cfg["node_dim"],
+        "message_dim": cfg["message_dim"],
+        "iterations": cfg["iterations"],
+        "scalewise_update": cfg["scalewise_update"],
+        "heads": cfg.get("heads", 1),
+        "positional": cfg.get("positional", False),
+        "backend": cfg["rstg_backend"],
+    }
+    return VideoClassifier(
+        cfg["arch"],
+        num_classes,
+        cfg["placement"],
+        base_width=cfg["base_width"],
+        blocks=cfg["blocks"],
+        pool2=cfg["pool2"],
+        stride_in_1x1=cfg.get("stride_in_1x1", False),
+        rstg=rstg,
+        dropout=cfg["dropout"],
+    )
 
 
 def _clip_config(args: argparse.Namespace) -> ClipConfig:
-    return ClipConfig(num_frames=args.num_frames, frame_stride=args.frame_stride, crop_size=args.crop_size,
-                      train_scale=tuple(args.train_scale), test_short_side=args.test_short_side,
-                      spatial_clips=args.spatial_clips, temporal_clips=args.temporal_clips, flip=args.flip,
-                      mean=tuple(args.mean), std=tuple(args.std))
+    return ClipConfig(
+        num_frames=args.num_frames,
+        frame_stride=args.frame_stride,
+        crop_size=args.crop_size,
+        train_scale=tuple(args.train_scale),
+        test_short_side=args.test_short_side,
+        spatial_clips=args.spatial_clips,
+        temporal_clips=args.temporal_clips,
+        flip=args.flip,
+        mean=tuple(args.mean),
+        std=tuple(args.std),
+    )
 
 
 def _autocast(args: argparse.Namespace, device: torch.device):
@@ -156,8 +213,14 @@ def _autocast(args: argparse.Namespace, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if args.amp == "bf16" else torch.float16)
 
 
-def evaluate(model: torch.nn.Module, data: SomethingSomethingV1, args: argparse.Namespace,
-             rank: int, world: int, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module,
+    data: SomethingSomethingV1,
+    args: argparse.Namespace,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> dict[str, float]:
     """Top-1/top-5 (%) and mean loss over ``data``, views' softmax scores averaged."""
     subset = torch.utils.data.Subset(data, shard_indices(len(data), world, rank))
     loader = torch.utils.data.DataLoader(subset, batch_size=args.eval_batch_size, num_workers=args.workers)
@@ -178,8 +241,10 @@ def evaluate(model: torch.nn.Module, data: SomethingSomethingV1, args: argparse.
     bar.close()
     top1, top5, nll, n = all_sum(sums, device)
     if not math.isfinite(nll):  # every rank sees the same sums: all stop together
-        raise TrainingDiverged(f"the validation loss became {nll / max(n, 1)}: the model's outputs are not finite, so "
-                               "no accuracy is reported; lower --lr or set --clip-grad and --restart")
+        raise TrainingDiverged(
+            f"the validation loss became {nll / max(n, 1)}: the model's outputs are not finite, so "
+            "no accuracy is reported; lower --lr or set --clip-grad and --restart"
+        )
     return {"top1": 100 * top1 / max(n, 1), "top5": 100 * top5 / max(n, 1), "loss": nll / max(n, 1), "videos": int(n)}
 
 
@@ -217,15 +282,26 @@ def check_args(args: argparse.Namespace) -> None:
     ``args.clip`` (the ClipConfig) for :func:`run`."""
     _shared_spellings(args)
     # the fields both training commands have, typed and checked in one place (run_config.py)
-    args.run = RunConfig(out=args.out, seed=args.seed, device=args.device,
-                         dtype={amp: dtype for dtype, amp in _DTYPE_TO_AMP.items()}[args.amp],
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, resume=getattr(args, "resume", False),
-                         overwrite=args.restart, progress="none" if args.no_progress else "auto")
+    args.run = RunConfig(
+        out=args.out,
+        seed=args.seed,
+        device=args.device,
+        dtype={amp: dtype for dtype, amp in _DTYPE_TO_AMP.items()}[args.amp],
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        resume=getattr(args, "resume", False),
+        overwrite=args.restart,
+        progress="none" if args.no_progress else "auto",
+    )
     args.run.validate()
-    check_fields(args, positive=("eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"),
-                 non_negative=("warmup_steps", "max_steps", "eval_every", "workers"),
-                 rates=("momentum", "clip_grad"))
+    check_fields(
+        args,
+        positive=("eval_batch_size", "eval_chunk", "accum_steps", "ckpt_every"),
+        non_negative=("warmup_steps", "max_steps", "eval_every", "workers"),
+        rates=("momentum", "clip_grad"),
+    )
     args.clip = _clip_config(args)  # its errors name its fields, which are the flags' names
     try:
         args.frame_template.format(1)
@@ -250,8 +326,10 @@ def check_args(args: argparse.Namespace) -> None:
         build_model(cfg, num_classes=2)
     _check_paths(args)
     if device.type == "cpu" and args.amp == "fp16" and os.environ.get("RANK", "0") == "0":
-        print("warning: --amp fp16 on a CPU is emulated and slow (slower than float32); use --amp bf16 or none",
-              file=sys.stderr)
+        print(
+            "warning: --amp fp16 on a CPU is emulated and slow (slower than float32); use --amp bf16 or none",
+            file=sys.stderr,
+        )
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -299,8 +377,9 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _model_config(args)
     ann = args.annotations or args.data_root
     clip_cfg = args.clip
-    val = SomethingSomethingV1(args.data_root, "validation", train=False, clip=clip_cfg, annotations=ann,
-                               frame_template=args.frame_template)
+    val = SomethingSomethingV1(
+        args.data_root, "validation", train=False, clip=clip_cfg, annotations=ann, frame_template=args.frame_template
+    )
     last = os.path.join(args.out, "last.pt")
     if args.eval_only:
         state = load_checkpoint(args.checkpoint or last)
@@ -311,8 +390,15 @@ def _run(args: argparse.Namespace) -> int:
             print(strict_json({"eval": res, "checkpoint": args.checkpoint or last}))
         return 0
 
-    train = SomethingSomethingV1(args.data_root, "train", train=True, clip=clip_cfg, annotations=ann,
-                                 frame_template=args.frame_template, seed=args.seed)
+    train = SomethingSomethingV1(
+        args.data_root,
+        "train",
+        train=True,
+        clip=clip_cfg,
+        annotations=ann,
+        frame_template=args.frame_template,
+        seed=args.seed,
+    )
     torch.manual_seed(args.seed)  # same initial weights on every rank
     model = build_model(cfg, train.num_classes).to(device)
     decay = [p for p in model.parameters() if p.requires_grad]
@@ -330,10 +416,15 @@ def _run(args: argparse.Namespace) -> int:
     if os.path.exists(last) and not args.restart:
         state = load_checkpoint(last)
         if state["config"] != cfg:
-            diff = {k: (state["config"].get(k), cfg.get(k)) for k in cfg.keys() | state["config"].keys()
-                    if state["config"].get(k) != cfg.get(k)}
-            raise UsageError(f"--out {args.out}: {last} was trained with other model flags {diff} (checkpoint, now); "
-                             "use --restart or another --out")
+            diff = {
+                k: (state["config"].get(k), cfg.get(k))
+                for k in cfg.keys() | state["config"].keys()
+                if state["config"].get(k) != cfg.get(k)
+            }
+            raise UsageError(
+                f"--out {args.out}: {last} was trained with other model flags {diff} (checkpoint, now); "
+                "use --restart or another --out"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -348,8 +439,10 @@ def _run(args: argparse.Namespace) -> int:
         except WeightLoadError as e:  # keys or shapes that do not fit the model: a bad flag
             raise UsageError(f"--pretrained {args.pretrained}: {e}") from None
         if rank == 0:
-            print(f"pretrained {args.pretrained}: {len(rep.copied)} copied, {len(rep.inflated)} inflated, "
-                  f"{len(rep.skipped)} skipped ({', '.join(rep.skipped[:4])})")
+            print(
+                f"pretrained {args.pretrained}: {len(rep.copied)} copied, {len(rep.inflated)} inflated, "
+                f"{len(rep.skipped)} skipped ({', '.join(rep.skipped[:4])})"
+            )
     net: torch.nn.Module = model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -358,18 +451,31 @@ def _run(args: argparse.Namespace) -> int:
     sampler0 = StepSampler(len(train), args.batch_size, world_size=world, accum_steps=args.accum_steps)
     steps_per_epoch = sampler0.steps_per_epoch
     if steps_per_epoch == 0:
-        raise UsageError(f"--batch-size {args.batch_size} x {world} processes x --accum-steps {args.accum_steps} = "
-                         f"{sampler0.global_batch} videos per step, more than the {len(train)} training videos")
+        raise UsageError(
+            f"--batch-size {args.batch_size} x {world} processes x --accum-steps {args.accum_steps} = "
+            f"{sampler0.global_batch} videos per step, more than the {len(train)} training videos"
+        )
     total_steps = steps_per_epoch * args.epochs
     stop_at = min(total_steps, args.max_steps) if args.max_steps > 0 else total_steps
 
     def checkpoint() -> None:
         totals = all_sum(sums, device)  # every rank joins the reduction
         if rank == 0:
-            save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                   "scaler": scaler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch,
-                                   "global_step": global_step, "config": cfg, "history": history,
-                                   "pending": pending, "running": totals})
+            save_checkpoint(
+                last,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "step_in_epoch": step_in_epoch,
+                    "global_step": global_step,
+                    "config": cfg,
+                    "history": history,
+                    "pending": pending,
+                    "running": totals,
+                },
+            )
 
     def log(record: dict[str, Any] | None = None) -> None:
         if rank == 0:
@@ -392,10 +498,21 @@ def _run(args: argparse.Namespace) -> int:
         finish({**pending, "val": evaluate(model, val, args, rank, world, device)})
     while epoch < args.epochs and global_step < stop_at:
         train.set_epoch(epoch)
-        sampler = StepSampler(len(train), args.batch_size, world_size=world, rank=rank, accum_steps=args.accum_steps,
-                              seed=args.seed, epoch=epoch, start_step=step_in_epoch)
-        loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=args.workers,
-                                                  pin_memory=device.type == "cuda"))
+        sampler = StepSampler(
+            len(train),
+            args.batch_size,
+            world_size=world,
+            rank=rank,
+            accum_steps=args.accum_steps,
+            seed=args.seed,
+            epoch=epoch,
+            start_step=step_in_epoch,
+        )
+        loader = iter(
+            torch.utils.data.DataLoader(
+                train, batch_sampler=sampler, num_workers=args.workers, pin_memory=device.type == "cuda"
+            )
+        )
         net.train()
         if args.freeze_bn:
             _set_bn_eval(net)
@@ -410,19 +527,25 @@ def _run(args: argparse.Namespace) -> int:
                 clips, labels = next(loader)
                 clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 sync = micro == args.accum_steps - 1 or world == 1
-                with (contextlib.nullcontext() if sync else net.no_sync()), _autocast(args, device):
+                with contextlib.nullcontext() if sync else net.no_sync(), _autocast(args, device):
                     logits = net(clips)
                     loss = F.cross_entropy(logits.float(), labels)
                 scaler.scale(loss / args.accum_steps).backward()
                 step_loss += loss.item() * len(labels)
-                sums = [sums[0] + loss.item() * len(labels), sums[1] + topk_correct(logits.detach(), labels, (1,))[0],
-                        sums[2] + len(labels)]
+                sums = [
+                    sums[0] + loss.item() * len(labels),
+                    sums[1] + topk_correct(logits.detach(), labels, (1,))[0],
+                    sums[2] + len(labels),
+                ]
             # a non-finite loss on any rank stops every rank, before the optimizer step (so
             # before any checkpoint of it); one more small all-reduce per step under DDP
             step_loss = all_sum([step_loss], device)[0] if world > 1 else step_loss
             if not math.isfinite(step_loss):
-                saved = (f"{last} holds the last checkpoint (resume from it, or --restart)" if os.path.exists(last)
-                         else "no checkpoint was written")
+                saved = (
+                    f"{last} holds the last checkpoint (resume from it, or --restart)"
+                    if os.path.exists(last)
+                    else "no checkpoint was written"
+                )
                 amp = ", or try --amp none" if args.amp != "none" else ""
                 raise TrainingDiverged(
                     f"the training loss became {step_loss} at epoch {epoch}, "
@@ -443,8 +566,12 @@ def _run(args: argparse.Namespace) -> int:
                 checkpoint()
         bar.close()
         loss_sum, top1_sum, n = all_sum(sums, device)
-        record = {"epoch": epoch, "global_step": global_step, "train_loss": loss_sum / max(n, 1),
-                  "train_top1": 100 * top1_sum / max(n, 1)}
+        record = {
+            "epoch": epoch,
+            "global_step": global_step,
+            "train_loss": loss_sum / max(n, 1),
+            "train_top1": 100 * top1_sum / max(n, 1),
+        }
         if step_in_epoch < steps_per_epoch:  # stopped by --max-steps: the sums stay for a resume
             finish(record)
             continue

@@ -481,4 +481,5 @@ def test_naming_warm_up_targets_are_the_present_digits_and_their_steps(source):
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert 0.0 <= hits.item() <= 1.0
     # the warm-up's videos are training-pool videos no training stream uses
-    assert not np.array_equal(batch.videos, syncmnist_train.generate(BATCH["naming"], 3, "train", 0, stream=5, source=str(source)).videos)
+    training_batch_5 = syncmnist_train.generate(BATCH["naming"], 3, "train", 0, stream=5, source=str(source))
+    assert not np.array_equal(batch.videos, training_batch_5.videos)
