@@ -208,16 +208,17 @@ def _pretrain(
     info: DistInfo,
     ckpt_path: str,
     state: dict | None,
+    phases: list[tuple[str, torch.nn.Module, int]],
 ) -> dict[str, list[float]]:
     """The backbone warm-ups (``pretrain.py`` says why), one after the other, resumable:
     each checkpoints into ``ckpt_path`` (with a ``"pretrain"`` entry that marks the phase and
     keeps the finished phases' hit rates) every ``--ckpt-steps`` steps, or every
     ``steps_per_epoch`` steps when that is 0, and at its end; ``state`` is such a checkpoint to
     continue from exactly. Every rank runs the same warm-ups (same data, same seed), so the
-    backbones agree when DDP starts. Returns each warm-up's hit rates per 50 steps."""
+    backbones agree when DDP starts. ``phases``: :func:`warm_up_phases`. Returns each
+    warm-up's hit rates per 50 steps."""
     from rstg_fast.experiments.syncmnist.pretrain import pretrain_backbone
 
-    phases = warm_up_phases(model, cfg)
     names = [name for name, _, _ in phases]
     done: dict[str, list[float]] = {}
     resume, first = None, 0
@@ -250,8 +251,7 @@ def _pretrain(
             disable=not info.is_main or cfg.progress == "none",
         )
         moved = lambda n, pbar=pbar: update_to(pbar, n)  # noqa: E731
-        channels = cfg.channels
-        acc = pretrain_backbone(backbone, channels, cfg, device, moved, resume, save, every, name, steps)
+        acc = pretrain_backbone(backbone, cfg.channels, cfg, device, moved, resume, save, every, name, steps)
         pbar.close()
         resume = None
         done[name] = acc
@@ -297,9 +297,10 @@ def train(cfg: SyncMNISTConfig) -> dict | None:
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
+    phases = warm_up_phases(model, cfg)
     warm_up_acc: dict[str, list[float]] = {}
-    if warm_up_phases(model, cfg) and (state is None or "pretrain" in state):
-        warm_up_acc = _pretrain(model, cfg, device, info, ckpt_path, state)
+    if phases and (state is None or "pretrain" in state):
+        warm_up_acc = _pretrain(model, cfg, device, info, ckpt_path, state, phases)
         state = None  # the training phase starts afresh from the warmed-up backbones
     if cfg.freeze_backbone:  # keeps the warm-up's motion features (docs/syncmnist.md)
         model.backbone.requires_grad_(False)
@@ -320,7 +321,7 @@ def train(cfg: SyncMNISTConfig) -> dict | None:
         if "warm_up_acc" in state:
             warm_up_acc = dict(state["warm_up_acc"])
         elif state.get("pretrain_acc"):  # a checkpoint from before the naming warm-up: one warm-up
-            warm_up_acc = {warm_up_phases(model, cfg)[0][0]: list(state["pretrain_acc"])}
+            warm_up_acc = {phases[0][0]: list(state["pretrain_acc"])}
         running = list(state["running"]) if info.is_main else [0.0] * len(TALLY)
         running += [0.0] * (len(TALLY) - len(running))  # a checkpoint from before "named" was counted
         if info.is_main:  # a kill between the checkpoint and the log write left the log behind
