@@ -483,3 +483,16 @@ def test_naming_warm_up_targets_are_the_present_digits_and_their_steps(source):
     # the warm-up's videos are training-pool videos no training stream uses
     training_batch_5 = syncmnist_train.generate(BATCH["naming"], 3, "train", 0, stream=5, source=str(source))
     assert not np.array_equal(batch.videos, training_batch_5.videos)
+
+
+def test_warm_up_learning_rate_decays_along_a_cosine_from_the_first_step():
+    """Every warm-up starts at WARM_UP_LR, halves at mid-way and ends near (never at) 0; the rate
+    is a function of the step alone, which is what lets a killed warm-up resume bit for bit."""
+    from rstg_fast.experiments.syncmnist.pretrain import WARM_UP_LR, warm_up_lr
+
+    total = 800
+    rates = [warm_up_lr(s, total) for s in range(total)]
+    assert rates[0] == WARM_UP_LR
+    assert rates[total // 2] == pytest.approx(WARM_UP_LR / 2)
+    assert 0 < rates[-1] < 1e-4 * WARM_UP_LR
+    assert all(a > b for a, b in zip(rates, rates[1:]))

@@ -1,0 +1,144 @@
+"""How well can a per-frame backbone name one digit of the *test* pool? (session 7 probe)
+
+The session-6 run of record names the digits of a video only 87.6 % of the time, about the
+square of its motion warm-up's single-digit accuracy (93.6 %). This trains a backbone on the
+single-digit task of ``pretrain.py`` (one train-pool digit pasted on the 100 x 100 canvas,
+resized to 64 x 64; max over space, linear to 10) and measures it on digits of the disjoint
+test pool, so variants (width, resolution, augmentation, steps) can be compared.
+
+    python tools/syncmnist_probes/digits.py --arch base --channels 32 --steps 2000 --augment
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rstg_fast.data.mnist import digit_pool
+from rstg_fast.data.syncmnist import CANVAS, DIGIT, paste_digits, resize_frames
+from rstg_fast.experiments.syncmnist.model import ConvBackbone, _norm
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Random affine (rotation, scale, shear) of ``(n, 28, 28)`` uint8 digits."""
+    n = len(images)
+    angle = rng.uniform(-12, 12, n) * strength * math.pi / 180
+    scale = 1 + rng.uniform(-0.15, 0.15, n) * strength
+    shear = rng.uniform(-0.25, 0.25, n) * strength
+    cos, sin = np.cos(angle), np.sin(angle)
+    theta = np.zeros((n, 2, 3), dtype=np.float32)
+    theta[:, 0, 0] = cos / scale
+    theta[:, 0, 1] = (-sin + shear) / scale
+    theta[:, 1, 0] = sin / scale
+    theta[:, 1, 1] = cos / scale
+    x = torch.from_numpy(images).float()[:, None]
+    grid = F.affine_grid(torch.from_numpy(theta), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    return out[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def frames(split: str, n: int, rng: np.random.Generator, strength: float = 0.0):
+    pool = digit_pool(split)
+    idx = rng.integers(0, len(pool.labels), n)
+    pos = rng.integers(0, CANVAS - DIGIT + 1, (n, 2))
+    digits = pool.images[idx]
+    if strength > 0:
+        digits = augment(digits, rng, strength)
+    canvas = np.zeros((n, CANVAS, CANVAS), dtype=np.uint8)
+    paste_digits(canvas, (np.arange(n)[:, None, None],), pos, digits)
+    x = torch.from_numpy(resize_frames(canvas)).float().div_(255.0)[:, None, None]
+    return x, torch.from_numpy(pool.labels[idx]).long()
+
+
+class HiRes(nn.Module):
+    """A stride-1 first conv: 64 -> 32 -> 16 -> 8 -> 6."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        q = max(channels // 4, 4)
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, q, 3, padding=1, bias=False),
+            _norm(q),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(q, half, 3, padding=1, bias=False),
+            _norm(half),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(half, channels, 3, padding=1, bias=False),
+            _norm(channels),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels, channels, 3, bias=False),
+            _norm(channels),
+            nn.ReLU(),
+        )
+
+    def forward(self, x):
+        b, c, t, h, w = x.shape
+        y = self.layers(x.transpose(1, 2).reshape(b * t, c, h, w))
+        return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--arch", choices=("base", "hires"), default="base")
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--augment", type=float, default=0.0, help="affine strength (1: +-12 deg, +-15 %% scale)")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--cosine", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(a.seed)
+    net = ConvBackbone(a.channels) if a.arch == "base" else HiRes(a.channels)
+    head = nn.Linear(a.channels, 10)
+    params = list(net.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / a.steps)) if a.cosine else 1.0
+    )
+    rng = np.random.default_rng(a.seed)
+    t0, hits = time.time(), 0.0
+    for step in range(a.steps):
+        x, y = frames("train", 64, rng, a.augment)
+        logits = head(net(x).amax((2, 3, 4)))
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        hits += (logits.argmax(1) == y).float().mean().item()
+        if (step + 1) % 500 == 0:
+            print(f"step {step + 1} train-window {hits / 500:.3f} {time.time() - t0:.0f}s", flush=True)
+            hits = 0.0
+    train_s = time.time() - t0
+    net.eval()
+    out = {"args": vars(a), "train_s": round(train_s, 1)}
+    with torch.no_grad():
+        for split in ("train", "test"):
+            erng = np.random.default_rng(12345)
+            correct = 0
+            for _ in range(16):
+                x, y = frames(split, 256, erng)
+                correct += (head(net(x).amax((2, 3, 4))).argmax(1) == y).sum().item()
+            out[split] = correct / 4096
+        x, _ = frames("test", 160, np.random.default_rng(1))
+        t1 = time.time()
+        for _ in range(5):
+            net(x)
+        out["ms_per_160_frames"] = round((time.time() - t1) / 5 * 1000, 1)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
