@@ -38,6 +38,7 @@ from rstg_fast._checkpoint import load_checkpoint, save_checkpoint
 from rstg_fast._distributed import all_sum, init_distributed, leaving_distributed
 from rstg_fast._errors import TrainingDiverged, UsageError
 from rstg_fast._progress import progress
+from rstg_fast._run_lock import run_lock
 from rstg_fast.data.something import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -365,7 +366,9 @@ def run(args: argparse.Namespace) -> int:
     # uses PyTorch's own convolutions (restored afterwards: in-process callers keep theirs)
     bf16_cpu = args.amp == "bf16" and parse_device(args.device).type == "cpu"
     onednn = torch.backends.mkldnn.flags(enabled=False) if bf16_cpu else contextlib.nullcontext()
-    with onednn, leaving_distributed():  # also after --eval-only and on errors (it used to skip both)
+    # one run writes to an --out at a time; --eval-only only reads it, so it may look at a live run
+    lock = contextlib.nullcontext() if args.eval_only else run_lock(args.out)
+    with lock, onednn, leaving_distributed():  # also after --eval-only and on errors (it used to skip both)
         return _run(args)
 
 

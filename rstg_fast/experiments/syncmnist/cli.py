@@ -116,11 +116,12 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rstg_fast._distributed import leaving_distributed
+    from rstg_fast._run_lock import run_lock
     from rstg_fast.experiments.syncmnist.train import TrainingDiverged, train
 
     cfg = args.cfg if hasattr(args, "cfg") else resolve(args)
     try:
-        with leaving_distributed():
+        with run_lock(cfg.out), leaving_distributed():
             result = train(cfg)
     except TrainingDiverged as e:
         print(f"rstg-fast syncmnist: error: {e}", file=sys.stderr)
