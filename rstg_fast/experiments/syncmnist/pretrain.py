@@ -47,8 +47,8 @@ STEP_LOSS_WEIGHT = 5.0  # the step regression against the class cross-entropy (m
 PRESENCE_LOSS_WEIGHT = 10.0  # the naming warm-up's presence loss against its step loss: the
 # weights of the probe that found the recipe (tools/syncmnist_probes/mil.py), not tuned further
 WARM_UP_LR = 3e-3  # AdamW, decayed along a cosine to 0 over the warm-up's steps (measured, session 7:
-# single-digit accuracy on test-pool digits 94.2 % after 800 steps at a constant 3e-3, 95.x % after
-# 800 cosine steps, 97.0 % after 2,500, 97.8 % after 8,000; tools/syncmnist_probes/digits.py)
+# single-digit accuracy on test-pool digits 94.2 % after 800 steps at a constant 3e-3; on the
+# cosine 97.0 % after 2,500 steps, 97.8 % after 8,000; tools/syncmnist_probes/digits.py)
 HEAD_SEED = {"digit": 1, "motion": 1, "naming": 2}  # the head's private generator: cfg.seed + this
 NAMING_STREAMS = 1 << 40  # the naming warm-up's videos: train-pool streams no training run reaches
 
