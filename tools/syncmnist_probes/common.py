@@ -74,9 +74,15 @@ def _rates(c: np.ndarray) -> dict[str, float]:
     return dict(acc=round(right / n, 3), named=round(named / n, 3), pair=round(both / max(named, 1), 3))
 
 
-def train(net: nn.Module, inputs: Callable[[SyncMNISTBatch], torch.Tensor], a: argparse.Namespace) -> int:
+def train(
+    net: nn.Module,
+    inputs: Callable[[SyncMNISTBatch], torch.Tensor],
+    a: argparse.Namespace,
+    extra_loss: Callable[[SyncMNISTBatch], torch.Tensor] | None = None,
+) -> int:
     """Train on fresh videos for ``a.minutes``, printing a JSON line per ``a.log`` steps; returns
-    the number of steps."""
+    the number of steps. ``extra_loss(batch)``, called after the forward pass, is added to the
+    cross-entropy (an auxiliary loss that reads what the forward pass kept)."""
     params = [q for q in net.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
     t0, step, window, loss_sum = time.time(), 0, np.zeros(4), 0.0
@@ -86,6 +92,8 @@ def train(net: nn.Module, inputs: Callable[[SyncMNISTBatch], torch.Tensor], a: a
             group["lr"] = a.lr * min(1, (step + 1) / 200)
         logits = net(inputs(batch))
         loss = F.cross_entropy(logits, torch.from_numpy(batch.labels))
+        if extra_loss is not None:
+            loss = loss + extra_loss(batch)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
