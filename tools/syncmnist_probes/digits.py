@@ -19,11 +19,12 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from explore import PerFrame, conv
 from torch import nn
 
 from rstg_fast.data.mnist import digit_pool
 from rstg_fast.data.syncmnist import CANVAS, DIGIT, paste_digits, resize_frames
-from rstg_fast.experiments.syncmnist.model import ConvBackbone, _norm
+from rstg_fast.experiments.syncmnist.model import ConvBackbone
 
 
 def augment(images: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
@@ -57,35 +58,12 @@ def frames(split: str, n: int, rng: np.random.Generator, strength: float = 0.0):
     return x, torch.from_numpy(pool.labels[idx]).long()
 
 
-class HiRes(nn.Module):
-    """A stride-1 first conv: 64 -> 32 -> 16 -> 8 -> 6."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        half = channels // 2
-        q = max(channels // 4, 4)
-        self.layers = nn.Sequential(
-            nn.Conv2d(1, q, 3, padding=1, bias=False),
-            _norm(q),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(q, half, 3, padding=1, bias=False),
-            _norm(half),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(half, channels, 3, padding=1, bias=False),
-            _norm(channels),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(channels, channels, 3, bias=False),
-            _norm(channels),
-            nn.ReLU(),
-        )
-
-    def forward(self, x):
-        b, c, t, h, w = x.shape
-        y = self.layers(x.transpose(1, 2).reshape(b * t, c, h, w))
-        return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+def hires(channels: int) -> PerFrame:
+    """A stride-1 first conv: 64 -> 32 -> 16 -> 8 -> 6 (``explore.py``'s per-frame blocks)."""
+    half, q = channels // 2, max(channels // 4, 4)
+    pool = nn.MaxPool2d(2)
+    layers = [*conv(1, q, 3, 1, 1), pool, *conv(q, half, 3, 1, 1), pool, *conv(half, channels, 3, 1, 1), pool]
+    return PerFrame(nn.Sequential(*layers, *conv(channels, channels, 3)))
 
 
 def main() -> None:
@@ -100,7 +78,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
-    net = ConvBackbone(a.channels) if a.arch == "base" else HiRes(a.channels)
+    net = ConvBackbone(a.channels) if a.arch == "base" else hires(a.channels)
     head = nn.Linear(a.channels, 10)
     params = list(net.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
