@@ -42,17 +42,33 @@ def test_a_second_run_on_a_held_folder_is_refused_and_the_lock_goes_with_its_hol
         assert (out / LOCK_NAME).read_text() == f"{os.getpid()}\n"
 
 
-def test_the_syncmnist_command_refuses_a_busy_out_in_one_line(tmp_path, capsys):
+def _syncmnist_argv(tmp_path) -> list[str]:
+    return ["syncmnist", "--quick", "--epochs", "1", "--steps-per-epoch", "1"]
+
+
+def _train_video_argv(tmp_path) -> list[str]:
+    pytest.importorskip("PIL", reason="Pillow writes the tiny dataset's JPEGs")
+    from smth_testing import write_tiny_something
+
+    data = write_tiny_something(str(tmp_path / "smth"), train_videos=4, val_videos=2)
+    return ["train-video", "--data-root", data, "--base-width", "4", "--blocks", "1", "1", "1", "1",
+            "--num-frames", "2", "--crop-size", "32", "--train-scale", "32", "32", "--test-short-side", "32",
+            "--placement", "none", "--workers", "0", "--no-progress"]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv_of", [_syncmnist_argv, _train_video_argv], ids=["syncmnist", "train-video"])
+def test_a_training_command_refuses_a_busy_out_in_one_line(tmp_path, capsys, argv_of):
     from rstg_fast.cli import main
 
+    argv = argv_of(tmp_path)
     out = tmp_path / "run"
     holder = _holder(out)
     try:
         with pytest.raises(SystemExit) as e:
-            main(["syncmnist", "--quick", "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1"])
+            main([*argv, "--out", str(out)])
         assert e.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err[-1].startswith("rstg-fast syncmnist: error: --out") and "in use by another run" in err[-1]
+        assert err[-1].startswith(f"rstg-fast {argv[0]}: error: --out") and "in use by another run" in err[-1]
         assert os.listdir(out) == [LOCK_NAME]  # nothing else written
     finally:
         holder.stdin.close()
