@@ -1,0 +1,151 @@
+"""How well can frozen backbones name a video's digits? (session 8 probe)
+
+Prints, on videos of the test digit pool, the share whose top-k scored digits (k = the
+video's digit count) are all present ("all_present") and whose top-2 are both present.
+With ``--warm-up S`` it warms up a fresh naming backbone of ``--channels`` channels for S
+steps of the product's naming warm-up (``pretrain.py``) and scores it with the warm-up's own
+head (per position, max over space, mean over time), on test-pool videos and on unseen
+training-pool videos (the gap is the 4,000-digit training pool's share of the error): warm-ups
+compared on test digits rather than on their training-pool running hit rate. With ``--steps
+N`` (and with ``--checkpoint``, a trained run's frozen ``main`` and ``naming`` backbones) it
+also trains a fresh linear head per feature set for N steps of 32 training-pool videos (same
+pooling, AdamW 3e-3 on a cosine to 0); at 800 steps two such heads differed by 10 points on
+the same backbone, so those rows are rough.
+
+    python tools/syncmnist_probes/presence.py --warm-up 6000 --channels 64 --steps 0 --videos 2048
+    python tools/syncmnist_probes/presence.py --checkpoint runs/record7/checkpoint.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rstg_fast._checkpoint import load_checkpoint
+from rstg_fast.data.shards import to_tensor
+from rstg_fast.data.syncmnist import SyncMNISTBatch, generate
+from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
+from rstg_fast.experiments.syncmnist.model import ConvBackbone
+from rstg_fast.experiments.syncmnist.pretrain import pretrain_backbone
+from rstg_fast.experiments.syncmnist.train import build_model
+
+PROBE_STREAMS = 1 << 41  # training-pool videos no run or warm-up draws
+
+
+def backbones_of(a: argparse.Namespace) -> tuple[dict[str, nn.Module], SyncMNISTConfig]:
+    """The named frozen backbones to probe, and the configuration their videos follow."""
+    if a.checkpoint:
+        ck = load_checkpoint(a.checkpoint)
+        cfg = SyncMNISTConfig.from_dict(ck["config"])
+        model = build_model(cfg)
+        model.load_state_dict(ck["model"])
+        bb = model.backbone
+        found = {"main": bb.main, "naming": bb.naming} if hasattr(bb, "naming") else {"main": bb}
+    else:
+        cfg = SyncMNISTConfig.preset_config("quick", channels=a.channels, seed=a.seed)
+        torch.manual_seed(a.seed)
+        naming = ConvBackbone(a.channels, motion=True)
+        t0, kept = time.time(), {}
+        accs = pretrain_backbone(
+            naming, a.channels, cfg, torch.device("cpu"), save=kept.update, warm_up="naming", steps=a.warm_up
+        )
+        print(
+            json.dumps(
+                dict(
+                    warm_up=a.warm_up,
+                    channels=a.channels,
+                    s=round(time.time() - t0),
+                    last_hits=accs[-1] if accs else None,
+                )
+            )
+        )
+        head = nn.Linear(a.channels, 12)
+        head.load_state_dict(kept["head"])
+        found = {"naming": naming}
+        for split in ("test", "train"):
+            rate = rates({"naming": naming}, {"naming": lambda f: head(f)[..., :10]}, cfg, a.videos, split)
+            print(json.dumps({"features": "naming, the warm-up's own head", "split": split, **rate["naming"]}))
+    for b in found.values():
+        b.eval().requires_grad_(False)
+    return found, cfg
+
+
+def features(backbones: dict[str, nn.Module], batch: SyncMNISTBatch) -> dict[str, torch.Tensor]:
+    """Each backbone's ``(B, T, HW, C)`` features, and all of them side by side."""
+    x = to_tensor(batch.videos)
+    with torch.no_grad():
+        out = {k: b(x).permute(0, 2, 3, 4, 1).flatten(2, 3) for k, b in backbones.items()}
+    if len(out) > 1:
+        out["both"] = torch.cat(list(out.values()), -1)
+    return out
+
+
+def present(batch: SyncMNISTBatch) -> torch.Tensor:
+    p = torch.zeros(len(batch.digits), 10)
+    p[torch.arange(len(batch.digits))[:, None], torch.from_numpy(batch.digits)] = 1.0
+    return p
+
+
+def rates(backbones: dict, heads: dict, cfg: SyncMNISTConfig, videos: int, split: str = "test") -> dict[str, dict]:
+    """Per head, on ``videos`` videos of ``split`` (``train``: training-pool videos no run,
+    warm-up or probe head draws): the share whose top-k scored digits (k = the video's digit
+    count) are all present, and whose top-2 are both present."""
+    all_k, top2 = {k: 0.0 for k in heads}, {k: 0.0 for k in heads}
+    bs = 128
+    for c in range(-(-videos // bs)):
+        stream = c if split == "test" else 2 * PROBE_STREAMS + c
+        batch = generate(min(bs, videos - c * bs), cfg.digits, split, cfg.seed, stream=stream, source=cfg.source)
+        feats, target = features(backbones, batch), present(batch)
+        for k, head in heads.items():
+            with torch.no_grad():
+                scores = head(feats[k]).amax(2).mean(1)
+            all_k[k] += (target.gather(1, scores.topk(cfg.digits, 1).indices).sum(1) == cfg.digits).sum().item()
+            top2[k] += (target.gather(1, scores.topk(2, 1).indices).sum(1) == 2).sum().item()
+    return {
+        k: {
+            "videos": videos,
+            "all_present": round(all_k[k] / videos, 4),
+            "top2_present": round(top2[k] / videos, 4),
+        }
+        for k in heads
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default="")
+    p.add_argument("--warm-up", type=int, default=6000, help="without --checkpoint: naming warm-up steps")
+    p.add_argument("--channels", type=int, default=32, help="without --checkpoint: the naming backbone's channels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=800, help="steps of the linear probe (32 videos each; 0: none)")
+    p.add_argument("--videos", type=int, default=1024, help="test videos")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    backbones, cfg = backbones_of(a)
+    if not a.steps:
+        return
+    probe = features(backbones, generate(1, cfg.digits, "train", cfg.seed, stream=PROBE_STREAMS, source=cfg.source))
+    heads = {k: nn.Linear(f.shape[-1], 10) for k, f in probe.items()}
+    opts = {k: torch.optim.AdamW(h.parameters(), 3e-3) for k, h in heads.items()}
+    for step in range(a.steps):
+        batch = generate(32, cfg.digits, "train", cfg.seed, stream=PROBE_STREAMS + step, source=cfg.source)
+        feats, target = features(backbones, batch), present(batch)
+        for k, head in heads.items():
+            for group in opts[k].param_groups:
+                group["lr"] = 3e-3 * 0.5 * (1 + math.cos(math.pi * step / a.steps))
+            loss = F.binary_cross_entropy_with_logits(head(feats[k]).amax(2).mean(1), target)
+            opts[k].zero_grad()
+            loss.backward()
+            opts[k].step()
+    for k, rate in rates(backbones, heads, cfg, a.videos).items():
+        print(json.dumps({"features": f"{k}, a linear probe ({a.steps} steps)", **rate}))
+
+
+if __name__ == "__main__":
+    main()
