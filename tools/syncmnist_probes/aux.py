@@ -24,6 +24,7 @@ from torch import nn
 from rstg_fast._checkpoint import load_checkpoint
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
+from rstg_fast.experiments.syncmnist.pretrain import digit_presence
 from rstg_fast.experiments.syncmnist.train import build_model
 
 
@@ -64,9 +65,7 @@ def main() -> None:
     model = KeepsRSTGOutput(a.checkpoint)
 
     def presence_loss(batch) -> torch.Tensor:
-        present = torch.zeros(len(batch.labels), 10)
-        present[torch.arange(len(batch.labels))[:, None], torch.from_numpy(batch.digits)] = 1.0
-        return a.aux * F.binary_cross_entropy_with_logits(model.presence(model.vec), present)
+        return a.aux * F.binary_cross_entropy_with_logits(model.presence(model.vec), digit_presence(batch.digits))
 
     pixels = lambda batch: to_tensor(batch.videos)  # noqa: E731
     steps = train(model, pixels, a, presence_loss if a.aux else None)

@@ -13,11 +13,9 @@ import json
 import numpy as np
 import torch
 
-from rstg_fast._checkpoint import load_checkpoint
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import DIGIT, NO_SYNC, generate, label_pair, names_present_pair
-from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
-from rstg_fast.experiments.syncmnist.train import build_model
+from rstg_fast.experiments.syncmnist.train import load_trained
 
 
 def largest_overlap(coords: np.ndarray) -> np.ndarray:
@@ -36,11 +34,7 @@ def main() -> None:
     p.add_argument("--videos", type=int, default=2048)
     a = p.parse_args()
     torch.set_num_threads(1)
-    ck = load_checkpoint(a.checkpoint)
-    cfg = SyncMNISTConfig.from_dict(ck["config"])
-    model = build_model(cfg)
-    model.load_state_dict(ck["model"])
-    model.eval()
+    model, cfg = load_trained(a.checkpoint)
     pred, labels, digits, coords = [], [], [], []
     bs = cfg.eval_batch_size
     with torch.no_grad():

@@ -20,60 +20,45 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rstg_fast._checkpoint import load_checkpoint
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import SyncMNISTBatch, generate
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
 from rstg_fast.experiments.syncmnist.model import ConvBackbone
-from rstg_fast.experiments.syncmnist.pretrain import pretrain_backbone
-from rstg_fast.experiments.syncmnist.train import build_model
+from rstg_fast.experiments.syncmnist.pretrain import digit_presence, pretrain_backbone, warm_up_lr
+from rstg_fast.experiments.syncmnist.train import load_trained
 
 PROBE_STREAMS = 1 << 41  # training-pool videos no run or warm-up draws
 
 
-def backbones_of(a: argparse.Namespace) -> tuple[dict[str, nn.Module], SyncMNISTConfig]:
-    """The named frozen backbones to probe, and the configuration their videos follow."""
-    if a.checkpoint:
-        ck = load_checkpoint(a.checkpoint)
-        cfg = SyncMNISTConfig.from_dict(ck["config"])
-        model = build_model(cfg)
-        model.load_state_dict(ck["model"])
-        bb = model.backbone
-        found = {"main": bb.main, "naming": bb.naming} if hasattr(bb, "naming") else {"main": bb}
-    else:
-        cfg = SyncMNISTConfig.preset_config("quick", channels=a.channels, seed=a.seed)
-        torch.manual_seed(a.seed)
-        naming = ConvBackbone(a.channels, motion=True)
-        t0, kept = time.time(), {}
-        accs = pretrain_backbone(
-            naming, a.channels, cfg, torch.device("cpu"), save=kept.update, warm_up="naming", steps=a.warm_up
-        )
-        print(
-            json.dumps(
-                dict(
-                    warm_up=a.warm_up,
-                    channels=a.channels,
-                    s=round(time.time() - t0),
-                    last_hits=accs[-1] if accs else None,
-                )
-            )
-        )
-        head = nn.Linear(a.channels, 12)
-        head.load_state_dict(kept["head"])
-        found = {"naming": naming}
-        for split in ("test", "train"):
-            rate = rates({"naming": naming}, {"naming": lambda f: head(f)[..., :10]}, cfg, a.videos, split)
-            print(json.dumps({"features": "naming, the warm-up's own head", "split": split, **rate["naming"]}))
-    for b in found.values():
-        b.eval().requires_grad_(False)
-    return found, cfg
+def trained_backbones(checkpoint: str) -> tuple[dict[str, nn.Module], SyncMNISTConfig]:
+    """A trained run's frozen backbones by name, and the configuration their videos follow."""
+    model, cfg = load_trained(checkpoint)
+    bb = model.backbone
+    return ({"main": bb.main, "naming": bb.naming} if hasattr(bb, "naming") else {"main": bb}), cfg
+
+
+def warmed_up_naming(a: argparse.Namespace) -> tuple[ConvBackbone, nn.Linear, SyncMNISTConfig]:
+    """A fresh naming backbone after ``a.warm_up`` steps of the product's naming warm-up, its
+    warm-up head (10 classes + the step) and the configuration it used."""
+    cfg = SyncMNISTConfig.preset_config("quick", channels=a.channels, seed=a.seed)
+    torch.manual_seed(a.seed)
+    naming = ConvBackbone(a.channels, motion=True)
+    t0, kept = time.time(), {}
+    accs = pretrain_backbone(
+        naming, a.channels, cfg, torch.device("cpu"), save=kept.update, warm_up="naming", steps=a.warm_up
+    )
+    seconds = round(time.time() - t0)
+    print(json.dumps(dict(warm_up=a.warm_up, channels=a.channels, s=seconds, last_hits=accs[-1] if accs else None)))
+    head = nn.Linear(a.channels, 12)
+    head.load_state_dict(kept["head"])
+    return naming, head, cfg
 
 
 def features(backbones: dict[str, nn.Module], batch: SyncMNISTBatch) -> dict[str, torch.Tensor]:
@@ -86,10 +71,10 @@ def features(backbones: dict[str, nn.Module], batch: SyncMNISTBatch) -> dict[str
     return out
 
 
-def present(batch: SyncMNISTBatch) -> torch.Tensor:
-    p = torch.zeros(len(batch.digits), 10)
-    p[torch.arange(len(batch.digits))[:, None], torch.from_numpy(batch.digits)] = 1.0
-    return p
+def digit_scores(head: Callable[[torch.Tensor], torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
+    """``(B, T, HW, C)`` -> ``(B, 10)``: per position, max over space, mean over time (the naming
+    warm-up's pooling)."""
+    return head(feats)[..., :10].amax(2).mean(1)
 
 
 def rates(backbones: dict, heads: dict, cfg: SyncMNISTConfig, videos: int, split: str = "test") -> dict[str, dict]:
@@ -101,20 +86,35 @@ def rates(backbones: dict, heads: dict, cfg: SyncMNISTConfig, videos: int, split
     for c in range(-(-videos // bs)):
         stream = c if split == "test" else 2 * PROBE_STREAMS + c
         batch = generate(min(bs, videos - c * bs), cfg.digits, split, cfg.seed, stream=stream, source=cfg.source)
-        feats, target = features(backbones, batch), present(batch)
+        feats, target = features(backbones, batch), digit_presence(batch.digits)
         for k, head in heads.items():
             with torch.no_grad():
-                scores = head(feats[k]).amax(2).mean(1)
+                scores = digit_scores(head, feats[k])
             all_k[k] += (target.gather(1, scores.topk(cfg.digits, 1).indices).sum(1) == cfg.digits).sum().item()
             top2[k] += (target.gather(1, scores.topk(2, 1).indices).sum(1) == 2).sum().item()
     return {
-        k: {
-            "videos": videos,
-            "all_present": round(all_k[k] / videos, 4),
-            "top2_present": round(top2[k] / videos, 4),
-        }
+        k: {"videos": videos, "all_present": round(all_k[k] / videos, 4), "top2_present": round(top2[k] / videos, 4)}
         for k in heads
     }
+
+
+def linear_probe_heads(backbones: dict, cfg: SyncMNISTConfig, steps: int) -> dict[str, nn.Linear]:
+    """A fresh linear presence head per feature set, trained ``steps`` steps of 32 videos on the
+    frozen features (AdamW on the warm-ups' cosine)."""
+    one = generate(1, cfg.digits, "train", cfg.seed, stream=PROBE_STREAMS, source=cfg.source)
+    heads = {k: nn.Linear(f.shape[-1], 10) for k, f in features(backbones, one).items()}
+    opts = {k: torch.optim.AdamW(h.parameters()) for k, h in heads.items()}
+    for step in range(steps):
+        batch = generate(32, cfg.digits, "train", cfg.seed, stream=PROBE_STREAMS + step, source=cfg.source)
+        feats, target = features(backbones, batch), digit_presence(batch.digits)
+        for k, head in heads.items():
+            for group in opts[k].param_groups:
+                group["lr"] = warm_up_lr(step, steps)
+            loss = F.binary_cross_entropy_with_logits(digit_scores(head, feats[k]), target)
+            opts[k].zero_grad()
+            loss.backward()
+            opts[k].step()
+    return heads
 
 
 def main() -> None:
@@ -127,24 +127,19 @@ def main() -> None:
     p.add_argument("--videos", type=int, default=1024, help="test videos")
     a = p.parse_args()
     torch.set_num_threads(1)
-    backbones, cfg = backbones_of(a)
-    if not a.steps:
-        return
-    probe = features(backbones, generate(1, cfg.digits, "train", cfg.seed, stream=PROBE_STREAMS, source=cfg.source))
-    heads = {k: nn.Linear(f.shape[-1], 10) for k, f in probe.items()}
-    opts = {k: torch.optim.AdamW(h.parameters(), 3e-3) for k, h in heads.items()}
-    for step in range(a.steps):
-        batch = generate(32, cfg.digits, "train", cfg.seed, stream=PROBE_STREAMS + step, source=cfg.source)
-        feats, target = features(backbones, batch), present(batch)
-        for k, head in heads.items():
-            for group in opts[k].param_groups:
-                group["lr"] = 3e-3 * 0.5 * (1 + math.cos(math.pi * step / a.steps))
-            loss = F.binary_cross_entropy_with_logits(head(feats[k]).amax(2).mean(1), target)
-            opts[k].zero_grad()
-            loss.backward()
-            opts[k].step()
-    for k, rate in rates(backbones, heads, cfg, a.videos).items():
-        print(json.dumps({"features": f"{k}, a linear probe ({a.steps} steps)", **rate}))
+    if a.checkpoint:
+        backbones, cfg = trained_backbones(a.checkpoint)
+    else:
+        naming, head, cfg = warmed_up_naming(a)
+        backbones = {"naming": naming}
+        for split in ("test", "train"):
+            rate = rates(backbones, {"naming": head}, cfg, a.videos, split)["naming"]
+            print(json.dumps({"features": "naming, the warm-up's own head", "split": split, **rate}))
+    for b in backbones.values():
+        b.eval().requires_grad_(False)
+    if a.steps:
+        for k, rate in rates(backbones, linear_probe_heads(backbones, cfg, a.steps), cfg, a.videos).items():
+            print(json.dumps({"features": f"{k}, a linear probe ({a.steps} steps)", **rate}))
 
 
 if __name__ == "__main__":

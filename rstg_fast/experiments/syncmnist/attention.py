@@ -21,12 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rstg_fast._checkpoint import load_checkpoint
 from rstg_fast._errors import UsageError
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import NO_SYNC, generate, label_pair
-from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
-from rstg_fast.experiments.syncmnist.train import build_model
+from rstg_fast.experiments.syncmnist.train import load_trained
 from rstg_fast.ops import message_attention
 
 
@@ -87,11 +85,7 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ck = load_checkpoint(args.checkpoint)
-    cfg = SyncMNISTConfig.from_dict(ck["config"])
-    model = build_model(cfg)
-    model.load_state_dict(ck["model"])
-    model.eval()
+    model, cfg = load_trained(args.checkpoint)
     batch = generate(64, cfg.digits, "test", cfg.seed + 1, source=cfg.source)
     synced = np.flatnonzero(batch.labels != NO_SYNC)
     if args.video >= len(synced):

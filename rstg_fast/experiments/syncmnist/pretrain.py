@@ -106,6 +106,13 @@ def _motion_loss(backbone, head, cfg, step, device):
     return loss, (logits.argmax(1) == y).float().mean()
 
 
+def digit_presence(digits: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``digits (n, k)`` the classes in each video -> ``(n, 10)`` float, 1 where a class is present."""
+    present = torch.zeros(len(digits), 10, device=device)
+    present[torch.arange(len(digits))[:, None], torch.from_numpy(digits)] = 1.0
+    return present
+
+
 def _naming_loss(backbone, head, cfg, step, device):
     batch = naming_videos(BATCH["naming"], cfg.digits, cfg.seed, step, cfg.source)
     n, k = batch.digits.shape
@@ -113,9 +120,7 @@ def _naming_loss(backbone, head, cfg, step, device):
     b, c, t, h, w = features.shape
     maps = head(features.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c))  # (bt, hw, 12)
     classes = maps[..., :10]
-    present = torch.zeros(n, 10, device=device)
-    present[torch.arange(n)[:, None], torch.from_numpy(batch.digits)] = 1.0
-    present = present.repeat_interleave(t, 0)  # (bt, 10)
+    present = digit_presence(batch.digits, device).repeat_interleave(t, 0)  # (bt, 10)
     scores = classes.amax(1)
     presence_loss = F.binary_cross_entropy_with_logits(scores, present)
     # each class's step: the step channels averaged under that class's softmax over space

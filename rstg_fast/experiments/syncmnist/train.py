@@ -48,6 +48,16 @@ def build_model(cfg: SyncMNISTConfig) -> SyncMNISTNet | ConvLSTMNet:
     )
 
 
+def load_trained(checkpoint: str) -> tuple[SyncMNISTNet | ConvLSTMNet, SyncMNISTConfig]:
+    """A ``rstg-fast syncmnist`` checkpoint's model (its final weights, in eval mode) and the
+    configuration it was trained with (``weights_only`` load: a ``CheckpointError`` names the file)."""
+    ck = load_checkpoint(checkpoint)
+    cfg = SyncMNISTConfig.from_dict(ck["config"])
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    return model.eval(), cfg
+
+
 def lr_at(cfg: SyncMNISTConfig, step: int) -> float:
     """Linear warm-up over the first 5 % of the steps, then cosine decay to 0."""
     total = cfg.epochs * cfg.steps_per_epoch
