@@ -11,6 +11,9 @@ Side by side in one run, on the same model and the same batches (``generate(16, 
 * ``features-ahead`` -- the background thread also runs the frozen backbone on it (session 5,
   the trainer now).
 
+``--naming-channels N`` adds the second, naming backbone of width ``N`` beside the motion one
+(frozen too, ``--naming-pretrain-steps`` runs), the model of the runs of record.
+
 Reported per variant: steps/s and videos/s (median of ``--rounds`` rounds of ``--steps``
 steps, after a warm-up), GFLOP/s and the fraction of the CPU's float32 FMA peak (measured in
 the same run: ``rstg_fast._C.cpu_fma_peak_gflops`` on one thread and on all of them). FLOPs of
@@ -26,6 +29,7 @@ Timing numbers: run it alone on the machine (``uptime`` before and after is prin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -65,7 +69,7 @@ def frozen_quick_model(cfg: SyncMNISTConfig) -> torch.nn.Module:
 def feeders(cfg: SyncMNISTConfig, model: torch.nn.Module):
     rows = slice(0, cfg.batch_size)
     cpu = torch.device("cpu")
-    inline_cfg = SyncMNISTConfig.preset_config("quick", freeze_backbone=False)
+    inline_cfg = dataclasses.replace(cfg, freeze_backbone=False)
     inline = training_inputs(model, inline_cfg, cpu, rows)  # videos only: the model runs the backbone
     ahead = training_inputs(model, cfg, cpu, rows)
     return {
@@ -94,8 +98,7 @@ def time_variant(get_factory, step, steps: int, rounds: int, start: int) -> list
 def step_flops(cfg: SyncMNISTConfig) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    ref_cfg = SyncMNISTConfig.preset_config("quick", backend="reference")
-    model = frozen_quick_model(ref_cfg)
+    model = frozen_quick_model(dataclasses.replace(cfg, backend="reference"))
     step = make_step(model)
     batch = generate(cfg.batch_size, 3, "train", 0, stream=0)
     videos = to_tensor(batch.videos)
@@ -109,12 +112,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads of the training step")
     p.add_argument("--steps", type=int, default=60, help="steps per round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--naming-channels",
+        type=int,
+        default=0,
+        help="> 0: the recipe of record's naming backbone of this width beside the motion one (frozen too)",
+    )
     p.add_argument("--profile", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     load_before = os.getloadavg()
-    cfg = SyncMNISTConfig.preset_config("quick")
+    naming = dict(naming_pretrain_steps=1, naming_channels=a.naming_channels) if a.naming_channels else {}
+    cfg = SyncMNISTConfig.preset_config("quick", **naming)
     model = frozen_quick_model(cfg)
     step = make_step(model)
     flops = step_flops(cfg)
@@ -142,6 +152,7 @@ def main() -> None:
     report = {
         "torch": torch.__version__,
         "threads": a.threads,
+        "naming_channels": a.naming_channels,
         "cpus": os.cpu_count(),
         "step_gflop": round(flops / 1e9, 3),
         "fma_peak_gflops_one_core": round(peak_1, 1),

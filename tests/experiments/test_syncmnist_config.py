@@ -39,6 +39,9 @@ def test_field_types_are_declared_for_every_preset_value():
         ("steps_per_epoch", -1, "--steps-per-epoch"),
         ("pretrain_steps", -3, "--pretrain-steps"),
         ("naming_pretrain_steps", -1, "--naming-pretrain-steps"),
+        ("naming_channels", -1, "--naming-channels"),
+        ("channels", 12, "--channels"),  # GroupNorm: 12 channels do not split into 8 groups
+        ("naming_channels", 24, "--naming-channels"),
         ("lr", float("nan"), "--lr"),
         ("weight_decay", -1e-4, "--weight-decay"),
         ("seed", -1, "--seed"),
@@ -73,6 +76,9 @@ def test_resume_differences_skip_what_does_not_change_the_maths():
     assert cfg.resume_differences(before_naming) == {}
     naming = SyncMNISTConfig.preset_config("quick", naming_pretrain_steps=5)
     assert naming.resume_differences(before_naming) == {"naming_pretrain_steps": (0, 5)}
+    # saved before --naming-channels: its default, the width of --channels
+    before_width = {k: v for k, v in cfg.as_dict().items() if k != "naming_channels"}
+    assert cfg.resume_differences(before_width) == {}
     conv = SyncMNISTConfig.preset_config("quick", model="conv_lstm")
     assert conv.resume_differences(older) == {"model": ("rstg", "conv_lstm")}
 

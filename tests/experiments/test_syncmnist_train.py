@@ -461,6 +461,46 @@ def test_naming_backbone_sits_beside_the_first_and_both_stay_frozen(tmp_path, so
     assert not any(k.startswith(("backbone.main", "backbone.naming")) for k in no_naming.state_dict())
 
 
+@pytest.mark.parametrize("model", ["rstg", "conv_lstm"])
+def test_naming_channels_widen_only_the_naming_backbone(tmp_path, source, model):
+    argv = tiny_argv(tmp_path / "run", source, *NAMING, "--naming-channels", "16", "--model", model)
+    cfg = cfg_of(argv)
+    net = build_model(cfg)
+    assert net.backbone.main.channels == 8 and net.backbone.naming.channels == 16
+    assert net.backbone(torch.rand(2, 1, 10, 64, 64)).shape == (2, 8 + 16, 10, 6, 6)
+    result = train(cfg)  # both warm-ups (each head as wide as its backbone) and training run
+    assert set(result["warm_up_acc"]) == {"motion", "naming"}
+    # 0 is --channels: the model of the runs before the flag, state_dict for state_dict
+    same = build_model(cfg_of(tiny_argv(tmp_path / "x", source, *NAMING, "--naming-channels", "0", "--model", model)))
+    before = build_model(cfg_of(tiny_argv(tmp_path / "y", source, *NAMING, "--model", model)))
+    assert {k: v.shape for k, v in same.state_dict().items()} == {k: v.shape for k, v in before.state_dict().items()}
+
+
+def test_naming_channels_without_a_naming_backbone_is_refused(tmp_path, source):
+    with pytest.raises(ValueError, match="^--naming-channels 16 needs a naming backbone"):
+        cfg_of(tiny_argv(tmp_path, source, "--naming-channels", "16"))
+
+
+def test_warm_ups_also_get_the_data_threads_core(tmp_path, source, monkeypatch):
+    """The warm-ups run before the data thread: with ``--threads 1`` on a machine of two or
+    more threads they run on two, and the training step on one again."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: seen_threads[-1])
+    seen_threads = [4]
+    monkeypatch.setattr(torch, "set_num_threads", seen_threads.append)
+    during: list[int] = []
+    real_pretrain = syncmnist_pretrain.pretrain_backbone
+
+    def pretrain_backbone(*args, **kwargs):
+        during.append(seen_threads[-1])
+        return real_pretrain(*args, **kwargs)
+
+    monkeypatch.setattr(syncmnist_pretrain, "pretrain_backbone", pretrain_backbone)
+    result = train(cfg_of(tiny_argv(tmp_path, source, *NAMING)))
+    assert during == [2, 2]  # the motion and naming warm-ups
+    assert seen_threads[-1] == 4  # and the caller's count is back
+    assert result["threads"] == 1 and result["warm_up_threads"] == 2
+
+
 def test_naming_warm_up_targets_are_the_present_digits_and_their_steps(source):
     """With all-zero features the head predicts presence logit 0 and step 0 everywhere, so the
     loss is 10 log 2 plus 5 x the mean squared step (in units of MAX_STEP) of the present digits."""

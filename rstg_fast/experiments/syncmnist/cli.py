@@ -81,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input-norm", choices=("none", "batch"), default=None, help="RSTG input_norm (default from the preset)"
     )
+    p.add_argument(
+        "--naming-channels",
+        type=int,
+        default=0,
+        help="width of the naming backbone (--naming-pretrain-steps > 0; 0: --channels)",
+    )
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: momentum 0.9")
     p.add_argument("--eval-batch-size", type=int, default=128)

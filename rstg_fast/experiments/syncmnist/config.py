@@ -88,6 +88,7 @@ class SyncMNISTConfig(RunConfig):
     input_norm: str = PRESETS["full"]["input_norm"]
     fresh_data: bool = PRESETS["full"]["fresh_data"]
     # the rest
+    naming_channels: int = 0  # the naming backbone's width (0: --channels)
     optimizer: str = "adamw"
     eval_batch_size: int = 128
     ckpt_steps: int = 0  # also checkpoint every N steps (0: per epoch only)
@@ -108,6 +109,7 @@ class SyncMNISTConfig(RunConfig):
     NON_NEGATIVE: ClassVar[tuple[str, ...]] = RunConfig.NON_NEGATIVE + (
         "pretrain_steps",
         "naming_pretrain_steps",
+        "naming_channels",
         "ckpt_steps",
         "threads",
         "stop_after_steps",
@@ -135,6 +137,15 @@ class SyncMNISTConfig(RunConfig):
             raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for flag, width in (("--channels", self.channels), ("--naming-channels", self.naming_channels)):
+            if width and not backbone_width_ok(width):
+                raise ValueError(
+                    f"{flag} must split into GroupNorm groups (a multiple of 16, or at most 8), got {width}"
+                )
+        if self.naming_channels and not self.naming_pretrain_steps:
+            raise ValueError(
+                f"--naming-channels {self.naming_channels} needs a naming backbone: pass --naming-pretrain-steps > 0"
+            )
         if self.input_norm not in ("none", "batch"):
             raise ValueError(f"--input-norm must be none or batch, got {self.input_norm!r}")
         if self.optimizer not in ("adamw", "sgd"):
@@ -170,8 +181,8 @@ class SyncMNISTConfig(RunConfig):
     def resume_differences(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """What differs between this run and a checkpoint's saved config, beyond ``RESUME_FREE``;
         a field the checkpoint's version did not have counts as its default, the checkpoint's
-        preset's for a preset field (``--model`` and ``--naming-pretrain-steps`` came later: an
-        older checkpoint still resumes)."""
+        preset's for a preset field (``--model``, ``--naming-pretrain-steps`` and
+        ``--naming-channels`` came later: an older checkpoint still resumes)."""
         now = self.as_dict()
         defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
         preset = PRESETS.get(saved.get("preset", ""), {})
@@ -181,6 +192,13 @@ class SyncMNISTConfig(RunConfig):
             for k in set(saved) | set(now)
             if k not in self.RESUME_FREE and saved.get(k) != now.get(k)
         }
+
+
+def backbone_width_ok(channels: int) -> bool:
+    """Whether a conv backbone of ``channels`` (its first layer ``channels // 2``) can be built:
+    each layer's width divisible by its ``min(8, width)`` GroupNorm groups (model.py)."""
+    half = max(channels // 2, 1)
+    return all(width % min(8, width) == 0 for width in (half, channels))
 
 
 def config_fields() -> tuple[str, ...]:

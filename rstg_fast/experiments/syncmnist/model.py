@@ -44,6 +44,7 @@ class ConvBackbone(nn.Module):
     def __init__(self, channels: int = 64, motion: bool = False) -> None:
         super().__init__()
         half = max(channels // 2, 1)
+        self.channels = channels
         self.motion = motion
         self.layers = nn.Sequential(
             nn.Conv2d(2 if motion else 1, half, 4, stride=2, padding=1, bias=False),
@@ -70,32 +71,34 @@ class ConvBackbone(nn.Module):
 
 class SideBySide(nn.Module):
     """Two backbones on the same videos, their features concatenated along channels:
-    ``(B, 1, T, 64, 64)`` -> ``(B, 2 * channels, T, 6, 6)``. ``main`` takes the
-    ``--pretrain-steps`` warm-up (motion or digit); ``naming`` is a motion backbone that takes
-    the naming warm-up on whole videos (``pretrain.py``; docs/syncmnist.md, "Two frozen
-    backbones side by side")."""
+    ``(B, 1, T, 64, 64)`` -> ``(B, channels + naming_channels, T, 6, 6)``. ``main`` takes the
+    ``--pretrain-steps`` warm-up (motion or digit); ``naming`` is a motion backbone of
+    ``naming_channels`` (default ``channels``) that takes the naming warm-up on whole videos
+    (``pretrain.py``; docs/syncmnist.md, "Two frozen backbones side by side")."""
 
-    def __init__(self, channels: int, motion: bool) -> None:
+    def __init__(self, channels: int, motion: bool, naming_channels: int = 0) -> None:
         super().__init__()
         self.main = ConvBackbone(channels, motion)
-        self.naming = ConvBackbone(channels, motion=True)
+        self.naming = ConvBackbone(naming_channels or channels, motion=True)
+        self.channels = self.main.channels + self.naming.channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.main(x), self.naming(x)], 1)
 
 
-def make_backbone(channels: int, motion: bool, naming: bool) -> tuple[nn.Module, int]:
-    """The backbone and its output channels: one ``ConvBackbone``, or with ``naming`` a
-    :class:`SideBySide` pair."""
+def make_backbone(channels: int, motion: bool, naming: bool, naming_channels: int = 0) -> nn.Module:
+    """One ``ConvBackbone``, or with ``naming`` a :class:`SideBySide` pair (its naming backbone
+    ``naming_channels`` wide, 0: ``channels``); its ``.channels`` are its output channels."""
     if naming:
-        return SideBySide(channels, motion), 2 * channels
-    return ConvBackbone(channels, motion), channels
+        return SideBySide(channels, motion, naming_channels)
+    return ConvBackbone(channels, motion)
 
 
 class SyncMNISTNet(nn.Module):
     """``(B, 1, T, 64, 64)`` float videos in ``[0, 1]`` -> ``(B, NUM_CLASSES)`` logits (46).
 
-    ``naming``: a second backbone beside the first (:class:`SideBySide`). ``rstg_kwargs`` go to
+    ``naming``: a second backbone beside the first (:class:`SideBySide`), ``naming_channels``
+    wide (0: ``channels``). ``rstg_kwargs`` go to
     :class:`rstg_fast.RSTG` (``node_dim``, ``message_dim``, ``iterations``, ``schedule``,
     ``positional``, ``backend``, ...).
     """
@@ -106,11 +109,12 @@ class SyncMNISTNet(nn.Module):
         num_classes: int = NUM_CLASSES,
         motion: bool = False,
         naming: bool = False,
+        naming_channels: int = 0,
         **rstg_kwargs: object,
     ) -> None:
         super().__init__()
-        self.backbone, features = make_backbone(channels, motion, naming)
-        self.rstg = RSTG(features, readout="vec", **rstg_kwargs)
+        self.backbone = make_backbone(channels, motion, naming, naming_channels)
+        self.rstg = RSTG(self.backbone.channels, readout="vec", **rstg_kwargs)
         dim = self.rstg_dim(rstg_kwargs)
         # RSTG-to-vec's output is mostly a video-independent vector: its spread over a batch is
         # ~1 % of its size at init and ~0.01 % after a little training (measured; the stacked
@@ -144,9 +148,11 @@ class ConvLSTMNet(nn.Module):
         hidden: int = 512,
         input_norm: str = "batch",
         naming: bool = False,
+        naming_channels: int = 0,
     ) -> None:
         super().__init__()
-        self.backbone, features = make_backbone(channels, motion, naming)
+        self.backbone = make_backbone(channels, motion, naming, naming_channels)
+        features = self.backbone.channels
         self.input_norm = GlobalBatchNorm(features) if input_norm == "batch" else nn.Identity()
         self.lstm = nn.LSTM(features, hidden, batch_first=True)
         self.classifier = nn.Sequential(GlobalBatchNorm(hidden), nn.Linear(hidden, num_classes))

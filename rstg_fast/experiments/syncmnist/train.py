@@ -32,11 +32,17 @@ def build_model(cfg: SyncMNISTConfig) -> SyncMNISTNet | ConvLSTMNet:
     naming = cfg.naming_pretrain_steps > 0
     if cfg.model == "conv_lstm":
         return ConvLSTMNet(
-            cfg.channels, motion=cfg.motion, hidden=cfg.node_dim, input_norm=cfg.input_norm, naming=naming
+            cfg.channels,
+            motion=cfg.motion,
+            hidden=cfg.node_dim,
+            input_norm=cfg.input_norm,
+            naming=naming,
+            naming_channels=cfg.naming_channels,
         )
     return SyncMNISTNet(
         cfg.channels,
         naming=naming,
+        naming_channels=cfg.naming_channels,
         node_dim=cfg.node_dim,
         message_dim=cfg.message_dim,
         iterations=cfg.iterations,
@@ -261,7 +267,7 @@ def _pretrain(
             disable=not info.is_main or cfg.progress == "none",
         )
         moved = lambda n, pbar=pbar: update_to(pbar, n)  # noqa: E731
-        acc = pretrain_backbone(backbone, cfg.channels, cfg, device, moved, resume, save, every, name, steps)
+        acc = pretrain_backbone(backbone, backbone.channels, cfg, device, moved, resume, save, every, name, steps)
         pbar.close()
         resume = None
         done[name] = acc
@@ -272,16 +278,32 @@ def _pretrain(
 
 
 def train(cfg: SyncMNISTConfig) -> dict | None:
-    """Train and evaluate; returns the final report (``None`` if stopped early on purpose)."""
+    """Train and evaluate; returns the final report (``None`` if stopped early on purpose).
+    Leaves torch's thread count as it found it, also when interrupted (a second run in the
+    same process then splits the same cores the same way)."""
+    machine_threads = torch.get_num_threads()
+    try:
+        return _train(cfg, machine_threads)
+    finally:
+        torch.set_num_threads(machine_threads)
+
+
+def _train(cfg: SyncMNISTConfig, machine_threads: int) -> dict | None:
     device = parse_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    elif device.type == "cpu" and torch.get_num_threads() > 1:
+    elif device.type == "cpu" and machine_threads > 1:
         # the data thread (Prefetcher) renders the next batch, and runs a frozen backbone, on a
         # core of its own: with every core also given to the step, both slow down (2-core VM:
         # 16.3 steps/s without the data thread at 2 threads, 11.4-13.7 with it; 16.4 with it
         # and 1 thread; bench/syncmnist_step.py, docs/syncmnist.md)
-        torch.set_num_threads(torch.get_num_threads() - 1)
+        torch.set_num_threads(machine_threads - 1)
+    step_threads = torch.get_num_threads()
+    # the warm-ups run before the data thread starts: they also get its core (2-core VM, the
+    # naming warm-up: 33.3 steps/s on one thread, 47.4-48.2 on two; docs/syncmnist.md)
+    warm_up_threads = step_threads
+    if device.type == "cpu":
+        warm_up_threads = min(step_threads + 1, max(machine_threads, step_threads))
     info, device = init_distributed(device)
     bsz, world, steps = cfg.batch_size, info.world, cfg.steps_per_epoch
     if bsz % world:
@@ -310,7 +332,9 @@ def train(cfg: SyncMNISTConfig) -> dict | None:
     phases = warm_up_phases(model, cfg)
     warm_up_acc: dict[str, list[float]] = {}
     if phases and (state is None or "pretrain" in state):
+        torch.set_num_threads(warm_up_threads)
         warm_up_acc = _pretrain(model, cfg, device, info, ckpt_path, state, phases)
+        torch.set_num_threads(step_threads)
         state = None  # the training phase starts afresh from the warmed-up backbones
     if cfg.freeze_backbone:  # keeps the warm-up's motion features (docs/syncmnist.md)
         model.backbone.requires_grad_(False)
@@ -464,6 +488,7 @@ def train(cfg: SyncMNISTConfig) -> dict | None:
         "torch": torch.__version__,
         "config": cfg.as_dict(),
         "threads": torch.get_num_threads(),
+        "warm_up_threads": warm_up_threads,
         "warm_up_acc": warm_up_acc,
     }
     if info.is_main:
