@@ -80,13 +80,15 @@ def train(
     a: argparse.Namespace,
     extra_loss: Callable[[SyncMNISTBatch], torch.Tensor] | None = None,
 ) -> int:
-    """Train on fresh videos for ``a.minutes``, printing a JSON line per ``a.log`` steps; returns
-    the number of steps. ``extra_loss(batch)``, called after the forward pass, is added to the
-    cross-entropy (an auxiliary loss that reads what the forward pass kept)."""
+    """Train on fresh videos for ``a.minutes`` (or ``a.steps`` steps when given and reached
+    first), printing a JSON line per ``a.log`` steps; returns the number of steps.
+    ``extra_loss(batch)``, called after the forward pass, is added to the cross-entropy (an
+    auxiliary loss that reads what the forward pass kept)."""
     params = [q for q in net.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
     t0, step, window, loss_sum = time.time(), 0, np.zeros(4), 0.0
-    while time.time() - t0 < a.minutes * 60:
+    max_steps = getattr(a, "steps", 0) or float("inf")
+    while time.time() - t0 < a.minutes * 60 and step < max_steps:
         batch = generate(a.bs, 3, "train", a.seed, stream=step + 1000)
         for group in opt.param_groups:
             group["lr"] = a.lr * min(1, (step + 1) / 200)
