@@ -18,14 +18,12 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from common import test, train
+from common import add_loop_arguments, test, train
 from torch import nn
 
-from rstg_fast._checkpoint import load_checkpoint
 from rstg_fast.data.shards import to_tensor
-from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
 from rstg_fast.experiments.syncmnist.pretrain import digit_presence
-from rstg_fast.experiments.syncmnist.train import build_model
+from rstg_fast.experiments.syncmnist.train import build_model, load_trained
 
 
 class KeepsRSTGOutput(nn.Module):
@@ -34,12 +32,10 @@ class KeepsRSTGOutput(nn.Module):
 
     def __init__(self, checkpoint: str) -> None:
         super().__init__()
-        ck = load_checkpoint(checkpoint)
-        cfg = SyncMNISTConfig.from_dict(ck["config"])
+        trained, cfg = load_trained(checkpoint)
         torch.manual_seed(0)
         self.net = build_model(cfg)
-        prefix = "backbone."
-        self.net.backbone.load_state_dict({k[len(prefix) :]: v for k, v in ck["model"].items() if k.startswith(prefix)})
+        self.net.backbone.load_state_dict(trained.backbone.state_dict())
         self.net.backbone.requires_grad_(False)
         self.presence = nn.Linear(cfg.node_dim, 10)
         self.vec = None
@@ -55,11 +51,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--aux", type=float, default=0.0, help="weight of the presence loss on RSTG's output")
-    p.add_argument("--minutes", type=float, default=15)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--bs", type=int, default=16)
-    p.add_argument("--log", type=int, default=250)
-    p.add_argument("--seed", type=int, default=7)
+    add_loop_arguments(p, minutes=15, seed=7)
     a = p.parse_args()
     torch.set_num_threads(1)
     model = KeepsRSTGOutput(a.checkpoint)

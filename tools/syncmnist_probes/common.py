@@ -24,11 +24,17 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--moments", action="store_true", help="append the coordinate moments [f*y, f*x] of the input")
     p.add_argument("--tdiff", action="store_true", help="append the input's difference to the previous frame")
     p.add_argument("--chbn", action="store_true", help="a BatchNorm per input channel before RSTG")
+    add_loop_arguments(p)
+
+
+def add_loop_arguments(p: argparse.ArgumentParser, minutes: float = 15, seed: int = 0) -> None:
+    """The flags of :func:`train`'s loop."""
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW, 200-step linear warm-up, then constant")
     p.add_argument("--bs", type=int, default=16, help="fresh training videos a step")
-    p.add_argument("--minutes", type=float, default=15, help="training wall-clock budget")
+    p.add_argument("--minutes", type=float, default=minutes, help="training wall-clock budget")
+    p.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: only the budget)")
     p.add_argument("--log", type=int, default=250, help="steps per log line")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=seed)
 
 
 def with_moments_and_difference(f: torch.Tensor, moments: bool, tdiff: bool) -> torch.Tensor:
@@ -87,7 +93,7 @@ def train(
     params = [q for q in net.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
     t0, step, window, loss_sum = time.time(), 0, np.zeros(4), 0.0
-    max_steps = getattr(a, "steps", 0) or float("inf")
+    max_steps = a.steps or float("inf")
     while time.time() - t0 < a.minutes * 60 and step < max_steps:
         batch = generate(a.bs, 3, "train", a.seed, stream=step + 1000)
         for group in opt.param_groups:

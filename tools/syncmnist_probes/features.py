@@ -17,19 +17,17 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import test, train
+from common import add_loop_arguments, test, train
 from torch import nn
 
 from rstg_fast.data.shards import to_tensor
-from rstg_fast.data.syncmnist import NUM_CLASSES
-from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
-from rstg_fast.experiments.syncmnist.train import load_trained
+from rstg_fast.experiments.syncmnist.model import batch_standardised_head
+from rstg_fast.experiments.syncmnist.train import load_trained, rstg_kwargs
 from rstg_fast.modules import RSTG
-from rstg_fast.modules.norm import GlobalBatchNorm
 
 
 class FrozenFeatures(nn.Module):
-    """A fresh RSTG-to-vec and head (the run's widths) on the chosen frozen backbones."""
+    """A fresh RSTG-to-vec and head (the run's settings) on the chosen frozen backbones."""
 
     def __init__(self, checkpoint: str, features: str) -> None:
         super().__init__()
@@ -39,7 +37,7 @@ class FrozenFeatures(nn.Module):
         channels = sum(b.channels for b in self.backbones)
         torch.manual_seed(0)
         self.rstg = RSTG(channels, readout="vec", **rstg_kwargs(cfg))
-        self.classifier = nn.Sequential(GlobalBatchNorm(cfg.node_dim), nn.Linear(cfg.node_dim, NUM_CLASSES))
+        self.classifier = batch_standardised_head(cfg.node_dim)
 
     def forward(self, videos: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -47,27 +45,12 @@ class FrozenFeatures(nn.Module):
         return self.classifier(self.rstg(features))
 
 
-def rstg_kwargs(cfg: SyncMNISTConfig) -> dict:
-    return dict(
-        node_dim=cfg.node_dim,
-        message_dim=cfg.message_dim,
-        iterations=cfg.iterations,
-        schedule=cfg.schedule,
-        positional=cfg.positional,
-        input_norm=cfg.input_norm,
-    )
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--features", choices=("both", "naming", "motion"), default="both")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--minutes", type=float, default=60, help="a cap on the training time")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--bs", type=int, default=16)
-    p.add_argument("--log", type=int, default=250)
-    p.add_argument("--seed", type=int, default=7)
+    add_loop_arguments(p, minutes=60, seed=7)
+    p.set_defaults(steps=4000)
     a = p.parse_args()
     torch.set_num_threads(1)
     model = FrozenFeatures(a.checkpoint, a.features)

@@ -94,6 +94,12 @@ def make_backbone(channels: int, motion: bool, naming: bool, naming_channels: in
     return ConvBackbone(channels, motion)
 
 
+def batch_standardised_head(dim: int, num_classes: int = NUM_CLASSES) -> nn.Sequential:
+    """``(B, dim)`` -> ``(B, num_classes)`` logits: each feature standardised over the batch,
+    then linear (why: :class:`SyncMNISTNet`)."""
+    return nn.Sequential(GlobalBatchNorm(dim), nn.Linear(dim, num_classes))
+
+
 class SyncMNISTNet(nn.Module):
     """``(B, 1, T, 64, 64)`` float videos in ``[0, 1]`` -> ``(B, NUM_CLASSES)`` logits (46).
 
@@ -121,7 +127,7 @@ class SyncMNISTNet(nn.Module):
         # recurrent stages shrink differences between videos), and a plain linear classifier
         # then sat at chance. Standardising each feature over the batch fixes that
         # (docs/syncmnist.md); a LayerNorm over features does not, it keeps the common part.
-        self.classifier = nn.Sequential(GlobalBatchNorm(dim), nn.Linear(dim, num_classes))
+        self.classifier = batch_standardised_head(dim, num_classes)
 
     @staticmethod
     def rstg_dim(rstg_kwargs: dict) -> int:
@@ -155,7 +161,7 @@ class ConvLSTMNet(nn.Module):
         features = self.backbone.channels
         self.input_norm = GlobalBatchNorm(features) if input_norm == "batch" else nn.Identity()
         self.lstm = nn.LSTM(features, hidden, batch_first=True)
-        self.classifier = nn.Sequential(GlobalBatchNorm(hidden), nn.Linear(hidden, num_classes))
+        self.classifier = batch_standardised_head(hidden, num_classes)
 
     def forward(self, videos: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         f = (self.backbone(videos) if features is None else features).mean((3, 4))  # (B, C, T)

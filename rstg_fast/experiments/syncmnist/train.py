@@ -40,16 +40,19 @@ def build_model(cfg: SyncMNISTConfig) -> SyncMNISTNet | ConvLSTMNet:
             naming_channels=cfg.naming_channels,
         )
     return SyncMNISTNet(
-        cfg.channels,
-        naming=naming,
-        naming_channels=cfg.naming_channels,
+        cfg.channels, naming=naming, naming_channels=cfg.naming_channels, motion=cfg.motion, **rstg_kwargs(cfg)
+    )
+
+
+def rstg_kwargs(cfg: SyncMNISTConfig) -> dict:
+    """The :class:`rstg_fast.RSTG` settings of a run (all but its input channels)."""
+    return dict(
         node_dim=cfg.node_dim,
         message_dim=cfg.message_dim,
         iterations=cfg.iterations,
         schedule=cfg.schedule,
         positional=cfg.positional,
         backend=cfg.backend,
-        motion=cfg.motion,
         input_norm=cfg.input_norm,
     )
 
