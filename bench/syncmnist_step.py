@@ -12,7 +12,8 @@ Side by side in one run, on the same model and the same batches (``generate(16, 
   the trainer now).
 
 ``--naming-channels N`` adds the second, naming backbone of width ``N`` beside the motion one
-(frozen too, ``--naming-pretrain-steps`` runs), the model of the runs of record.
+(frozen too, ``--naming-pretrain-steps`` runs), the model of the runs of record;
+``--no-main-backbone`` leaves the motion one out (the naming backbone alone).
 
 Reported per variant: steps/s and videos/s (median of ``--rounds`` rounds of ``--steps``
 steps, after a warm-up), GFLOP/s and the fraction of the CPU's float32 FMA peak (measured in
@@ -118,12 +119,22 @@ def main() -> None:
         default=0,
         help="> 0: the recipe of record's naming backbone of this width beside the motion one (frozen too)",
     )
+    p.add_argument(
+        "--no-main-backbone",
+        dest="main_backbone",
+        action="store_false",
+        help="with --naming-channels: the naming backbone alone (rstg-fast syncmnist --no-main-backbone)",
+    )
     p.add_argument("--profile", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     load_before = os.getloadavg()
+    if not a.main_backbone and not a.naming_channels:
+        p.error("--no-main-backbone needs --naming-channels > 0 (the naming backbone it keeps)")
     naming = dict(naming_pretrain_steps=1, naming_channels=a.naming_channels) if a.naming_channels else {}
+    if not a.main_backbone:
+        naming.update(main_backbone=False, pretrain_steps=0)
     cfg = SyncMNISTConfig.preset_config("quick", **naming)
     model = frozen_quick_model(cfg)
     step = make_step(model)
@@ -153,6 +164,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": a.threads,
         "naming_channels": a.naming_channels,
+        "main_backbone": a.main_backbone,
         "cpus": os.cpu_count(),
         "step_gflop": round(flops / 1e9, 3),
         "fma_peak_gflops_one_core": round(peak_1, 1),

@@ -41,7 +41,9 @@ def trained_backbones(checkpoint: str) -> tuple[dict[str, nn.Module], SyncMNISTC
     """A trained run's frozen backbones by name, and the configuration their videos follow."""
     model, cfg = load_trained(checkpoint)
     bb = model.backbone
-    return ({"main": bb.main, "naming": bb.naming} if hasattr(bb, "naming") else {"main": bb}), cfg
+    if not hasattr(bb, "naming"):
+        return {"main": bb}, cfg
+    return {k: v for k, v in (("main", bb.main), ("naming", bb.naming)) if v is not None}, cfg
 
 
 def warmed_up_naming(a: argparse.Namespace) -> tuple[ConvBackbone, nn.Linear, SyncMNISTConfig]:

@@ -87,6 +87,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="width of the naming backbone (--naming-pretrain-steps > 0; 0: --channels)",
     )
+    p.add_argument(
+        "--main-backbone",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="--no-main-backbone: the naming backbone alone, without the --pretrain-steps one (needs"
+        " --naming-pretrain-steps > 0 and --pretrain-steps 0)",
+    )
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: momentum 0.9")
     p.add_argument("--eval-batch-size", type=int, default=128)

@@ -89,6 +89,7 @@ class SyncMNISTConfig(RunConfig):
     fresh_data: bool = PRESETS["full"]["fresh_data"]
     # the rest
     naming_channels: int = 0  # the naming backbone's width (0: --channels)
+    main_backbone: bool = True  # False (--no-main-backbone): the naming backbone alone
     optimizer: str = "adamw"
     eval_batch_size: int = 128
     ckpt_steps: int = 0  # also checkpoint every N steps (0: per epoch only)
@@ -146,6 +147,13 @@ class SyncMNISTConfig(RunConfig):
             raise ValueError(
                 f"--naming-channels {self.naming_channels} needs a naming backbone: pass --naming-pretrain-steps > 0"
             )
+        if not self.main_backbone and not self.naming_pretrain_steps:
+            raise ValueError("--no-main-backbone leaves the naming backbone alone: pass --naming-pretrain-steps > 0")
+        if not self.main_backbone and self.pretrain_steps:
+            raise ValueError(
+                f"--pretrain-steps {self.pretrain_steps} warms up the main backbone, which --no-main-backbone"
+                " leaves out: pass --pretrain-steps 0"
+            )
         if self.input_norm not in ("none", "batch"):
             raise ValueError(f"--input-norm must be none or batch, got {self.input_norm!r}")
         if self.optimizer not in ("adamw", "sgd"):
@@ -181,8 +189,8 @@ class SyncMNISTConfig(RunConfig):
     def resume_differences(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """What differs between this run and a checkpoint's saved config, beyond ``RESUME_FREE``;
         a field the checkpoint's version did not have counts as its default, the checkpoint's
-        preset's for a preset field (``--model``, ``--naming-pretrain-steps`` and
-        ``--naming-channels`` came later: an older checkpoint still resumes)."""
+        preset's for a preset field (``--model``, ``--naming-pretrain-steps``,
+        ``--naming-channels`` and ``--no-main-backbone`` came later: an older checkpoint still resumes)."""
         now = self.as_dict()
         defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
         preset = PRESETS.get(saved.get("preset", ""), {})

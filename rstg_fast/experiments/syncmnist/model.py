@@ -74,23 +74,30 @@ class SideBySide(nn.Module):
     ``(B, 1, T, 64, 64)`` -> ``(B, channels + naming_channels, T, 6, 6)``. ``main`` takes the
     ``--pretrain-steps`` warm-up (motion or digit); ``naming`` is a motion backbone of
     ``naming_channels`` (default ``channels``) that takes the naming warm-up on whole videos
-    (``pretrain.py``; docs/syncmnist.md, "Two frozen backbones side by side")."""
+    (``pretrain.py``; docs/syncmnist.md, "Two frozen backbones side by side").
+    ``main=False`` (``--no-main-backbone``): the naming backbone alone (``main`` is ``None``),
+    ``(B, naming_channels, T, 6, 6)``."""
 
-    def __init__(self, channels: int, motion: bool, naming_channels: int = 0) -> None:
+    def __init__(self, channels: int, motion: bool, naming_channels: int = 0, main: bool = True) -> None:
         super().__init__()
-        self.main = ConvBackbone(channels, motion)
+        self.main = ConvBackbone(channels, motion) if main else None
         self.naming = ConvBackbone(naming_channels or channels, motion=True)
-        self.channels = self.main.channels + self.naming.channels
+        self.channels = (self.main.channels if main else 0) + self.naming.channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.main is None:
+            return self.naming(x)
         return torch.cat([self.main(x), self.naming(x)], 1)
 
 
-def make_backbone(channels: int, motion: bool, naming: bool, naming_channels: int = 0) -> nn.Module:
+def make_backbone(
+    channels: int, motion: bool, naming: bool, naming_channels: int = 0, main: bool = True
+) -> nn.Module:
     """One ``ConvBackbone``, or with ``naming`` a :class:`SideBySide` pair (its naming backbone
-    ``naming_channels`` wide, 0: ``channels``); its ``.channels`` are its output channels."""
+    ``naming_channels`` wide, 0: ``channels``; ``main=False``: the naming backbone alone); its
+    ``.channels`` are its output channels."""
     if naming:
-        return SideBySide(channels, motion, naming_channels)
+        return SideBySide(channels, motion, naming_channels, main)
     return ConvBackbone(channels, motion)
 
 
@@ -104,7 +111,7 @@ class SyncMNISTNet(nn.Module):
     """``(B, 1, T, 64, 64)`` float videos in ``[0, 1]`` -> ``(B, NUM_CLASSES)`` logits (46).
 
     ``naming``: a second backbone beside the first (:class:`SideBySide`), ``naming_channels``
-    wide (0: ``channels``). ``rstg_kwargs`` go to
+    wide (0: ``channels``); ``main_backbone=False``: that naming backbone alone. ``rstg_kwargs`` go to
     :class:`rstg_fast.RSTG` (``node_dim``, ``message_dim``, ``iterations``, ``schedule``,
     ``positional``, ``backend``, ...).
     """
@@ -116,10 +123,11 @@ class SyncMNISTNet(nn.Module):
         motion: bool = False,
         naming: bool = False,
         naming_channels: int = 0,
+        main_backbone: bool = True,
         **rstg_kwargs: object,
     ) -> None:
         super().__init__()
-        self.backbone = make_backbone(channels, motion, naming, naming_channels)
+        self.backbone = make_backbone(channels, motion, naming, naming_channels, main_backbone)
         self.rstg = RSTG(self.backbone.channels, readout="vec", **rstg_kwargs)
         dim = self.rstg_dim(rstg_kwargs)
         # RSTG-to-vec's output is mostly a video-independent vector: its spread over a batch is
@@ -155,9 +163,10 @@ class ConvLSTMNet(nn.Module):
         input_norm: str = "batch",
         naming: bool = False,
         naming_channels: int = 0,
+        main_backbone: bool = True,
     ) -> None:
         super().__init__()
-        self.backbone = make_backbone(channels, motion, naming, naming_channels)
+        self.backbone = make_backbone(channels, motion, naming, naming_channels, main_backbone)
         features = self.backbone.channels
         self.input_norm = GlobalBatchNorm(features) if input_norm == "batch" else nn.Identity()
         self.lstm = nn.LSTM(features, hidden, batch_first=True)

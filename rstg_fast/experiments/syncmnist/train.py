@@ -38,9 +38,15 @@ def build_model(cfg: SyncMNISTConfig) -> SyncMNISTNet | ConvLSTMNet:
             input_norm=cfg.input_norm,
             naming=naming,
             naming_channels=cfg.naming_channels,
+            main_backbone=cfg.main_backbone,
         )
     return SyncMNISTNet(
-        cfg.channels, naming=naming, naming_channels=cfg.naming_channels, motion=cfg.motion, **rstg_kwargs(cfg)
+        cfg.channels,
+        naming=naming,
+        naming_channels=cfg.naming_channels,
+        main_backbone=cfg.main_backbone,
+        motion=cfg.motion,
+        **rstg_kwargs(cfg),
     )
 
 
@@ -210,11 +216,12 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 def warm_up_phases(model: SyncMNISTNet | ConvLSTMNet, cfg: SyncMNISTConfig) -> list[tuple[str, torch.nn.Module, int]]:
     """The backbone warm-ups in their order, as ``(warm-up, backbone, steps)``: the
-    ``--pretrain-steps`` one (``digit`` or ``motion``), then the naming backbone's."""
+    ``--pretrain-steps`` one (``digit`` or ``motion``; none with ``--no-main-backbone``), then
+    the naming backbone's."""
     from rstg_fast.experiments.syncmnist.pretrain import warm_up_of
 
     main = model.backbone.main if isinstance(model.backbone, SideBySide) else model.backbone
-    phases = [(warm_up_of(main), main, cfg.pretrain_steps)]
+    phases = [(warm_up_of(main), main, cfg.pretrain_steps)] if main is not None else []
     if cfg.naming_pretrain_steps:
         phases.append(("naming", model.backbone.naming, cfg.naming_pretrain_steps))
     return [p for p in phases if p[2] > 0]
