@@ -47,6 +47,7 @@ def test_field_types_are_declared_for_every_preset_value():
         ("seed", -1, "--seed"),
         ("digits", 11, "--digits"),
         ("input_norm", "layer", "--input-norm"),
+        ("main_backbone", False, "--no-main-backbone"),  # without a naming backbone there is nothing left
         ("dtype", "float64", "--dtype"),
     ],
 )
@@ -54,6 +55,13 @@ def test_validate_names_the_flag(field, value, flag):
     cfg = SyncMNISTConfig.preset_config("quick", **{field: value})
     with pytest.raises(ValueError, match=f"^{flag} "):
         cfg.validate()
+
+
+def test_no_main_backbone_refuses_the_main_warm_up():
+    cfg = SyncMNISTConfig.preset_config("quick", main_backbone=False, naming_pretrain_steps=5)
+    with pytest.raises(ValueError, match="^--pretrain-steps 800 warms up the main backbone.*pass --pretrain-steps 0$"):
+        cfg.validate()
+    SyncMNISTConfig.preset_config("quick", main_backbone=False, naming_pretrain_steps=5, pretrain_steps=0).validate()
 
 
 def test_saved_config_reads_back_and_ignores_unknown_keys():
@@ -79,6 +87,11 @@ def test_resume_differences_skip_what_does_not_change_the_maths():
     # saved before --naming-channels: its default, the width of --channels
     before_width = {k: v for k, v in cfg.as_dict().items() if k != "naming_channels"}
     assert cfg.resume_differences(before_width) == {}
+    # saved before --no-main-backbone: both backbones; leaving one out changes the model
+    before_alone = {k: v for k, v in naming.as_dict().items() if k != "main_backbone"}
+    assert naming.resume_differences(before_alone) == {}
+    alone = SyncMNISTConfig.preset_config("quick", naming_pretrain_steps=5, pretrain_steps=0, main_backbone=False)
+    assert alone.resume_differences(naming.as_dict()) == {"main_backbone": (True, False), "pretrain_steps": (800, 0)}
     conv = SyncMNISTConfig.preset_config("quick", model="conv_lstm")
     assert conv.resume_differences(older) == {"model": ("rstg", "conv_lstm")}
 

@@ -21,7 +21,7 @@ from rstg_fast.experiments.syncmnist import cli as syncmnist
 from rstg_fast.experiments.syncmnist import pretrain as syncmnist_pretrain
 from rstg_fast.experiments.syncmnist import train as syncmnist_train
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
-from rstg_fast.experiments.syncmnist.train import build_model, main_report, train
+from rstg_fast.experiments.syncmnist.train import build_model, load_trained, main_report, train
 from rstg_fast.modules.base import SCHEDULES
 
 
@@ -474,6 +474,38 @@ def test_naming_channels_widen_only_the_naming_backbone(tmp_path, source, model)
     same = build_model(cfg_of(tiny_argv(tmp_path / "x", source, *NAMING, "--naming-channels", "0", "--model", model)))
     before = build_model(cfg_of(tiny_argv(tmp_path / "y", source, *NAMING, "--model", model)))
     assert {k: v.shape for k, v in same.state_dict().items()} == {k: v.shape for k, v in before.state_dict().items()}
+
+
+ALONE = ("--pretrain-steps", "0", "--naming-pretrain-steps", "3", "--ckpt-steps", "2", "--no-main-backbone")
+
+
+@pytest.mark.parametrize("model", ["rstg", "conv_lstm"])
+def test_no_main_backbone_leaves_the_naming_backbone_alone(tmp_path, source, model):
+    cfg = cfg_of(tiny_argv(tmp_path / "run", source, *ALONE, "--naming-channels", "16", "--model", model))
+    net = build_model(cfg)
+    assert net.backbone.main is None and net.backbone.channels == 16
+    x = torch.rand(2, 1, 10, 64, 64)
+    assert torch.equal(net.backbone(x), net.backbone.naming(x))
+    assert not any(k.startswith("backbone.main") for k in net.state_dict())
+    result = train(cfg)  # the naming warm-up alone, then training on its frozen features
+    assert set(result["warm_up_acc"]) == {"naming"}
+    trained = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))["model"]
+    assert {k.split(".")[1] for k in trained if k.startswith("backbone.")} == {"naming"}
+    loaded, loaded_cfg = load_trained(str(tmp_path / "run" / "checkpoint.pt"))
+    assert not loaded_cfg.main_backbone and loaded.backbone.main is None
+
+
+def test_no_main_backbone_warm_up_resumes_exactly(tmp_path, source, monkeypatch):
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(cfg_of(tiny_argv(full, source, *ALONE)))
+    with monkeypatch.context() as m:
+        kill_at(m, syncmnist_pretrain, "naming_videos", 3)  # in the naming warm-up's step 3
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg_of(tiny_argv(part, source, *ALONE)))
+    ck = load_checkpoint(str(part / "checkpoint.pt"))
+    assert ck["pretrain"]["phase"] == "naming" and ck["pretrain"]["step"] == 2
+    train(cfg_of(tiny_argv(part, source, *ALONE, "--resume")))
+    _assert_same_run(full, part)
 
 
 def test_naming_channels_without_a_naming_backbone_is_refused(tmp_path, source):

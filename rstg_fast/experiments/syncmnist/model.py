@@ -90,9 +90,7 @@ class SideBySide(nn.Module):
         return torch.cat([self.main(x), self.naming(x)], 1)
 
 
-def make_backbone(
-    channels: int, motion: bool, naming: bool, naming_channels: int = 0, main: bool = True
-) -> nn.Module:
+def make_backbone(channels: int, motion: bool, naming: bool, naming_channels: int = 0, main: bool = True) -> nn.Module:
     """One ``ConvBackbone``, or with ``naming`` a :class:`SideBySide` pair (its naming backbone
     ``naming_channels`` wide, 0: ``channels``; ``main=False``: the naming backbone alone); its
     ``.channels`` are its output channels."""
