@@ -48,6 +48,8 @@ def test_field_types_are_declared_for_every_preset_value():
         ("digits", 11, "--digits"),
         ("input_norm", "layer", "--input-norm"),
         ("main_backbone", False, "--no-main-backbone"),  # without a naming backbone there is nothing left
+        ("naming_augment", -1, "--naming-augment"),
+        ("naming_augment", 3, "--naming-augment"),  # without a naming warm-up to augment
         ("dtype", "float64", "--dtype"),
     ],
 )

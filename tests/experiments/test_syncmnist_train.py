@@ -508,6 +508,27 @@ def test_no_main_backbone_warm_up_resumes_exactly(tmp_path, source, monkeypatch)
     _assert_same_run(full, part)
 
 
+def test_naming_augment_draws_the_warm_up_digits_from_affine_copies(tmp_path, source, monkeypatch):
+    """``--naming-augment K``: the naming warm-up's videos come from the training pool and K
+    affine copies of it (the same streams); training videos and the test set stay as they were."""
+    pools = []
+    real_generate = syncmnist_pretrain.generate
+
+    def generate(*args, pool=None, **kwargs):
+        pools.append(None if pool is None else len(pool.labels))
+        return real_generate(*args, pool=pool, **kwargs)
+
+    monkeypatch.setattr(syncmnist_pretrain, "generate", generate)
+    train(cfg_of(tiny_argv(tmp_path / "plain", source, *ALONE)))
+    assert pools == [None] * 3
+    pools.clear()
+    train(cfg_of(tiny_argv(tmp_path / "aug", source, *ALONE, "--naming-augment", "2")))
+    assert pools == [3 * 60] * 3  # the 60 training digits of the fixture and 2 copies of each
+    a = load_checkpoint(str(tmp_path / "aug" / "checkpoint.pt"))["model"]
+    p = load_checkpoint(str(tmp_path / "plain" / "checkpoint.pt"))["model"]
+    assert any(not torch.equal(a[k], p[k]) for k in a if k.startswith("backbone.naming"))
+
+
 def test_naming_channels_without_a_naming_backbone_is_refused(tmp_path, source):
     with pytest.raises(ValueError, match="^--naming-channels 16 needs a naming backbone"):
         cfg_of(tiny_argv(tmp_path, source, "--naming-channels", "16"))

@@ -22,27 +22,10 @@ import torch.nn.functional as F
 from explore import PerFrame, conv
 from torch import nn
 
+from rstg_fast.data.augment import affine_digits
 from rstg_fast.data.mnist import digit_pool
 from rstg_fast.data.syncmnist import CANVAS, DIGIT, paste_digits, resize_frames
 from rstg_fast.experiments.syncmnist.model import ConvBackbone
-
-
-def augment(images: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """Random affine (rotation, scale, shear) of ``(n, 28, 28)`` uint8 digits."""
-    n = len(images)
-    angle = rng.uniform(-12, 12, n) * strength * math.pi / 180
-    scale = 1 + rng.uniform(-0.15, 0.15, n) * strength
-    shear = rng.uniform(-0.25, 0.25, n) * strength
-    cos, sin = np.cos(angle), np.sin(angle)
-    theta = np.zeros((n, 2, 3), dtype=np.float32)
-    theta[:, 0, 0] = cos / scale
-    theta[:, 0, 1] = (-sin + shear) / scale
-    theta[:, 1, 0] = sin / scale
-    theta[:, 1, 1] = cos / scale
-    x = torch.from_numpy(images).float()[:, None]
-    grid = F.affine_grid(torch.from_numpy(theta), list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-    return out[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def frames(split: str, n: int, rng: np.random.Generator, strength: float = 0.0):
@@ -51,7 +34,7 @@ def frames(split: str, n: int, rng: np.random.Generator, strength: float = 0.0):
     pos = rng.integers(0, CANVAS - DIGIT + 1, (n, 2))
     digits = pool.images[idx]
     if strength > 0:
-        digits = augment(digits, rng, strength)
+        digits = affine_digits(digits, rng, strength)
     canvas = np.zeros((n, CANVAS, CANVAS), dtype=np.uint8)
     paste_digits(canvas, (np.arange(n)[:, None, None],), pos, digits)
     x = torch.from_numpy(resize_frames(canvas)).float().div_(255.0)[:, None, None]

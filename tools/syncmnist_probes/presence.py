@@ -10,10 +10,9 @@ compared on test digits rather than on their training-pool running hit rate. Wit
 N`` (and with ``--checkpoint``, a trained run's frozen ``main`` and ``naming`` backbones) it
 also trains a fresh linear head per feature set for N steps of 32 training-pool videos (same
 pooling, AdamW 3e-3 on a cosine to 0); at 800 steps two such heads differed by 10 points on
-the same backbone, so those rows are rough. ``--augment-copies K`` (session 10) warms up on a
-training pool of the 4,000 digits and K random affine copies of each (``digits.py``'s
-``augment`` at ``--augment`` strength, drawn once): does augmentation lift the names on the
-test pool?
+the same backbone, so those rows are rough. ``--augment-copies K`` (session 10) warms up with the
+product's ``--naming-augment K`` (the 4,000 training digits and K random affine copies of
+each): does augmentation lift the names on the test pool?
 
     python tools/syncmnist_probes/presence.py --warm-up 6000 --channels 64 --steps 0 --videos 2048
     python tools/syncmnist_probes/presence.py --warm-up 15000 --channels 64 --steps 0 --videos 2048 --augment-copies 15
@@ -27,16 +26,12 @@ import json
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from digits import augment  # this folder's single-digit probe
 from torch import nn
 
-from rstg_fast.data.mnist import DigitPool, digit_pool
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import SyncMNISTBatch, generate
-from rstg_fast.experiments.syncmnist import pretrain
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
 from rstg_fast.experiments.syncmnist.model import ConvBackbone
 from rstg_fast.experiments.syncmnist.pretrain import digit_presence, pretrain_backbone, warm_up_lr
@@ -54,28 +49,10 @@ def trained_backbones(checkpoint: str) -> tuple[dict[str, nn.Module], SyncMNISTC
     return {k: v for k, v in (("main", bb.main), ("naming", bb.naming)) if v is not None}, cfg
 
 
-def augmented_pool(copies: int, strength: float, seed: int, source: str | None = None) -> DigitPool:
-    """The training pool and ``copies`` random affine copies of each of its digits."""
-
-    pool = digit_pool("train", source)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7, copies]))
-    images = [pool.images] + [augment(pool.images, rng, strength) for _ in range(copies)]
-    return DigitPool(np.concatenate(images), np.tile(pool.labels, copies + 1))
-
-
-def draw_naming_videos_from(pool: DigitPool) -> None:
-    """Point the product's naming warm-up at ``pool`` (the same streams, other digits)."""
-
-    def naming_videos(n: int, digits: int, seed: int, step: int, source: str | None = None):
-        return generate(n, digits, "train", seed, stream=pretrain.NAMING_STREAMS + step, pool=pool)
-
-    pretrain.naming_videos = naming_videos
-
-
 def warmed_up_naming(a: argparse.Namespace) -> tuple[ConvBackbone, nn.Linear, SyncMNISTConfig]:
     """A fresh naming backbone after ``a.warm_up`` steps of the product's naming warm-up, its
     warm-up head (10 classes + the step) and the configuration it used."""
-    cfg = SyncMNISTConfig.preset_config("quick", channels=a.channels, seed=a.seed)
+    cfg = SyncMNISTConfig.preset_config("quick", channels=a.channels, seed=a.seed, naming_augment=a.augment_copies)
     torch.manual_seed(a.seed)
     naming = ConvBackbone(a.channels, motion=True)
     t0, kept = time.time(), {}
@@ -153,12 +130,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=800, help="steps of the linear probe (32 videos each; 0: none)")
     p.add_argument("--videos", type=int, default=1024, help="test videos")
-    p.add_argument("--augment-copies", type=int, default=0, help="warm up on the pool and K affine copies of it")
-    p.add_argument("--augment", type=float, default=1.0, help="affine strength (1: +-12 deg, +-15 %% scale)")
+    p.add_argument("--augment-copies", type=int, default=0, help="the warm-up's --naming-augment")
     a = p.parse_args()
     torch.set_num_threads(1)
-    if a.augment_copies:
-        draw_naming_videos_from(augmented_pool(a.augment_copies, a.augment, a.seed))
     if a.checkpoint:
         backbones, cfg = trained_backbones(a.checkpoint)
     else:

@@ -94,6 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--no-main-backbone: the naming backbone alone, without the --pretrain-steps one (needs"
         " --naming-pretrain-steps > 0 and --pretrain-steps 0)",
     )
+    p.add_argument(
+        "--naming-augment",
+        type=int,
+        default=0,
+        help="the naming warm-up draws its digits from the training pool and this many random affine copies"
+        " of each (rotation, scale, shear; 0: none)",
+    )
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: momentum 0.9")
     p.add_argument("--eval-batch-size", type=int, default=128)

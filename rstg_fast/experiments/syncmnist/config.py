@@ -90,6 +90,7 @@ class SyncMNISTConfig(RunConfig):
     # the rest
     naming_channels: int = 0  # the naming backbone's width (0: --channels)
     main_backbone: bool = True  # False (--no-main-backbone): the naming backbone alone
+    naming_augment: int = 0  # affine copies of each training digit in the naming warm-up's pool
     optimizer: str = "adamw"
     eval_batch_size: int = 128
     ckpt_steps: int = 0  # also checkpoint every N steps (0: per epoch only)
@@ -111,6 +112,7 @@ class SyncMNISTConfig(RunConfig):
         "pretrain_steps",
         "naming_pretrain_steps",
         "naming_channels",
+        "naming_augment",
         "ckpt_steps",
         "threads",
         "stop_after_steps",
@@ -146,6 +148,10 @@ class SyncMNISTConfig(RunConfig):
         if self.naming_channels and not self.naming_pretrain_steps:
             raise ValueError(
                 f"--naming-channels {self.naming_channels} needs a naming backbone: pass --naming-pretrain-steps > 0"
+            )
+        if self.naming_augment and not self.naming_pretrain_steps:
+            raise ValueError(
+                f"--naming-augment {self.naming_augment} augments the naming warm-up: pass --naming-pretrain-steps > 0"
             )
         if not self.main_backbone and not self.naming_pretrain_steps:
             raise ValueError("--no-main-backbone leaves the naming backbone alone: pass --naming-pretrain-steps > 0")
@@ -190,7 +196,8 @@ class SyncMNISTConfig(RunConfig):
         """What differs between this run and a checkpoint's saved config, beyond ``RESUME_FREE``;
         a field the checkpoint's version did not have counts as its default, the checkpoint's
         preset's for a preset field (``--model``, ``--naming-pretrain-steps``,
-        ``--naming-channels`` and ``--no-main-backbone`` came later: an older checkpoint still resumes)."""
+        ``--naming-channels``, ``--no-main-backbone`` and ``--naming-augment`` came later: an
+        older checkpoint still resumes)."""
         now = self.as_dict()
         defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
         preset = PRESETS.get(saved.get("preset", ""), {})

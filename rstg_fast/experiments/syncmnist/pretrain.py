@@ -22,11 +22,15 @@ warm-ups, one per backbone kind:
   (multi-label, each class's map max-pooled over space) and each present digit's step, read
   through its class map's softmax over space. Single-digit clips never show digits that
   overlap; this warm-up does, and its backbone names the digits of a video better than the
-  motion backbone (docs/syncmnist.md, "Two frozen backbones side by side").
+  motion backbone (docs/syncmnist.md, "Two frozen backbones side by side"). With
+  ``--naming-augment K`` its videos draw their digits from the training pool and K random
+  affine copies of it (``rstg_fast.data.augment``): names learned from 4,000 digits carry over
+  to unseen ones better (docs/syncmnist.md, session 10).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -35,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rstg_fast.data.mnist import digit_pool
+from rstg_fast.data.augment import augmented_pool
+from rstg_fast.data.mnist import DigitPool, digit_pool
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import CANVAS, DIGIT, MAX_STEP, generate, paste_digits, resize_frames
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
@@ -78,10 +83,19 @@ def motion_clips(n: int, seed: int, step: int, source: str | None = None) -> tup
     return resize_frames(canvas), pool.labels[idx], second - first
 
 
-def naming_videos(n: int, digits: int, seed: int, step: int, source: str | None = None):
+def naming_videos(n: int, digits: int, seed: int, step: int, source: str | None = None, augment: int = 0):
     """The naming warm-up's batch ``step``: ``n`` SyncMNIST training videos (a ``SyncMNISTBatch``)
-    from streams that the training run never uses."""
-    return generate(n, digits, "train", seed, stream=NAMING_STREAMS + step, source=source)
+    from streams that the training run never uses; ``augment`` > 0 draws their digits from the
+    training pool and that many random affine copies of it (``--naming-augment``)."""
+    pool = naming_pool(source, augment, seed) if augment else None
+    return generate(n, digits, "train", seed, stream=NAMING_STREAMS + step, source=source, pool=pool)
+
+
+@functools.lru_cache(maxsize=2)
+def naming_pool(source: str | None, copies: int, seed: int) -> DigitPool:
+    """The training pool with ``copies`` affine copies of each digit (built once per run: a
+    few seconds for 15 copies of the 4,000 embedded digits)."""
+    return augmented_pool(digit_pool("train", source), copies, seed)
 
 
 # Each warm-up's loss on its batch ``step``: ``(loss, hit rate)``; ``head`` is Linear(C, 10 or 12).
@@ -114,7 +128,7 @@ def digit_presence(digits: np.ndarray, device: torch.device | str = "cpu") -> to
 
 
 def _naming_loss(backbone, head, cfg, step, device):
-    batch = naming_videos(BATCH["naming"], cfg.digits, cfg.seed, step, cfg.source)
+    batch = naming_videos(BATCH["naming"], cfg.digits, cfg.seed, step, cfg.source, cfg.naming_augment)
     n, k = batch.digits.shape
     features = backbone(to_tensor(batch.videos).to(device))[:, :, 1:]  # frames with a previous one
     b, c, t, h, w = features.shape
