@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="--no-main-backbone: the naming backbone alone, without the --pretrain-steps one (needs"
-        " --naming-pretrain-steps > 0 and --pretrain-steps 0)",
+        " --naming-pretrain-steps > 0 and --pretrain-steps 0; its width is --naming-channels, or --channels when 0)",
     )
     p.add_argument(
         "--naming-augment",
