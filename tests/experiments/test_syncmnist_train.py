@@ -424,21 +424,30 @@ def test_flags_that_cannot_work_are_refused_before_any_work(tmp_path, source, fl
 NAMING = ("--pretrain-steps", "3", "--naming-pretrain-steps", "3", "--ckpt-steps", "2")
 
 
+ALONE = ("--pretrain-steps", "0", "--naming-pretrain-steps", "3", "--ckpt-steps", "2", "--no-main-backbone")
+
+
 @pytest.mark.parametrize(
-    "data,call,phase", [("motion_clips", 3, "motion"), ("naming_videos", 3, "naming")], ids=["in-motion", "in-naming"]
+    "flags,data,phase,done_before",
+    [
+        (NAMING, "motion_clips", "motion", set()),
+        (NAMING, "naming_videos", "naming", {"motion"}),
+        (ALONE, "naming_videos", "naming", set()),  # --no-main-backbone: the naming warm-up alone
+    ],
+    ids=["in-motion", "in-naming", "naming-alone"],
 )
-def test_naming_backbone_warm_ups_resume_exactly(tmp_path, source, monkeypatch, data, call, phase):
+def test_naming_backbone_warm_ups_resume_exactly(tmp_path, source, monkeypatch, flags, data, phase, done_before):
     full, part = tmp_path / "full", tmp_path / "part"
-    result = train(cfg_of(tiny_argv(full, source, *NAMING)))
-    assert set(result["warm_up_acc"]) == {"motion", "naming"}
+    result = train(cfg_of(tiny_argv(full, source, *flags)))
+    assert set(result["warm_up_acc"]) == ({"motion", "naming"} if flags is NAMING else {"naming"})
     with monkeypatch.context() as m:
-        kill_at(m, syncmnist_pretrain, data, call)  # in the phase's step 3; its step 2 is checkpointed
+        kill_at(m, syncmnist_pretrain, data, 3)  # in the phase's step 3; its step 2 is checkpointed
         with pytest.raises(KeyboardInterrupt):
-            train(cfg_of(tiny_argv(part, source, *NAMING)))
+            train(cfg_of(tiny_argv(part, source, *flags)))
     ck = load_checkpoint(str(part / "checkpoint.pt"))
     assert ck["pretrain"]["phase"] == phase and ck["pretrain"]["step"] == 2
-    assert set(ck["pretrain"]["done"]) == ({"motion"} if phase == "naming" else set())
-    train(cfg_of(tiny_argv(part, source, *NAMING, "--resume")))
+    assert set(ck["pretrain"]["done"]) == done_before
+    train(cfg_of(tiny_argv(part, source, *flags, "--resume")))
     _assert_same_run(full, part)
 
 
@@ -476,9 +485,6 @@ def test_naming_channels_widen_only_the_naming_backbone(tmp_path, source, model)
     assert {k: v.shape for k, v in same.state_dict().items()} == {k: v.shape for k, v in before.state_dict().items()}
 
 
-ALONE = ("--pretrain-steps", "0", "--naming-pretrain-steps", "3", "--ckpt-steps", "2", "--no-main-backbone")
-
-
 @pytest.mark.parametrize("model", ["rstg", "conv_lstm"])
 def test_no_main_backbone_leaves_the_naming_backbone_alone(tmp_path, source, model):
     cfg = cfg_of(tiny_argv(tmp_path / "run", source, *ALONE, "--naming-channels", "16", "--model", model))
@@ -493,19 +499,6 @@ def test_no_main_backbone_leaves_the_naming_backbone_alone(tmp_path, source, mod
     assert {k.split(".")[1] for k in trained if k.startswith("backbone.")} == {"naming"}
     loaded, loaded_cfg = load_trained(str(tmp_path / "run" / "checkpoint.pt"))
     assert not loaded_cfg.main_backbone and loaded.backbone.main is None
-
-
-def test_no_main_backbone_warm_up_resumes_exactly(tmp_path, source, monkeypatch):
-    full, part = tmp_path / "full", tmp_path / "part"
-    train(cfg_of(tiny_argv(full, source, *ALONE)))
-    with monkeypatch.context() as m:
-        kill_at(m, syncmnist_pretrain, "naming_videos", 3)  # in the naming warm-up's step 3
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg_of(tiny_argv(part, source, *ALONE)))
-    ck = load_checkpoint(str(part / "checkpoint.pt"))
-    assert ck["pretrain"]["phase"] == "naming" and ck["pretrain"]["step"] == 2
-    train(cfg_of(tiny_argv(part, source, *ALONE, "--resume")))
-    _assert_same_run(full, part)
 
 
 def test_naming_augment_draws_the_warm_up_digits_from_affine_copies(tmp_path, source, monkeypatch):
