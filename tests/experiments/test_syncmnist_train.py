@@ -582,3 +582,25 @@ def test_warm_up_learning_rate_decays_along_a_cosine_from_the_first_step():
     assert rates[total // 2] == pytest.approx(WARM_UP_LR / 2)
     assert 0 < rates[-1] < 1e-4 * WARM_UP_LR
     assert (np.diff(rates) < 0).all()
+
+
+def test_backbone_frames_run_channels_last_with_the_nchw_result():
+    """The backbone turns its frames channels-last (max-pool's fast CPU path); the features are
+    those of the same layers on contiguous (NCHW) frames."""
+    from rstg_fast.experiments.syncmnist.model import ConvBackbone
+
+    torch.manual_seed(0)
+    net = ConvBackbone(16, motion=True)
+    x = torch.rand(2, 1, 10, 64, 64)
+    seen = []
+    last = torch.channels_last
+    net.layers[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=last)))
+    y = net(x)
+    assert seen == [True]
+    frames = torch.cat([x, torch.cat([torch.zeros_like(x[:, :, :1]), x.diff(dim=2)], 2)], 1)
+    frames = frames.transpose(1, 2).reshape(20, 2, 64, 64).contiguous()
+    nchw = net.layers(frames).reshape(2, 10, 16, 6, 6).transpose(1, 2)
+    torch.testing.assert_close(y, nchw, rtol=1e-5, atol=1e-5)
+    y.sum().backward()  # and it trains (the warm-ups)
+    assert net.layers[0].weight.grad is not None
+
