@@ -601,6 +601,10 @@ def test_backbone_frames_run_channels_last_with_the_nchw_result():
     frames = frames.transpose(1, 2).reshape(20, 2, 64, 64).contiguous()
     nchw = net.layers(frames).reshape(2, 10, 16, 6, 6).transpose(1, 2)
     torch.testing.assert_close(y, nchw, rtol=1e-5, atol=1e-5)
-    y.sum().backward()  # and it trains (the warm-ups)
-    assert net.layers[0].weight.grad is not None
-
+    # and it trains as before (the warm-ups): the same weight gradients up to rounding (a
+    # rounding can flip which of two near-equal pooled values wins, so compared as a whole)
+    weights = list(net.parameters())
+    grads = torch.autograd.grad((y * y).sum(), weights)
+    grads_nchw = torch.autograd.grad((nchw * nchw).sum(), weights)
+    for g, g_nchw in zip(grads, grads_nchw, strict=True):
+        assert (g - g_nchw).norm() <= 1e-4 * g_nchw.norm()
