@@ -586,25 +586,22 @@ def test_warm_up_learning_rate_decays_along_a_cosine_from_the_first_step():
 
 def test_backbone_frames_run_channels_last_with_the_nchw_result():
     """The backbone turns its frames channels-last (max-pool's fast CPU path); the features are
-    those of the same layers on contiguous (NCHW) frames."""
+    those of the same layers on the same frames made contiguous (NCHW)."""
     from rstg_fast.experiments.syncmnist.model import ConvBackbone
 
     torch.manual_seed(0)
     net = ConvBackbone(16, motion=True)
-    x = torch.rand(2, 1, 10, 64, 64)
-    seen = []
-    last = torch.channels_last
-    net.layers[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=last)))
-    y = net(x)
-    assert seen == [True]
-    frames = torch.cat([x, torch.cat([torch.zeros_like(x[:, :, :1]), x.diff(dim=2)], 2)], 1)
-    frames = frames.transpose(1, 2).reshape(20, 2, 64, 64).contiguous()
-    nchw = net.layers(frames).reshape(2, 10, 16, 6, 6).transpose(1, 2)
-    torch.testing.assert_close(y, nchw, rtol=1e-5, atol=1e-5)
+    seen = []  # (frames in, features out) of the layers, as the backbone runs them
+    net.layers.register_forward_hook(lambda m, a, out: seen.append((a[0], out)))
+    net(torch.rand(2, 1, 10, 64, 64))
+    ((frames, features),) = seen
+    assert frames.is_contiguous(memory_format=torch.channels_last)
+    nchw = net.layers(frames.detach().contiguous())
+    torch.testing.assert_close(features, nchw, rtol=1e-5, atol=1e-5)
     # and it trains as before (the warm-ups): the same weight gradients up to rounding (a
     # rounding can flip which of two near-equal pooled values wins, so compared as a whole)
     weights = list(net.parameters())
-    grads = torch.autograd.grad((y * y).sum(), weights)
+    grads = torch.autograd.grad((features * features).sum(), weights)
     grads_nchw = torch.autograd.grad((nchw * nchw).sum(), weights)
     for g, g_nchw in zip(grads, grads_nchw, strict=True):
         assert (g - g_nchw).norm() <= 1e-4 * g_nchw.norm()
