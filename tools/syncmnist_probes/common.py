@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rstg_fast.data.syncmnist import NUM_CLASSES, SyncMNISTBatch, generate, names_present_pair
+from rstg_fast.experiments.syncmnist.model import with_difference_to_previous
 from rstg_fast.modules import RSTG
 from rstg_fast.modules.norm import GlobalBatchNorm
 
@@ -46,7 +47,7 @@ def with_moments_and_difference(f: torch.Tensor, moments: bool, tdiff: bool) -> 
         xs = torch.linspace(-1, 1, W).view(1, W)
         f = torch.cat([f, f * ys, f * xs], 1)
     if tdiff:
-        f = torch.cat([f, torch.cat([torch.zeros_like(f[:, :, :1]), f.diff(dim=2)], 2)], 1)
+        f = with_difference_to_previous(f)
     return f
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import SyncMNISTBatch, generate
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
-from rstg_fast.experiments.syncmnist.model import ConvBackbone
+from rstg_fast.experiments.syncmnist.model import ConvBackbone, _norm
 from rstg_fast.experiments.syncmnist.pretrain import digit_presence, pretrain_backbone, warm_up_lr
 from rstg_fast.experiments.syncmnist.train import load_trained
 
@@ -55,15 +55,26 @@ def warmed_up_naming(a: argparse.Namespace) -> tuple[ConvBackbone, nn.Linear, Sy
     cfg = SyncMNISTConfig.preset_config("quick", channels=a.channels, seed=a.seed, naming_augment=a.augment_copies)
     torch.manual_seed(a.seed)
     naming = ConvBackbone(a.channels, motion=True)
+    if a.deeper:
+        naming.layers = with_conv_at_8x8(naming.layers, a.channels)
     t0, kept = time.time(), {}
     accs = pretrain_backbone(
         naming, a.channels, cfg, torch.device("cpu"), save=kept.update, warm_up="naming", steps=a.warm_up
     )
     seconds = round(time.time() - t0)
-    print(json.dumps(dict(warm_up=a.warm_up, channels=a.channels, s=seconds, last_hits=accs[-1] if accs else None)))
+    last = accs[-1] if accs else None
+    print(json.dumps(dict(warm_up=a.warm_up, channels=a.channels, deeper=a.deeper, s=seconds, last_hits=last)))
     head = nn.Linear(a.channels, 12)
     head.load_state_dict(kept["head"])
     return naming, head, cfg
+
+
+def with_conv_at_8x8(layers: nn.Sequential, channels: int) -> nn.Sequential:
+    """``ConvBackbone.layers`` with one more 3 x 3 conv (padding 1) + GroupNorm + ReLU after the
+    second max-pool, at 8 x 8 (session 13: is the backbone's depth what limits the names?)."""
+    parts = list(layers)
+    extra = [nn.Conv2d(channels, channels, 3, padding=1, bias=False), _norm(channels), nn.ReLU()]
+    return nn.Sequential(*parts[:8], *extra, *parts[8:])
 
 
 def features(backbones: dict[str, nn.Module], batch: SyncMNISTBatch) -> dict[str, torch.Tensor]:
@@ -130,9 +141,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=800, help="steps of the linear probe (32 videos each; 0: none)")
     p.add_argument("--videos", type=int, default=1024, help="test videos")
+    p.add_argument("--deeper", action="store_true", help="one more conv at 8 x 8 in the naming backbone")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--augment-copies", type=int, default=0, help="the warm-up's --naming-augment")
     a = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     if a.checkpoint:
         backbones, cfg = trained_backbones(a.checkpoint)
     else:
