@@ -57,14 +57,19 @@ def warmed_up_naming(a: argparse.Namespace) -> tuple[ConvBackbone, nn.Linear, Sy
     naming = ConvBackbone(a.channels, motion=True)
     if a.deeper:
         naming.layers = with_conv_at_8x8(naming.layers, a.channels)
+    out = a.last_channels or a.channels
+    if a.last_channels:  # the last conv (at 8 x 8 -> 6 x 6) and its norm this wide
+        parts = list(naming.layers)
+        parts[-3:-1] = [nn.Conv2d(a.channels, out, 3, bias=False), _norm(out)]
+        naming.layers = nn.Sequential(*parts)
     t0, kept = time.time(), {}
     accs = pretrain_backbone(
-        naming, a.channels, cfg, torch.device("cpu"), save=kept.update, warm_up="naming", steps=a.warm_up
+        naming, out, cfg, torch.device("cpu"), save=kept.update, warm_up="naming", steps=a.warm_up
     )
     seconds = round(time.time() - t0)
     last = accs[-1] if accs else None
-    print(json.dumps(dict(warm_up=a.warm_up, channels=a.channels, deeper=a.deeper, s=seconds, last_hits=last)))
-    head = nn.Linear(a.channels, 12)
+    print(json.dumps(dict(warm_up=a.warm_up, channels=a.channels, deeper=a.deeper, out=out, s=seconds, last_hits=last)))
+    head = nn.Linear(out, 12)
     head.load_state_dict(kept["head"])
     return naming, head, cfg
 
@@ -142,6 +147,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=800, help="steps of the linear probe (32 videos each; 0: none)")
     p.add_argument("--videos", type=int, default=1024, help="test videos")
     p.add_argument("--deeper", action="store_true", help="one more conv at 8 x 8 in the naming backbone")
+    p.add_argument("--last-channels", type=int, default=0, help="the naming backbone's last conv this wide")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--augment-copies", type=int, default=0, help="the warm-up's --naming-augment")
     a = p.parse_args()
