@@ -13,7 +13,8 @@ Side by side in one run, on the same model and the same batches (``generate(16, 
 
 ``--naming-channels N`` adds the second, naming backbone of width ``N`` beside the motion one
 (frozen too, ``--naming-pretrain-steps`` runs), the model of the runs of record;
-``--no-main-backbone`` leaves the motion one out (the naming backbone alone).
+``--no-main-backbone`` leaves the motion one out (the naming backbone alone); ``--naming-depth
+4`` gives it a fourth conv (``rstg-fast syncmnist --naming-depth 4``).
 
 Reported per variant: steps/s and videos/s (median of ``--rounds`` rounds of ``--steps``
 steps, after a warm-up), GFLOP/s and the fraction of the CPU's float32 FMA peak (measured in
@@ -125,6 +126,9 @@ def main() -> None:
         action="store_false",
         help="with --naming-channels: the naming backbone alone (rstg-fast syncmnist --no-main-backbone)",
     )
+    p.add_argument(
+        "--naming-depth", type=int, choices=(3, 4), default=3, help="with --naming-channels: its conv layers"
+    )
     p.add_argument("--profile", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
     a = p.parse_args()
@@ -132,7 +136,11 @@ def main() -> None:
     load_before = os.getloadavg()
     if not a.main_backbone and not a.naming_channels:
         p.error("--no-main-backbone needs --naming-channels > 0 (the naming backbone it keeps)")
-    naming = dict(naming_pretrain_steps=1, naming_channels=a.naming_channels) if a.naming_channels else {}
+    if a.naming_depth != 3 and not a.naming_channels:
+        p.error("--naming-depth needs --naming-channels > 0 (the naming backbone it deepens)")
+    naming = {}
+    if a.naming_channels:
+        naming = dict(naming_pretrain_steps=1, naming_channels=a.naming_channels, naming_depth=a.naming_depth)
     if not a.main_backbone:
         naming.update(main_backbone=False, pretrain_steps=0)
     cfg = SyncMNISTConfig.preset_config("quick", **naming)
@@ -165,6 +173,7 @@ def main() -> None:
         "threads": a.threads,
         "naming_channels": a.naming_channels,
         "main_backbone": a.main_backbone,
+        "naming_depth": a.naming_depth,
         "cpus": os.cpu_count(),
         "step_gflop": round(flops / 1e9, 3),
         "fma_peak_gflops_one_core": round(peak_1, 1),

@@ -50,6 +50,8 @@ def test_field_types_are_declared_for_every_preset_value():
         ("main_backbone", False, "--no-main-backbone"),  # without a naming backbone there is nothing left
         ("naming_augment", -1, "--naming-augment"),
         ("naming_augment", 3, "--naming-augment"),  # without a naming warm-up to augment
+        ("naming_depth", 5, "--naming-depth"),
+        ("naming_depth", 4, "--naming-depth"),  # without a naming backbone to deepen
         ("dtype", "float64", "--dtype"),
     ],
 )
@@ -89,6 +91,11 @@ def test_resume_differences_skip_what_does_not_change_the_maths():
     # saved before --naming-channels: its default, the width of --channels
     before_width = {k: v for k, v in cfg.as_dict().items() if k != "naming_channels"}
     assert cfg.resume_differences(before_width) == {}
+    # saved before --naming-depth: three convs, the backbone of every earlier run
+    before_depth = {k: v for k, v in naming.as_dict().items() if k != "naming_depth"}
+    assert naming.resume_differences(before_depth) == {}
+    deeper = SyncMNISTConfig.preset_config("quick", naming_pretrain_steps=5, naming_depth=4)
+    assert deeper.resume_differences(before_depth) == {"naming_depth": (3, 4)}
     # saved before --no-main-backbone: both backbones; leaving one out changes the model
     before_alone = {k: v for k, v in naming.as_dict().items() if k != "main_backbone"}
     assert naming.resume_differences(before_alone) == {}

@@ -501,6 +501,21 @@ def test_no_main_backbone_leaves_the_naming_backbone_alone(tmp_path, source, mod
     assert not loaded_cfg.main_backbone and loaded.backbone.main is None
 
 
+@pytest.mark.parametrize("model", ["rstg", "conv_lstm"])
+def test_naming_depth_4_adds_a_conv_at_8x8_to_the_naming_backbone_only(tmp_path, source, model):
+    cfg = cfg_of(tiny_argv(tmp_path / "run", source, *NAMING, "--naming-depth", "4", "--model", model))
+    net = build_model(cfg)
+    convs = lambda backbone: [m for m in backbone.layers if isinstance(m, torch.nn.Conv2d)]  # noqa: E731
+    assert len(convs(net.backbone.naming)) == 4 and len(convs(net.backbone.main)) == 3
+    extra = convs(net.backbone.naming)[2]
+    assert (extra.kernel_size, extra.padding, extra.in_channels, extra.out_channels) == ((3, 3), (1, 1), 8, 8)
+    assert net.backbone(torch.rand(2, 1, 10, 64, 64)).shape == (2, 16, 10, 6, 6)  # the same map and width
+    result = train(cfg)  # the deeper backbone takes its warm-up, then trains frozen, and reloads
+    assert set(result["warm_up_acc"]) == {"motion", "naming"}
+    loaded, loaded_cfg = load_trained(str(tmp_path / "run" / "checkpoint.pt"))
+    assert loaded_cfg.naming_depth == 4 and len(convs(loaded.backbone.naming)) == 4
+
+
 def test_naming_augment_draws_the_warm_up_digits_from_affine_copies(tmp_path, source, monkeypatch):
     """``--naming-augment K``: the naming warm-up's videos come from the training pool and K
     affine copies of it (the same streams); training videos and the test set stay as they were."""

@@ -95,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " --naming-pretrain-steps > 0 and --pretrain-steps 0; its width is --naming-channels, or --channels when 0)",
     )
     p.add_argument(
+        "--naming-depth",
+        type=int,
+        choices=(3, 4),
+        default=3,
+        help="conv layers of the naming backbone: 4 adds a 3 x 3 conv at 8 x 8 (--naming-pretrain-steps > 0)",
+    )
+    p.add_argument(
         "--naming-augment",
         type=int,
         default=0,

@@ -90,6 +90,7 @@ class SyncMNISTConfig(RunConfig):
     # the rest
     naming_channels: int = 0  # the naming backbone's width (0: --channels)
     main_backbone: bool = True  # False (--no-main-backbone): the naming backbone alone
+    naming_depth: int = 3  # the naming backbone's conv layers (3 or 4; model.ConvBackbone)
     naming_augment: int = 0  # affine copies of each training digit in the naming warm-up's pool
     optimizer: str = "adamw"
     eval_batch_size: int = 128
@@ -149,6 +150,12 @@ class SyncMNISTConfig(RunConfig):
             raise ValueError(
                 f"--naming-channels {self.naming_channels} needs a naming backbone: pass --naming-pretrain-steps > 0"
             )
+        if self.naming_depth not in (3, 4):
+            raise ValueError(f"--naming-depth must be 3 or 4, got {self.naming_depth}")
+        if self.naming_depth != 3 and not self.naming_pretrain_steps:
+            raise ValueError(
+                f"--naming-depth {self.naming_depth} deepens the naming backbone: pass --naming-pretrain-steps > 0"
+            )
         if self.naming_augment and not self.naming_pretrain_steps:
             raise ValueError(
                 f"--naming-augment {self.naming_augment} augments the naming warm-up: pass --naming-pretrain-steps > 0"
@@ -196,7 +203,7 @@ class SyncMNISTConfig(RunConfig):
         """What differs between this run and a checkpoint's saved config, beyond ``RESUME_FREE``;
         a field the checkpoint's version did not have counts as its default, the checkpoint's
         preset's for a preset field (``--model``, ``--naming-pretrain-steps``,
-        ``--naming-channels``, ``--no-main-backbone`` and ``--naming-augment`` came later: an
+        ``--naming-channels``, ``--no-main-backbone``, ``--naming-augment`` and ``--naming-depth`` came later: an
         older checkpoint still resumes)."""
         now = self.as_dict()
         defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}

@@ -39,12 +39,14 @@ def build_model(cfg: SyncMNISTConfig) -> SyncMNISTNet | ConvLSTMNet:
             naming=naming,
             naming_channels=cfg.naming_channels,
             main_backbone=cfg.main_backbone,
+            naming_depth=cfg.naming_depth,
         )
     return SyncMNISTNet(
         cfg.channels,
         naming=naming,
         naming_channels=cfg.naming_channels,
         main_backbone=cfg.main_backbone,
+        naming_depth=cfg.naming_depth,
         motion=cfg.motion,
         **rstg_kwargs(cfg),
     )
