@@ -54,9 +54,7 @@ def warmed_up_naming(a: argparse.Namespace) -> tuple[ConvBackbone, nn.Linear, Sy
     warm-up head (10 classes + the step) and the configuration it used."""
     cfg = SyncMNISTConfig.preset_config("quick", channels=a.channels, seed=a.seed, naming_augment=a.augment_copies)
     torch.manual_seed(a.seed)
-    naming = ConvBackbone(a.channels, motion=True)
-    if a.deeper:
-        naming.layers = with_conv_at_8x8(naming.layers, a.channels)
+    naming = ConvBackbone(a.channels, motion=True, depth=4 if a.deeper else 3)
     out = a.last_channels or a.channels
     if a.last_channels:  # the last conv (at 8 x 8 -> 6 x 6) and its norm this wide
         parts = list(naming.layers)
@@ -72,14 +70,6 @@ def warmed_up_naming(a: argparse.Namespace) -> tuple[ConvBackbone, nn.Linear, Sy
     head = nn.Linear(out, 12)
     head.load_state_dict(kept["head"])
     return naming, head, cfg
-
-
-def with_conv_at_8x8(layers: nn.Sequential, channels: int) -> nn.Sequential:
-    """``ConvBackbone.layers`` with one more 3 x 3 conv (padding 1) + GroupNorm + ReLU after the
-    second max-pool, at 8 x 8 (session 13: is the backbone's depth what limits the names?)."""
-    parts = list(layers)
-    extra = [nn.Conv2d(channels, channels, 3, padding=1, bias=False), _norm(channels), nn.ReLU()]
-    return nn.Sequential(*parts[:8], *extra, *parts[8:])
 
 
 def features(backbones: dict[str, nn.Module], batch: SyncMNISTBatch) -> dict[str, torch.Tensor]:
@@ -146,7 +136,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=800, help="steps of the linear probe (32 videos each; 0: none)")
     p.add_argument("--videos", type=int, default=1024, help="test videos")
-    p.add_argument("--deeper", action="store_true", help="one more conv at 8 x 8 in the naming backbone")
+    p.add_argument("--deeper", action="store_true", help="a naming backbone of 4 convs (--naming-depth 4)")
     p.add_argument("--last-channels", type=int, default=0, help="the naming backbone's last conv this wide")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--augment-copies", type=int, default=0, help="the warm-up's --naming-augment")
