@@ -623,25 +623,30 @@ def test_backbone_frames_run_channels_last_with_the_nchw_result():
 
 
 def test_backbone_pools_before_relu_bit_for_bit_and_keeps_its_state_dict_keys():
-    """The backbone max-pools before its ReLUs (cheaper, session 13); on the same weights, the
-    textbook order (conv, norm, ReLU, pool) gives the same features and weight gradients, exactly;
-    and the ``state_dict`` keys are those of every earlier checkpoint."""
+    """The backbone max-pools before its ReLUs (cheaper, session 13); the textbook order (conv,
+    norm, ReLU, pool) built under the same seed draws the same initial weights (the runs before
+    the change start where they started) and gives the same features and weight gradients,
+    exactly; and the ``state_dict`` keys are those of every earlier checkpoint."""
     from torch import nn
 
     from rstg_fast.experiments.syncmnist.model import ConvBackbone
 
     torch.manual_seed(0)
     net = ConvBackbone(16, motion=True)
-    conv1, norm1, _, _, conv2, norm2, _, _, conv3, norm3, _ = net.layers
+    torch.manual_seed(0)
     textbook = nn.Sequential(
-        conv1, norm1, nn.ReLU(), nn.MaxPool2d(2), conv2, norm2, nn.ReLU(), nn.MaxPool2d(2), conv3, norm3, nn.ReLU()
-    )
+        nn.Conv2d(2, 8, 4, stride=2, padding=1, bias=False), nn.GroupNorm(8, 8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.GroupNorm(8, 16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, bias=False), nn.GroupNorm(8, 16), nn.ReLU(),
+    )  # fmt: skip
+    for p, p_textbook in zip(net.parameters(), textbook.parameters(), strict=True):
+        assert torch.equal(p, p_textbook)
     frames = torch.randn(20, 2, 64, 64).contiguous(memory_format=torch.channels_last)  # negative values too
     features, expected = net.layers(frames), textbook(frames)
     assert torch.equal(features, expected)
-    weights = list(net.parameters())
-    grads = torch.autograd.grad((features * features).sum(), weights)
-    for g, g_textbook in zip(grads, torch.autograd.grad((expected * expected).sum(), weights), strict=True):
+    grads = torch.autograd.grad((features * features).sum(), list(net.parameters()))
+    grads_textbook = torch.autograd.grad((expected * expected).sum(), list(textbook.parameters()))
+    for g, g_textbook in zip(grads, grads_textbook, strict=True):
         assert torch.equal(g, g_textbook)
     assert list(net.state_dict()) == [f"layers.{i}.{p}" for i, p in ((0, "weight"), (1, "weight"), (1, "bias"),
         (4, "weight"), (5, "weight"), (5, "bias"), (8, "weight"), (9, "weight"), (9, "bias"))]  # fmt: skip
