@@ -18,7 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rstg_fast.experiments.syncmnist.config import MODELS, PRESET_FIELDS, PRESETS, SyncMNISTConfig, config_fields
+from rstg_fast.experiments.syncmnist.config import (
+    BACKBONE_DEPTHS,
+    MODELS,
+    PRESET_FIELDS,
+    PRESETS,
+    SyncMNISTConfig,
+    config_fields,
+)
 from rstg_fast.modules.base import SCHEDULES
 
 DEFAULT = "(default from the preset)"
@@ -97,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--naming-depth",
         type=int,
-        choices=(3, 4),
+        choices=BACKBONE_DEPTHS,
         default=3,
         help="conv layers of the naming backbone: 4 adds a 3 x 3 conv at 8 x 8 (--naming-pretrain-steps > 0)",
     )

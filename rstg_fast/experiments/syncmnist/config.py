@@ -51,6 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 MODELS = ("rstg", "conv_lstm")
+BACKBONE_DEPTHS = (3, 4)  # a ConvBackbone's conv layers (model.py; --naming-depth)
 # the preset values are the flags' defaults; these have no preset (they are the same for both)
 PRESET_FIELDS = tuple(PRESETS["full"])
 
@@ -150,8 +151,8 @@ class SyncMNISTConfig(RunConfig):
             raise ValueError(
                 f"--naming-channels {self.naming_channels} needs a naming backbone: pass --naming-pretrain-steps > 0"
             )
-        if self.naming_depth not in (3, 4):
-            raise ValueError(f"--naming-depth must be 3 or 4, got {self.naming_depth}")
+        if self.naming_depth not in BACKBONE_DEPTHS:
+            raise ValueError(f"--naming-depth must be one of {BACKBONE_DEPTHS}, got {self.naming_depth}")
         if self.naming_depth != 3 and not self.naming_pretrain_steps:
             raise ValueError(
                 f"--naming-depth {self.naming_depth} deepens the naming backbone: pass --naming-pretrain-steps > 0"

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from rstg_fast.data.syncmnist import NUM_CLASSES
+from rstg_fast.experiments.syncmnist.config import BACKBONE_DEPTHS
 from rstg_fast.modules import RSTG
 from rstg_fast.modules.norm import GlobalBatchNorm
 
@@ -43,9 +44,6 @@ def with_difference_to_previous(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, torch.cat([torch.zeros_like(x[:, :, :1]), x.diff(dim=2)], 2)], 1)
 
 
-DEPTHS = (3, 4)  # a ConvBackbone's conv layers
-
-
 class ConvBackbone(nn.Module):
     """``(B, 1, T, 64, 64)`` -> ``(B, channels, T, 6, 6)``; ``motion``: the input of frame ``t`` is
     ``[x_t, x_t - x_{t-1}]``. ``depth`` convs: 3, or 4 with one more 3 x 3 conv (and its norm and
@@ -54,8 +52,8 @@ class ConvBackbone(nn.Module):
 
     def __init__(self, channels: int = 64, motion: bool = False, depth: int = 3) -> None:
         super().__init__()
-        if depth not in DEPTHS:
-            raise ValueError(f"depth must be one of {DEPTHS}, got {depth}")
+        if depth not in BACKBONE_DEPTHS:
+            raise ValueError(f"depth must be one of {BACKBONE_DEPTHS}, got {depth}")
         half = max(channels // 2, 1)
         self.channels = channels
         self.motion = motion
