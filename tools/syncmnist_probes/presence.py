@@ -12,7 +12,9 @@ also trains a fresh linear head per feature set for N steps of 32 training-pool 
 pooling, AdamW 3e-3 on a cosine to 0); at 800 steps two such heads differed by 10 points on
 the same backbone, so those rows are rough. ``--augment-copies K`` (session 10) warms up with the
 product's ``--naming-augment K`` (the 4,000 training digits and K random affine copies of
-each): does augmentation lift the names on the test pool?
+each): does augmentation lift the names on the test pool? ``--deeper`` (the product's
+``--naming-depth 4``) and ``--last-channels N`` (session 13): is the naming backbone short of
+depth or of width?
 
     python tools/syncmnist_probes/presence.py --warm-up 6000 --channels 64 --steps 0 --videos 2048
     python tools/syncmnist_probes/presence.py --warm-up 15000 --channels 64 --steps 0 --videos 2048 --augment-copies 15
