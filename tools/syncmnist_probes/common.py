@@ -147,3 +147,17 @@ def train_and_test_on_pixels(bb: nn.Module, channels: int, a: argparse.Namespace
     net = ProbeNet(bb, channels, a)
     pixels = lambda batch: to_tensor(batch.videos)  # noqa: E731
     test(net, pixels, train(net, pixels, a))
+
+
+def naming_warm_up(backbone: nn.Module, channels: int, cfg, steps: int) -> tuple[nn.Linear, int, float | None]:
+    """``backbone`` (``channels`` out) after ``steps`` steps of the product's naming warm-up
+    (``pretrain.py``, with ``cfg``'s seed and ``--naming-augment``): its warm-up head (10 classes + the step),
+    the seconds it took and the hit rate of its last 50 steps."""
+    from rstg_fast.experiments.syncmnist.pretrain import pretrain_backbone
+
+    t0, kept = time.time(), {}
+    cpu = torch.device("cpu")
+    accs = pretrain_backbone(backbone, channels, cfg, cpu, save=kept.update, warm_up="naming", steps=steps)
+    head = nn.Linear(channels, 12)
+    head.load_state_dict(kept["head"])
+    return head, round(time.time() - t0), accs[-1] if accs else None

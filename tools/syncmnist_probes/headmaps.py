@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
-from common import ProbeNet, add_common_arguments, test, train
+from common import ProbeNet, add_common_arguments, naming_warm_up, test, train
 from torch import nn
 
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
 from rstg_fast.experiments.syncmnist.model import ConvBackbone
-from rstg_fast.experiments.syncmnist.pretrain import pretrain_backbone
 
 
 class WithHeadMaps(nn.Module):
@@ -58,14 +56,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     cfg = SyncMNISTConfig.preset_config("quick", channels=a.channels, seed=a.seed, naming_augment=a.augment_copies)
-    bb, kept, t0 = ConvBackbone(a.channels, motion=True), {}, time.time()
-    hits = pretrain_backbone(
-        bb, a.channels, cfg, torch.device("cpu"), save=kept.update, warm_up="naming", steps=a.warm_up
-    )
-    seconds = round(time.time() - t0)
-    print(json.dumps(dict(warm_up=a.warm_up, s=seconds, last_hits=hits[-1] if hits else None)), flush=True)
-    head = nn.Linear(a.channels, 12)
-    head.load_state_dict(kept["head"])
+    bb = ConvBackbone(a.channels, motion=True)
+    head, seconds, last = naming_warm_up(bb, a.channels, cfg, a.warm_up)
+    print(json.dumps(dict(warm_up=a.warm_up, s=seconds, last_hits=last)), flush=True)
     bb.eval().requires_grad_(False)
     head.requires_grad_(False)
     pixels = lambda batch: to_tensor(batch.videos)  # noqa: E731

@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from common import naming_warm_up
 from torch import nn
 
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import SyncMNISTBatch, generate
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
 from rstg_fast.experiments.syncmnist.model import ConvBackbone, _norm
-from rstg_fast.experiments.syncmnist.pretrain import digit_presence, pretrain_backbone, warm_up_lr
+from rstg_fast.experiments.syncmnist.pretrain import digit_presence, warm_up_lr
 from rstg_fast.experiments.syncmnist.train import load_trained
 
 PROBE_STREAMS = 1 << 41  # training-pool videos no run or warm-up draws
@@ -62,15 +62,8 @@ def warmed_up_naming(a: argparse.Namespace) -> tuple[ConvBackbone, nn.Linear, Sy
         parts = list(naming.layers)
         parts[-3:-1] = [nn.Conv2d(a.channels, out, 3, bias=False), _norm(out)]
         naming.layers = nn.Sequential(*parts)
-    t0, kept = time.time(), {}
-    accs = pretrain_backbone(
-        naming, out, cfg, torch.device("cpu"), save=kept.update, warm_up="naming", steps=a.warm_up
-    )
-    seconds = round(time.time() - t0)
-    last = accs[-1] if accs else None
+    head, seconds, last = naming_warm_up(naming, out, cfg, a.warm_up)
     print(json.dumps(dict(warm_up=a.warm_up, channels=a.channels, deeper=a.deeper, out=out, s=seconds, last_hits=last)))
-    head = nn.Linear(out, 12)
-    head.load_state_dict(kept["head"])
     return naming, head, cfg
 
 
