@@ -22,19 +22,21 @@ import torch.nn.functional as F
 from explore import PerFrame, conv
 from torch import nn
 
-from rstg_fast.data.augment import affine_digits
+from rstg_fast.data.augment import affine_digits, elastic_digits
 from rstg_fast.data.mnist import digit_pool
 from rstg_fast.data.syncmnist import CANVAS, DIGIT, paste_digits, resize_frames
 from rstg_fast.experiments.syncmnist.model import ConvBackbone
 
 
-def frames(split: str, n: int, rng: np.random.Generator, strength: float = 0.0):
+def frames(split: str, n: int, rng: np.random.Generator, strength: float = 0.0, elastic: float = 0.0):
     pool = digit_pool(split)
     idx = rng.integers(0, len(pool.labels), n)
     pos = rng.integers(0, CANVAS - DIGIT + 1, (n, 2))
     digits = pool.images[idx]
     if strength > 0:
         digits = affine_digits(digits, rng, strength)
+    if elastic > 0:
+        digits = elastic_digits(digits, rng, elastic)
     canvas = np.zeros((n, CANVAS, CANVAS), dtype=np.uint8)
     paste_digits(canvas, (np.arange(n)[:, None, None],), pos, digits)
     x = torch.from_numpy(resize_frames(canvas)).float().div_(255.0)[:, None, None]
@@ -55,6 +57,7 @@ def main() -> None:
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--augment", type=float, default=0.0, help="affine strength (1: +-12 deg, +-15 %% scale)")
+    p.add_argument("--elastic", type=float, default=0.0, help="elastic strength (1: alpha 34, sigma 4 pixels)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--cosine", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -71,7 +74,7 @@ def main() -> None:
     rng = np.random.default_rng(a.seed)
     t0, hits = time.time(), 0.0
     for step in range(a.steps):
-        x, y = frames("train", 64, rng, a.augment)
+        x, y = frames("train", 64, rng, a.augment, a.elastic)
         logits = head(net(x).amax((2, 3, 4)))
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
