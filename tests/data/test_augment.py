@@ -1,11 +1,11 @@
-"""``rstg_fast.data.augment``: random affine and elastic copies of digits for the naming warm-up."""
+"""``rstg_fast.data.augment``: random affine copies of digits for the naming warm-up."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rstg_fast.data.augment import affine_digits, augmented_pool, elastic_digits
+from rstg_fast.data.augment import affine_digits, augmented_pool
 from rstg_fast.data.mnist import DigitPool
 
 
@@ -41,29 +41,3 @@ def test_augmented_pool_keeps_the_digits_and_adds_labelled_copies():
     np.testing.assert_array_equal(augmented_pool(pool, 0, seed=5).images, pool.images)
     with pytest.raises(ValueError, match="copies must be >= 0"):
         augmented_pool(pool, -1, seed=5)
-
-
-def test_elastic_strength_zero_is_the_identity_and_one_bends_locally():
-    images = bars(8)
-    np.testing.assert_array_equal(elastic_digits(images, np.random.default_rng(0), strength=0.0), images)
-    bent = elastic_digits(images, np.random.default_rng(0), strength=1.0)
-    assert bent.dtype == np.uint8 and bent.shape == images.shape
-    assert all((b != i).any() for b, i in zip(bent, images, strict=True))
-    np.testing.assert_array_equal(bent, elastic_digits(images, np.random.default_rng(0), strength=1.0))
-    # a smooth field of a pixel or two: the ink stays near the bar; a 3-pixel bar squeezed or
-    # stretched across keeps 0.6-1.7x its ink (seed 0)
-    ink = bent.astype(float).sum((1, 2)) / images.astype(float).sum((1, 2))
-    assert ((0.4 < ink) & (ink < 2.0)).all(), ink
-    assert bent[:, :, :12].max() == 0 and bent[:, :2].max() == 0  # no ink far from the bar
-
-
-def test_augmented_pool_elastic_bends_the_copies_only():
-    pool = DigitPool(bars(20), np.arange(20) % 10)
-    affine = augmented_pool(pool, 2, seed=5)
-    both = augmented_pool(pool, 2, seed=5, elastic=1.0)
-    np.testing.assert_array_equal(both.images[:20], pool.images)
-    assert both.labels.tolist() == affine.labels.tolist()
-    assert (both.images[20:] != affine.images[20:]).any()
-    np.testing.assert_array_equal(augmented_pool(pool, 2, seed=5, elastic=0.0).images, affine.images)
-    with pytest.raises(ValueError, match="elastic must be >= 0"):
-        augmented_pool(pool, 2, seed=5, elastic=-1.0)

@@ -51,9 +51,6 @@ def test_field_types_are_declared_for_every_preset_value():
         ("naming_augment", -1, "--naming-augment"),
         ("naming_augment", 3, "--naming-augment"),  # without a naming warm-up to augment
         ("naming_depth", 5, "--naming-depth"),
-        ("naming_elastic", -0.5, "--naming-elastic"),
-        ("naming_elastic", float("nan"), "--naming-elastic"),
-        ("naming_elastic", 1.0, "--naming-elastic"),  # without affine copies to bend
         ("naming_depth", 4, "--naming-depth"),  # without a naming backbone to deepen
         ("dtype", "float64", "--dtype"),
     ],

@@ -7,6 +7,10 @@ resized to 64 x 64; max over space, linear to 10) and measures it on digits of t
 test pool, so variants (width, resolution, augmentation, steps) can be compared.
 
     python tools/syncmnist_probes/digits.py --arch base --channels 32 --steps 2000 --augment
+
+``--elastic S`` (session 14) also bends each training digit by a random smooth displacement
+field after the affine move; it did not name test-pool digits better (docs/syncmnist.md), so it
+stays here and not in the product.
 """
 
 from __future__ import annotations
@@ -22,10 +26,31 @@ import torch.nn.functional as F
 from explore import PerFrame, conv
 from torch import nn
 
-from rstg_fast.data.augment import affine_digits, elastic_digits
+from rstg_fast.data.augment import affine_digits
 from rstg_fast.data.mnist import digit_pool
 from rstg_fast.data.syncmnist import CANVAS, DIGIT, paste_digits, resize_frames
 from rstg_fast.experiments.syncmnist.model import ConvBackbone
+
+ELASTIC_ALPHA = 34.0  # pixels, at --elastic 1: Simard et al. 2003's elastic distortion of MNIST digits
+ELASTIC_SIGMA = 4.0  # pixels: the Gaussian that smooths the random displacement field
+
+
+def elastic_digits(images: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """``(n, 28, 28)`` uint8 digits -> the same digits bent by a random smooth displacement field
+    (uniform in ``[-1, 1]`` per pixel and axis, smoothed by a Gaussian of ``ELASTIC_SIGMA`` pixels,
+    scaled by ``strength x ELASTIC_ALPHA`` pixels), uint8."""
+    n, size = len(images), images.shape[-1]
+    field = torch.from_numpy(rng.uniform(-1, 1, (n * 2, 1, size, size)).astype(np.float32))
+    radius = int(3 * ELASTIC_SIGMA)
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / ELASTIC_SIGMA) ** 2)
+    taps /= taps.sum()
+    field = F.conv2d(field, taps.view(1, 1, 1, -1), padding=(0, radius))  # separable Gaussian, zero-padded
+    field = F.conv2d(field, taps.view(1, 1, -1, 1), padding=(radius, 0))
+    shift = field.view(n, 2, size, size).permute(0, 2, 3, 1) * (strength * ELASTIC_ALPHA * 2 / size)
+    identity = F.affine_grid(torch.eye(2, 3).expand(n, 2, 3), [n, 1, size, size], align_corners=False)
+    x = torch.from_numpy(images).float()[:, None]
+    out = F.grid_sample(x, identity + shift, align_corners=False, padding_mode="zeros")
+    return out[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def frames(split: str, n: int, rng: np.random.Generator, strength: float = 0.0, elastic: float = 0.0):

@@ -54,9 +54,7 @@ def trained_backbones(checkpoint: str) -> tuple[dict[str, nn.Module], SyncMNISTC
 def warmed_up_naming(a: argparse.Namespace) -> tuple[ConvBackbone, nn.Linear, SyncMNISTConfig]:
     """A fresh naming backbone after ``a.warm_up`` steps of the product's naming warm-up, its
     warm-up head (10 classes + the step) and the configuration it used."""
-    cfg = SyncMNISTConfig.preset_config(
-        "quick", channels=a.channels, seed=a.seed, naming_augment=a.augment_copies, naming_elastic=a.elastic
-    )
+    cfg = SyncMNISTConfig.preset_config("quick", channels=a.channels, seed=a.seed, naming_augment=a.augment_copies)
     torch.manual_seed(a.seed)
     naming = ConvBackbone(a.channels, motion=True, depth=4 if a.deeper else 3)
     out = a.last_channels or a.channels
@@ -137,7 +135,6 @@ def main() -> None:
     p.add_argument("--last-channels", type=int, default=0, help="the naming backbone's last conv this wide")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--augment-copies", type=int, default=0, help="the warm-up's --naming-augment")
-    p.add_argument("--elastic", type=float, default=0.0, help="the warm-up's --naming-elastic")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.checkpoint:

@@ -115,13 +115,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the naming warm-up draws its digits from the training pool and this many random affine copies"
         " of each (rotation, scale, shear; 0: none)",
     )
-    p.add_argument(
-        "--naming-elastic",
-        type=float,
-        default=0.0,
-        help="also bend each --naming-augment copy by a random smooth displacement field of this strength"
-        " (1: up to 34 pixels before a 4-pixel Gaussian, Simard et al. 2003; 0: none)",
-    )
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: momentum 0.9")
     p.add_argument("--eval-batch-size", type=int, default=128)

@@ -4,7 +4,6 @@ and every check of its values (run before any work; errors name the flag)."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -94,7 +93,6 @@ class SyncMNISTConfig(RunConfig):
     main_backbone: bool = True  # False (--no-main-backbone): the naming backbone alone
     naming_depth: int = 3  # the naming backbone's conv layers (3 or 4; model.ConvBackbone)
     naming_augment: int = 0  # affine copies of each training digit in the naming warm-up's pool
-    naming_elastic: float = 0.0  # > 0: the copies are also bent elastically at this strength
     optimizer: str = "adamw"
     eval_batch_size: int = 128
     ckpt_steps: int = 0  # also checkpoint every N steps (0: per epoch only)
@@ -163,13 +161,6 @@ class SyncMNISTConfig(RunConfig):
             raise ValueError(
                 f"--naming-augment {self.naming_augment} augments the naming warm-up: pass --naming-pretrain-steps > 0"
             )
-        if not (self.naming_elastic >= 0 and math.isfinite(self.naming_elastic)):
-            raise ValueError(f"--naming-elastic must be a finite number >= 0, got {self.naming_elastic}")
-        if self.naming_elastic and not self.naming_augment:
-            raise ValueError(
-                f"--naming-elastic {self.naming_elastic} bends the naming warm-up's affine copies:"
-                " pass --naming-augment > 0"
-            )
         if not self.main_backbone and not self.naming_pretrain_steps:
             raise ValueError("--no-main-backbone leaves the naming backbone alone: pass --naming-pretrain-steps > 0")
         if not self.main_backbone and self.pretrain_steps:
@@ -213,8 +204,7 @@ class SyncMNISTConfig(RunConfig):
         """What differs between this run and a checkpoint's saved config, beyond ``RESUME_FREE``;
         a field the checkpoint's version did not have counts as its default, the checkpoint's
         preset's for a preset field (``--model``, ``--naming-pretrain-steps``,
-        ``--naming-channels``, ``--no-main-backbone``, ``--naming-augment``, ``--naming-depth`` and
-        ``--naming-elastic`` came later: an
+        ``--naming-channels``, ``--no-main-backbone``, ``--naming-augment`` and ``--naming-depth`` came later: an
         older checkpoint still resumes)."""
         now = self.as_dict()
         defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}

@@ -25,8 +25,7 @@ warm-ups, one per backbone kind:
   motion backbone (docs/syncmnist.md, "Two frozen backbones side by side"). With
   ``--naming-augment K`` its videos draw their digits from the training pool and K random
   affine copies of it (``rstg_fast.data.augment``): names learned from 4,000 digits carry over
-  to unseen ones better (docs/syncmnist.md, session 10); ``--naming-elastic S`` also bends each
-  copy by a random smooth displacement field (session 14).
+  to unseen ones better (docs/syncmnist.md, session 10).
 """
 
 from __future__ import annotations
@@ -84,23 +83,19 @@ def motion_clips(n: int, seed: int, step: int, source: str | None = None) -> tup
     return resize_frames(canvas), pool.labels[idx], second - first
 
 
-def naming_videos(
-    n: int, digits: int, seed: int, step: int, source: str | None = None, augment: int = 0, elastic: float = 0.0
-):
+def naming_videos(n: int, digits: int, seed: int, step: int, source: str | None = None, augment: int = 0):
     """The naming warm-up's batch ``step``: ``n`` SyncMNIST training videos (a ``SyncMNISTBatch``)
     from streams that the training run never uses; ``augment`` > 0 draws their digits from the
-    training pool and that many random affine copies of it (``--naming-augment``), each also
-    bent elastically at strength ``elastic`` when > 0 (``--naming-elastic``)."""
-    pool = naming_pool(source, augment, seed, elastic) if augment else None
+    training pool and that many random affine copies of it (``--naming-augment``)."""
+    pool = naming_pool(source, augment, seed) if augment else None
     return generate(n, digits, "train", seed, stream=NAMING_STREAMS + step, source=source, pool=pool)
 
 
 @functools.lru_cache(maxsize=2)
-def naming_pool(source: str | None, copies: int, seed: int, elastic: float = 0.0) -> DigitPool:
-    """The training pool with ``copies`` affine (``elastic`` > 0: and elastic) copies of each
-    digit, built once per process (15 affine copies of the 4,000 embedded digits: 50 MB, 6.4 s
-    on one busy thread of the 2-core VM)."""
-    return augmented_pool(digit_pool("train", source), copies, seed, elastic)
+def naming_pool(source: str | None, copies: int, seed: int) -> DigitPool:
+    """The training pool with ``copies`` affine copies of each digit, built once per process
+    (15 copies of the 4,000 embedded digits: 50 MB, 6.4 s on one busy thread of the 2-core VM)."""
+    return augmented_pool(digit_pool("train", source), copies, seed)
 
 
 # Each warm-up's loss on its batch ``step``: ``(loss, hit rate)``; ``head`` is Linear(C, 10 or 12).
@@ -133,9 +128,7 @@ def digit_presence(digits: np.ndarray, device: torch.device | str = "cpu") -> to
 
 
 def _naming_loss(backbone, head, cfg, step, device):
-    batch = naming_videos(
-        BATCH["naming"], cfg.digits, cfg.seed, step, cfg.source, cfg.naming_augment, cfg.naming_elastic
-    )
+    batch = naming_videos(BATCH["naming"], cfg.digits, cfg.seed, step, cfg.source, cfg.naming_augment)
     n, k = batch.digits.shape
     features = backbone(to_tensor(batch.videos).to(device))[:, :, 1:]  # frames with a previous one
     b, c, t, h, w = features.shape
