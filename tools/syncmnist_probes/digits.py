@@ -6,7 +6,7 @@ single-digit task of ``pretrain.py`` (one train-pool digit pasted on the 100 x 1
 resized to 64 x 64; max over space, linear to 10) and measures it on digits of the disjoint
 test pool, so variants (width, resolution, augmentation, steps) can be compared.
 
-    python tools/syncmnist_probes/digits.py --arch base --channels 32 --steps 2000 --augment
+    python tools/syncmnist_probes/digits.py --arch base --channels 32 --steps 2000 --augment 1
 
 ``--elastic S`` (session 14) also bends each training digit by a random smooth displacement
 field after the affine move; it did not name test-pool digits better (docs/syncmnist.md), so it
