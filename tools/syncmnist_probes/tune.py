@@ -20,40 +20,35 @@ from common import add_loop_arguments, test, train
 from torch import nn
 
 from rstg_fast.data.shards import to_tensor
-from rstg_fast.experiments.syncmnist.model import with_difference_to_previous
 from rstg_fast.experiments.syncmnist.train import load_trained
 
 
-class TunedNaming(nn.Module):
-    """A trained run whose naming backbone runs in two parts: the layers before its last
-    ``tune`` convs frozen (under ``no_grad``), the rest trainable, then the run's RSTG and head."""
+class NoGrad(nn.Sequential):
+    """Layers run without autograd: the frozen front of the naming backbone."""
 
-    def __init__(self, checkpoint: str, tune: int) -> None:
-        super().__init__()
-        self.net, _ = load_trained(checkpoint)
-        backbone = self.net.backbone
-        if getattr(backbone, "main", None) is not None or not hasattr(backbone, "naming"):
-            raise SystemExit(f"--checkpoint {checkpoint}: not a --no-main-backbone run")
-        layers = list(backbone.naming.layers)
-        convs = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
-        if not 0 <= tune <= len(convs):
-            raise SystemExit(f"--tune must be in [0, {len(convs)}], got {tune}")
-        cut = convs[-tune] if tune else len(layers)
-        self.frozen = nn.Sequential(*layers[:cut])
-        self.tuned = nn.Sequential(*layers[cut:])
-        self.net.train().requires_grad_(True)
-        backbone.requires_grad_(False)
-        self.tuned.requires_grad_(True)
-
-    def forward(self, videos: torch.Tensor) -> torch.Tensor:
-        x = with_difference_to_previous(videos)  # the naming backbone is a motion backbone
-        b, c, t, h, w = x.shape
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w).contiguous(memory_format=torch.channels_last)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            y = self.frozen(frames)
-        y = self.tuned(y)
-        features = y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
-        return self.net(videos, features=features)
+            return super().forward(x)
+
+
+def tuned_run(checkpoint: str, tune: int) -> nn.Module:
+    """A trained ``--no-main-backbone`` run, trainable but for its naming backbone's layers
+    before the last ``tune`` convs, which run frozen under ``no_grad`` (the product's
+    ``ConvBackbone.forward`` around them)."""
+    net, _ = load_trained(checkpoint)
+    backbone = net.backbone
+    if getattr(backbone, "main", None) is not None or not hasattr(backbone, "naming"):
+        raise SystemExit(f"--checkpoint {checkpoint}: not a --no-main-backbone run")
+    layers = list(backbone.naming.layers)
+    convs = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
+    if not 0 <= tune <= len(convs):
+        raise SystemExit(f"--tune must be in [0, {len(convs)}], got {tune}")
+    cut = convs[-tune] if tune else len(layers)
+    net.train().requires_grad_(True)
+    backbone.requires_grad_(False)
+    backbone.naming.layers = nn.Sequential(NoGrad(*layers[:cut]), *layers[cut:])
+    nn.Sequential(*layers[cut:]).requires_grad_(True)
+    return net
 
 
 def main() -> None:
@@ -65,7 +60,7 @@ def main() -> None:
     p.set_defaults(steps=3000, lr=1e-4)
     a = p.parse_args()
     torch.set_num_threads(1)
-    model = TunedNaming(a.checkpoint, a.tune)
+    model = tuned_run(a.checkpoint, a.tune)
     pixels = lambda batch: to_tensor(batch.videos)  # noqa: E731
     test(model, pixels, 0, videos=a.videos)
     model.train()
