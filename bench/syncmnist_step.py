@@ -30,7 +30,6 @@ Timing numbers: run it alone on the machine (``uptime`` before and after is prin
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -40,6 +39,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from rstg_fast._errors import ArgumentParser  # errors: one line, exit code 2
 from rstg_fast.data.shards import to_tensor
 from rstg_fast.data.syncmnist import generate
 from rstg_fast.experiments.syncmnist.config import SyncMNISTConfig
@@ -110,7 +110,7 @@ def step_flops(cfg: SyncMNISTConfig) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1, help="torch threads of the training step")
     p.add_argument("--steps", type=int, default=60, help="steps per round")
     p.add_argument("--rounds", type=int, default=3)

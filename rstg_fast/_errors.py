@@ -2,8 +2,9 @@
 
 Two kinds, both handled in one place, :func:`rstg_fast.cli.main`:
 
-* :class:`UsageError` -- a bad argument. ``main`` turns it into argparse's own error exit: the
-  subcommand's usage, one line ``rstg-fast CMD: error: MESSAGE`` naming the flag, exit code 2.
+* :class:`UsageError` -- a bad argument. ``main`` turns it into the parser's error exit: one
+  line ``rstg-fast CMD: error: MESSAGE`` naming the flag, exit code 2 (:class:`ArgumentParser`:
+  no usage block before it; ``--help`` shows the usage).
   Commands rarely raise it themselves: every ``ValueError`` raised by a command's optional
   ``check_args(args)`` hook (called by ``main`` after parsing, before ``run``), or inside an
   ``argument_errors()`` block, becomes one. Parameter names in the message (``num_digits``,
@@ -18,12 +19,14 @@ Any other exception keeps its traceback: it is a bug to report, not a message fo
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 
 class UsageError(ValueError):
-    """A bad command-line argument: ``rstg-fast`` prints usage and this one line, exit code 2."""
+    """A bad command-line argument: ``rstg-fast`` prints this one line, exit code 2."""
 
 
 class CommandError(Exception):
@@ -37,7 +40,7 @@ class TrainingDiverged(CommandError, RuntimeError):
 @contextlib.contextmanager
 def argument_errors() -> Iterator[None]:
     """Inside this block, a ``ValueError`` is a bad argument: it is re-raised as a
-    :class:`UsageError` (exit code 2 with usage, the flag named). ``check_args`` hooks run
+    :class:`UsageError` (one line naming the flag, exit code 2). ``check_args`` hooks run
     inside one; use it around argument resolution that has to happen in ``run``."""
     try:
         yield
@@ -60,3 +63,17 @@ def reading(damaged: Callable[[BaseException], Exception], *more: type[BaseExcep
         raise
     except (OSError, ValueError, KeyError, EOFError, *more) as exc:
         raise damaged(exc) from exc
+
+
+def one_line(message: str) -> str:
+    """``message``'s non-blank lines joined by "; " (an error is reported on one line)."""
+    return "; ".join(part.strip() for part in message.strip().splitlines() if part.strip())
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line, ``PROG: error: MESSAGE``, and exit
+    code 2. argparse prints the usage first, which for ``rstg-fast syncmnist`` is 30 lines that
+    bury the line naming the bad flag; ``--help`` still shows it. Subparsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")

@@ -8,8 +8,9 @@ Errors (rstg_fast/_errors.py), handled here for every subcommand:
 * A module may also define ``check_args(args) -> None``, called after parsing and before
   ``run``: it validates and resolves the arguments (it may set more attributes on ``args``
   for ``run``). Any ``ValueError`` it raises -- or that ``run`` raises inside
-  ``with rstg_fast._errors.argument_errors():`` -- is a usage error: the subcommand's usage,
-  one line ``rstg-fast CMD: error: ...`` and exit code 2, as argparse does for a bad flag.
+  ``with rstg_fast._errors.argument_errors():`` -- is a usage error: one line
+  ``rstg-fast CMD: error: ...`` and exit code 2, as for a flag argparse refuses (no usage
+  block: ``rstg_fast._errors.ArgumentParser``).
   Parameter names in the message are shown as flags: the command's own ``dest`` names
   (``crop_size`` -> ``--crop-size``) and the module's ``FLAG_NAMES`` (``{"num_digits":
   "--digits"}``) for library parameters named otherwise.
@@ -25,7 +26,7 @@ import importlib
 import re
 import sys
 
-from rstg_fast._errors import CommandError, UsageError, argument_errors
+from rstg_fast._errors import ArgumentParser, CommandError, UsageError, argument_errors, one_line
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -42,7 +43,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="rstg-fast", description="Recurrent Space-time Graph networks, fast.")
+    parser = ArgumentParser(prog="rstg-fast", description="Recurrent Space-time Graph networks, fast.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     parsers = {}
@@ -64,10 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:
         print(f"{p.prog}: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
-
-
-def one_line(message: str) -> str:
-    return "; ".join(part.strip() for part in message.strip().splitlines() if part.strip())
 
 
 # a parameter name: the message's first word, or a word holding an underscore anywhere (an

@@ -14,7 +14,6 @@ The full test suite is ``pytest tests/ops/test_triton_backend.py`` (GPU tests ru
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ import tempfile
 import torch
 
 from rstg_fast._atomic import atomic_path
+from rstg_fast._errors import ArgumentParser  # errors: one line, exit code 2
 
 SHAPES = {  # docs/design.md §5: (B, T, scales, H, W, width)
     "syncmnist": (32, 10, ((3, 3), (2, 2), (1, 1)), 6, 6, 512),
@@ -151,7 +151,7 @@ def timing(shape: str, dtype: torch.dtype, heads: int, backend: str) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--compile-only", action="store_true")
     p.add_argument("--precision", default="ieee", help="tl.dot input_precision for float32 (--compile-only)")
     p.add_argument("--widths", default="256,512", help="Hd values to compile for (--compile-only)")

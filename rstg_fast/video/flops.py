@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from rstg_fast._errors import ArgumentParser  # errors: one line, exit code 2
 from rstg_fast.video.model import VideoClassifier
 
 PAPER_CONFIGS: list[tuple[str, str]] = [
@@ -64,7 +65,7 @@ def table(frames: int = 32, size: int = 224, num_classes: int = 174, rstg: dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--device", default="meta", help="meta (no compute) or cpu")
