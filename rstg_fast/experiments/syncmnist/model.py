@@ -44,6 +44,15 @@ def with_difference_to_previous(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, torch.cat([torch.zeros_like(x[:, :, :1]), x.diff(dim=2)], 2)], 1)
 
 
+def _conv_block(
+    in_channels: int, out_channels: int, kernel: int, *, stride: int = 1, padding: int = 0, pool: bool = False
+) -> list[nn.Module]:
+    """Conv (no bias: see ``_norm``), GroupNorm, max-pool 2 if ``pool``, ReLU. In
+    place: GroupNorm's and max-pool's backward do not read their outputs."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False)
+    return [conv, _norm(out_channels), *([nn.MaxPool2d(2)] if pool else []), nn.ReLU(inplace=True)]
+
+
 class ConvBackbone(nn.Module):
     """``(B, 1, T, 64, 64)`` -> ``(B, channels, T, 6, 6)``; ``motion``: the input of frame ``t`` is
     ``[x_t, x_t - x_{t-1}]``. ``depth`` convs: 3, or 4 with one more 3 x 3 conv (and its norm and
@@ -59,21 +68,15 @@ class ConvBackbone(nn.Module):
         self.motion = motion
         # max-pool before ReLU: the two commute exactly (both monotone), values and gradients bit
         # for bit, and the ReLU then runs on a quarter of the map (the frozen forward 1.4x,
-        # session 13). In place: GroupNorm's and max-pool's backward do not read their outputs.
-        # The parameterless modules swap places only: the ``state_dict`` keys of every earlier run.
+        # session 13). The parameterless modules swap places only: the ``state_dict`` keys of
+        # every earlier run (one flat Sequential, its indices unchanged).
         layers = [
-            nn.Conv2d(2 if motion else 1, half, 4, stride=2, padding=1, bias=False),
-            _norm(half),
-            nn.MaxPool2d(2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(half, channels, 3, padding=1, bias=False),
-            _norm(channels),
-            nn.MaxPool2d(2),
-            nn.ReLU(inplace=True),
+            *_conv_block(2 if motion else 1, half, 4, stride=2, padding=1, pool=True),
+            *_conv_block(half, channels, 3, padding=1, pool=True),
         ]
         if depth == 4:  # at 8 x 8, the size kept
-            layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), _norm(channels), nn.ReLU(inplace=True)]
-        layers += [nn.Conv2d(channels, channels, 3, bias=False), _norm(channels), nn.ReLU(inplace=True)]
+            layers += _conv_block(channels, channels, 3, padding=1)
+        layers += _conv_block(channels, channels, 3)
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
